@@ -1,0 +1,52 @@
+# cifar10-transfer: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Passed through to `python -m cifar10_transfer reproduce|train`.
+PROFILE ?= seed
+OUT ?= .
+DATA ?= cifar10
+DATA_DIR ?=
+WEIGHTS ?= imagenet
+SET ?=
+RUN_FLAGS = --profile $(PROFILE) --out $(OUT) --data $(DATA) --weights $(WEIGHTS) \
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume)
+
+.PHONY: help install test reproduce train report data-check bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv with the pinned requirements, the package and its Jupyter kernel
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name cifar10-transfer --display-name "Python (cifar10-transfer)" >/dev/null
+	touch $(STAMP)
+
+test: install ## run the test suite (real-data tests read the CIFAR10_DIR variable)
+	$(PY) -m pytest -q
+
+reproduce: install ## run both notebooks and regenerate figures, results, deck and README table
+	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS)
+
+train: install ## train and evaluate only, writing OUT/results/results.json
+	$(PY) -m cifar10_transfer train $(RUN_FLAGS)
+
+report: install ## re-render the deck and README table from results/results.json
+	$(PY) -m cifar10_transfer report --out $(OUT)
+
+data-check: install ## print per-split, per-class counts of the data
+	$(PY) -m cifar10_transfer data check --data $(DATA) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+bench: install ## measure speed and memory; writes benchmarks/results/latest.json
+	$(PY) benchmarks/bench.py
+
+clean: ## remove .venv and interrupted runs
+	rm -rf $(VENV) .runs

@@ -1,0 +1,29 @@
+"""cifar10-transfer: a baseline CNN versus ResNet50 ImageNet transfer learning on CIFAR-10.
+
+The public API is flat; names load on first use so that `python -m cifar10_transfer --help`
+does not pay for importing TensorFlow.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "RunConfig": "config", "make_config": "config", "PROFILES": "config",
+    "Dataset": "data", "load_dataset": "data", "synthetic_dataset": "data", "safe_extract": "data",
+    "Splits": "pipelines", "split_dataset": "pipelines", "cnn_dataset": "pipelines",
+    "resnet_dataset": "pipelines", "augment_batch": "pipelines",
+    "build_model": "models", "build_cnn": "models", "build_resnet50": "models", "unfreeze": "models",
+    "save_backbone_weights": "models", "TransferModel": "models",
+    "Experiment": "experiment", "ModelRun": "experiment",
+    "evaluate_predictions": "evaluation", "resolve_precision": "training", "make_strategy": "training",
+    "UserError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'cifar10_transfer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,0 +1,91 @@
+"""Which figure each notebook section writes, and the tables it shows.
+
+The notebooks call these so that every figure has one name, one style and one code
+path that the tests exercise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import plots
+from .data import Dataset
+from .evaluation import most_confident_mistakes
+from .pipelines import Splits, augmentation_examples
+
+CURVE_FILES = {"cnn": "cnn_curve.png", "resnet50_head": "resnet_head.png",
+               "resnet50_finetuned": "resnet_finetuning.png"}
+
+
+def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[Path]:
+    """The four EDA figures of the training set, written to `images_dir`."""
+    images_dir = Path(images_dir)
+    x, y, names = dataset.x_train, dataset.y_train, dataset.class_names
+    figures = {"train_label_distribution.png": plots.label_distribution(y, names),
+               "dataset_samples.png": plots.sample_grid(x, y, names, per_class=8, seed=seed),
+               "avg_rgb_by_class.png": plots.average_rgb_by_class(x, y, names),
+               "pixel_intensity.png": plots.pixel_intensity(x, y, names)}
+    return [_save(figure, images_dir / name) for name, figure in figures.items()]
+
+
+def save_augmentation_figure(splits: Splits, images_dir: Path, seed: int, n_images: int = 6,
+                             n_variants: int = 5) -> list[Path]:
+    """Originals from the training split beside augmented copies (the ResNet50 stages' augmentation)."""
+    originals = splits.x_train[:n_images]
+    variants = augmentation_examples(originals, n_variants, seed)
+    return [_save(plots.augmentation_grid(originals, variants), Path(images_dir) / "augmentation.png")]
+
+
+def save_training_curves(run, images_dir: Path) -> list[Path]:
+    """Loss and accuracy curves of one trained model (none when the model was not run)."""
+    if run is None:
+        return []
+    title = f"{plots.MODEL_LABELS[run.name]}: training and validation"
+    return [_save(plots.training_curves(run.stage.history, title), Path(images_dir) / CURVE_FILES[run.name])]
+
+
+def show(paths: list[Path]) -> None:
+    """Display saved figures in a notebook, each under its file name."""
+    from IPython.display import Image, Markdown, display
+
+    for path in paths:
+        display(Markdown(f"`{Path(path).name}`"), Image(filename=str(path)))
+
+
+def metrics_frame(results: dict) -> pd.DataFrame:
+    """One row per trained model: accuracy, loss, size and cost (accuracies as fractions)."""
+    columns = ["test_accuracy", "test_loss", "train_accuracy", "val_accuracy", "params",
+               "trainable_params", "epochs", "seconds", "images_per_second", "precision"]
+    return pd.DataFrame({name: {c: entry[c] for c in columns} for name, entry in results["models"].items()}).T
+
+
+def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: np.ndarray,
+                            images_dir: Path) -> list[Path]:
+    """Comparison, confusion matrix, common errors, per-class metrics and misclassified examples.
+
+    Everything but the comparison describes the best model of the run.
+    """
+    images_dir = Path(images_dir)
+    best = results["models"][results["best_model"]]
+    label = plots.MODEL_LABELS[results["best_model"]]
+    wrong = most_confident_mistakes(splits.y_test, best_probabilities)
+    predicted = best_probabilities.argmax(axis=1)
+    figures = {
+        "model_comparison.png": plots.model_comparison(results),
+        "confusion_matrix.png": plots.confusion_matrix_plot(np.array(best["confusion_matrix"]),
+                                                            splits.class_names, f"{label}: confusion matrix"),
+        "common_errors.png": plots.common_errors(best["top_confusions"], f"{label}: most common errors"),
+        "per_class_metrics.png": plots.per_class_metrics(best["per_class"], f"{label}: per-class metrics"),
+        "misclassified_examples.png": plots.misclassified_examples(
+            splits.x_test[wrong], splits.y_test[wrong], predicted[wrong],
+            best_probabilities[wrong, predicted[wrong]], splits.class_names),
+    }
+    return [_save(figure, images_dir / name) for name, figure in figures.items()]
+
+
+def _save(figure, path: Path) -> Path:
+    plots.save_figure(figure, path)
+    return path

@@ -1,0 +1,102 @@
+"""Command line: `python -m cifar10_transfer {data check,train,reproduce,report}`.
+
+Argument parsing and exit codes only; the work is in `workflow`. A UserError prints
+one line and exits 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .config import PROFILES
+from .errors import UserError
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", choices=("cifar10", "synthetic"), default="cifar10",
+                        help="cifar10 (local copy or Keras download) or synthetic stand-in images")
+    parser.add_argument("--data-dir", help="local CIFAR-10: official tarball, batches or image folders "
+                                           "(default: $CIFAR10_DIR, else the Keras download)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    _add_data_flags(parser)
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="seed",
+                        help="seed: the study's settings; smoke: minutes on a CPU; full: all 50,000 images")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, type-checked (repeatable)")
+    parser.add_argument("--weights", default="imagenet",
+                        help="ResNet50 weights: imagenet, none (random init) or a .h5 file path")
+    parser.add_argument("--out", default=".", help="publish results, figures and deck under this directory")
+    parser.add_argument("--resume", action="store_true", help="continue the latest interrupted run in --out")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="python -m cifar10_transfer",
+                                     description="CIFAR-10: baseline CNN versus ResNet50 transfer learning.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", help="data commands")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    check = data_commands.add_parser("check", help="load the data and print per-split, per-class counts")
+    _add_data_flags(check)
+    _add_run_flags(commands.add_parser("train", help="train and evaluate, write OUT/results/results.json"))
+    _add_run_flags(commands.add_parser("reproduce", help="run the notebooks, figures, results, deck, README"))
+    report = commands.add_parser("report", help="re-render deck and README table from results.json")
+    report.add_argument("--out", default=".", help="directory holding results/results.json")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute parsed arguments; returns the exit code."""
+    from . import workflow
+
+    if args.command == "data":
+        print(workflow.data_summary(args.data, args.data_dir))
+    elif args.command == "train":
+        print(f"results: {workflow.train(args.profile, args.overrides, args.data, args.data_dir, args.weights, args.out, args.resume)}")
+    elif args.command == "reproduce":
+        for path in workflow.reproduce(args.profile, args.overrides, args.data, args.data_dir,
+                                       args.weights, args.out, args.resume):
+            print(f"published: {path}")
+    elif args.command == "report":
+        print(f"deck: {workflow.report(args.out)}")
+    return 0
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 muted.
+
+    TensorFlow 2.21 prints oneDNN and CUDA notices from C++ before its logging is set up,
+    so TF_CPP_MIN_LOG_LEVEL cannot silence them; they would bury the one-line errors.
+    An import error still surfaces: stderr is restored before Python raises it.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m cifar10_transfer`."""
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        _import_tensorflow_quietly()
+    try:
+        return run(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with the same command and --resume.", file=sys.stderr)
+        return 130

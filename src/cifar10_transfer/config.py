@@ -1,0 +1,186 @@
+"""Run configuration: one dataclass, three profiles, typed `key=value` overrides.
+
+The defaults are the study's settings (the `seed` profile). Every override must
+keep the type of the field it replaces, and unknown keys are refused, so a typo
+never silently trains the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass
+
+from .errors import UserError
+
+MODEL_NAMES = ("cnn", "resnet50_head", "resnet50_finetuned")
+HEAD_MODES = ("cached", "end_to_end")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+SWITCHES = ("auto", "on", "off")
+STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+RESNET50_BACKBONE_LAYERS = 175  # len(ResNet50(include_top=False).layers), the input layer included
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of a run. Defaults reproduce the study (the `seed` profile)."""
+
+    # data
+    train_size: int = 10_000  # images drawn (stratified, seeded) from the training set
+    val_fraction: float = 0.2  # share of train_size held out for validation
+    test_size: int | None = None  # None: the whole test set
+    seed: int = 3  # drives the subset, the split, shuffling and weight init
+    # inputs
+    image_size: int = 224  # ResNet50 input side in pixels; the CNN always sees 32x32
+    batch_size: int = 64  # global batch size, split across replicas
+    augment: bool = True  # flip, crop/zoom, brightness, contrast for ResNet50 stages
+    # epochs per stage
+    cnn_epochs: int = 10
+    head_epochs: int = 10
+    finetune_epochs: int = 10
+    # transfer learning
+    finetune_layers: int = 30  # last N backbone layers unfrozen in stage 2 (BatchNorm stays frozen)
+    head_lr: float = 1e-3  # Adam learning rate of stage 1
+    finetune_lr: float = 1e-5  # Adam learning rate of stage 2
+    head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
+    cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
+    # execution
+    precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
+    jit_compile: str = "auto"  # XLA: auto (on for GPUs) | on | off
+    strategy: str = "auto"  # tf.distribute: auto | default | mirrored | multi_worker
+    deterministic: bool = True  # TensorFlow op determinism (identical CPU runs)
+    models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated subset of MODEL_NAMES
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def model_list(self) -> list[str]:
+        """The selected models in run order; resnet50_finetuned implies resnet50_head."""
+        chosen = {name.strip() for name in self.models.split(",") if name.strip()}
+        if "resnet50_finetuned" in chosen:
+            chosen.add("resnet50_head")
+        return [name for name in MODEL_NAMES if name in chosen]
+
+    def to_dict(self) -> dict:
+        """The configuration as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "RunConfig":
+        """A copy with `changes` applied and validated."""
+        return dataclasses.replace(self, **changes)
+
+
+PROFILES: dict[str, dict] = {
+    "seed": {},
+    # A few minutes end to end on 2 CPU cores: tiny subset, small inputs, one epoch per stage.
+    "smoke": dict(train_size=500, test_size=500, image_size=64, batch_size=32,
+                  cnn_epochs=1, head_epochs=1, finetune_epochs=1),
+    "full": dict(train_size=50_000),
+}
+
+
+def _validate(config: RunConfig) -> None:
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if not _has_type(value, _field_types()[field.name]):
+            raise UserError(f"config {field.name}={value!r} has the wrong type; "
+                            f"expected {_type_name(_field_types()[field.name])}.")
+    positive = ["train_size", "image_size", "batch_size", "cnn_epochs", "head_epochs",
+                "finetune_epochs", "finetune_layers"]
+    for name in positive + (["test_size"] if config.test_size is not None else []):
+        if getattr(config, name) <= 0:
+            raise UserError(f"config {name}={getattr(config, name)} must be positive.")
+    for name in ("head_lr", "finetune_lr"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"config {name}={getattr(config, name)} must be positive.")
+    if not 0 < config.val_fraction < 1:
+        raise UserError(f"config val_fraction={config.val_fraction} must lie strictly between 0 and 1.")
+    if config.image_size < 32:
+        raise UserError(f"config image_size={config.image_size} is too small; ResNet50 needs at least 32.")
+    if config.finetune_layers > RESNET50_BACKBONE_LAYERS:
+        raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "
+                        f"{RESNET50_BACKBONE_LAYERS} layers of the ResNet50 backbone.")
+    _check_choice("head_mode", config.head_mode, HEAD_MODES)
+    _check_choice("precision", config.precision, PRECISIONS)
+    _check_choice("jit_compile", config.jit_compile, SWITCHES)
+    _check_choice("strategy", config.strategy, STRATEGIES)
+    names = [name.strip() for name in config.models.split(",") if name.strip()]
+    if not names:
+        raise UserError(f"config models is empty; choose from {', '.join(MODEL_NAMES)}.")
+    for name in names:
+        _check_choice("models", name, MODEL_NAMES)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"config {key}={value!r} is unknown; choose from {', '.join(choices)}.")
+
+
+def _field_types() -> dict[str, object]:
+    return typing.get_type_hints(RunConfig)
+
+
+def _has_type(value: object, expected: object) -> bool:
+    if isinstance(expected, types.UnionType):
+        return any(_has_type(value, option) for option in typing.get_args(expected))
+    if expected is type(None):
+        return value is None
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _type_name(expected: object) -> str:
+    if isinstance(expected, types.UnionType):
+        return " or ".join(_type_name(option) for option in typing.get_args(expected))
+    return "none" if expected is type(None) else expected.__name__
+
+
+def _parse_value(key: str, text: str, expected: object) -> object:
+    """Parse `text` into the field's type; JSON literals, with bare words as strings."""
+    if expected == (int | None) and text.lower() in ("none", "all"):
+        return None
+    try:
+        value = json.loads(text.lower() if text.lower() in ("true", "false") else text)
+    except json.JSONDecodeError:
+        value = text
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not _has_type(value, expected):
+        raise UserError(f"--set {key}={text}: expected {_type_name(expected)}.")
+    return value
+
+
+def parse_overrides(pairs: list[str] | None) -> dict:
+    """Turn `["key=value", ...]` into typed overrides; unknown keys and bad types raise UserError."""
+    types_by_key = _field_types()
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep:
+            raise UserError(f"--set {pair!r} is not key=value.")
+        if key not in types_by_key:
+            raise UserError(f"--set {key}: unknown key; known keys: {', '.join(types_by_key)}.")
+        overrides[key] = _parse_value(key, text.strip(), types_by_key[key])
+    return overrides
+
+
+def make_config(profile: str = "seed", overrides: list[str] | dict | None = None) -> RunConfig:
+    """Build the validated config of `profile` with `overrides` (strings `k=v` or a dict) on top."""
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}.")
+    if isinstance(overrides, dict):
+        changes = dict(overrides)
+        known = _field_types()
+        for key in changes:
+            if key not in known:
+                raise UserError(f"config {key}: unknown key; known keys: {', '.join(known)}.")
+    else:
+        changes = parse_overrides(overrides)
+    return RunConfig(**{**PROFILES[profile], **changes})

@@ -1,0 +1,54 @@
+"""From predicted probabilities to metrics: accuracy, loss, per-class scores, confusions.
+
+No plotting here: `plots` draws what these functions return.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+TOP_CONFUSIONS = 10
+
+
+def evaluate_predictions(y_true: np.ndarray, probabilities: np.ndarray,
+                         class_names: tuple[str, ...]) -> dict:
+    """Test metrics of one model, as JSON-ready values.
+
+    Accuracy and loss are fractions (not percent); the loss is the mean sparse
+    categorical cross-entropy, the quantity Keras reports as `loss`.
+    """
+    labels = np.arange(len(class_names))
+    probabilities = probabilities.astype(np.float64)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # float32 softmax sums to 1 only within rounding
+    predicted = probabilities.argmax(axis=1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, predicted, labels=labels, zero_division=0)
+    matrix = confusion_matrix(y_true, predicted, labels=labels)
+    return {
+        "test_accuracy": float(np.mean(predicted == y_true)),
+        "test_loss": float(log_loss(y_true, probabilities, labels=labels)),
+        "per_class": {name: {"precision": float(precision[i]), "recall": float(recall[i]),
+                             "f1": float(f1[i]), "support": int(support[i])}
+                      for i, name in enumerate(class_names)},
+        "confusion_matrix": matrix.tolist(),
+        "top_confusions": top_confusions(matrix, class_names),
+    }
+
+
+def top_confusions(matrix: np.ndarray, class_names: tuple[str, ...], limit: int = TOP_CONFUSIONS) -> list[dict]:
+    """The most frequent true -> predicted mistakes, largest first (ties by class order)."""
+    off_diagonal = np.array(matrix, dtype=np.int64)
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(-off_diagonal, axis=None, kind="stable")[:limit]
+    pairs = [np.unravel_index(index, off_diagonal.shape) for index in order]
+    return [{"true": class_names[t], "predicted": class_names[p], "count": int(off_diagonal[t, p])}
+            for t, p in pairs if off_diagonal[t, p] > 0]
+
+
+def most_confident_mistakes(y_true: np.ndarray, probabilities: np.ndarray, limit: int = 16) -> np.ndarray:
+    """Indices of misclassified examples, the most confidently wrong first."""
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != y_true)
+    confidence = probabilities[wrong, predicted[wrong]]
+    return wrong[np.argsort(-confidence, kind="stable")][:limit]

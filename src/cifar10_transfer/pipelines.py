@@ -1,0 +1,155 @@
+"""The seeded, stratified split and the `tf.data` input pipelines.
+
+The ResNet50 pipeline resizes each batch to `image_size` on the fly, so the 224x224
+float images (0.6 MB each) are never materialized as one array: memory stays flat
+whatever `train_size` is. Augmentation happens in pixel space [0, 255], before
+`preprocess_input`, with stateless random ops so that a seed fixes every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+from sklearn.model_selection import train_test_split
+
+from .config import RunConfig
+from .data import Dataset
+from .errors import UserError
+
+ZOOM_RANGE = (0.8, 1.0)  # side of the random crop, as a fraction of the image, before resizing back
+BRIGHTNESS_DELTA = 0.1 * 255  # largest brightness shift, in pixel units
+CONTRAST_RANGE = (0.8, 1.2)  # contrast factor around each image's mean
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Train, validation and test arrays of one run (uint8 images, int64 labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def _stratified_take(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a stratified, seeded subset of `size` items (all of them when size == len)."""
+    indices = np.arange(len(labels))
+    if size == len(labels):
+        return indices
+    taken, _ = train_test_split(indices, train_size=size, stratify=labels, random_state=seed)
+    return np.sort(taken)
+
+
+def split_dataset(dataset: Dataset, config: RunConfig) -> Splits:
+    """Draw `train_size` training images, hold out `val_fraction` of them, and take `test_size`.
+
+    Every draw is stratified by class and deterministic from `config.seed`. The study's
+    setting (10,000, 0.2, whole test set) gives 8,000 / 2,000 / 10,000.
+    """
+    if config.train_size > len(dataset.y_train):
+        raise UserError(f"train_size={config.train_size} is larger than the {len(dataset.y_train)} "
+                        "training images; lower it with --set train_size=N.")
+    test_size = config.test_size or len(dataset.y_test)
+    if test_size > len(dataset.y_test):
+        raise UserError(f"test_size={test_size} is larger than the {len(dataset.y_test)} test images.")
+    n_classes = len(dataset.class_names)
+    n_val = int(round(config.train_size * config.val_fraction))
+    if min(n_val, config.train_size - n_val) < n_classes:
+        raise UserError(f"train_size={config.train_size} with val_fraction={config.val_fraction} leaves "
+                        f"fewer than {n_classes} images in a split; raise train_size.")
+    subset = _stratified_take(dataset.y_train, config.train_size, config.seed)
+    train_idx, val_idx = train_test_split(subset, test_size=n_val, stratify=dataset.y_train[subset],
+                                          random_state=config.seed)
+    train_idx, val_idx = np.sort(train_idx), np.sort(val_idx)
+    test_idx = _stratified_take(dataset.y_test, test_size, config.seed)
+    return Splits(dataset.x_train[train_idx], dataset.y_train[train_idx],
+                  dataset.x_train[val_idx], dataset.y_train[val_idx],
+                  dataset.x_test[test_idx], dataset.y_test[test_idx], dataset.class_names)
+
+
+def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
+                seed: int = 0) -> tf.data.Dataset:
+    """Batches of 32x32 images scaled to [0, 1] with their labels, for the baseline CNN."""
+    ds = _batched(x, y, batch_size, shuffle, seed)
+    ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def resnet_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int,
+                   shuffle: bool = False, augment: bool = False, seed: int = 0,
+                   flip: bool = False) -> tf.data.Dataset:
+    """Batches resized to `image_size`, optionally augmented or flipped, then `preprocess_input`.
+
+    `flip=True` mirrors every image (used to cache features of flipped copies).
+    """
+    ds = _batched(x, y, batch_size, shuffle, seed)
+    resize = lambda images: tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))
+    if augment:
+        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, noise)).map(
+            lambda batch, key: (augment_batch(resize(batch[0]), key), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda images, labels: (resize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
+    ds = ds.map(lambda images, labels: (preprocess_resnet(images), labels),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def preprocess_resnet(images: tf.Tensor) -> tf.Tensor:
+    """ResNet50's ImageNet preprocessing (RGB to BGR, mean subtraction) of pixels in [0, 255]."""
+    import keras
+
+    return keras.applications.resnet50.preprocess_input(images)
+
+
+def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
+                  seed: int = 0) -> tf.data.Dataset:
+    """Batches of in-memory arrays as they are (cached features), shuffled per epoch when `shuffle`."""
+    return _batched(x, y, batch_size, shuffle, seed).prefetch(tf.data.AUTOTUNE)
+
+
+def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
+
+
+def augment_batch(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
+    """Random flip, crop/zoom, brightness and contrast of float images in [0, 255].
+
+    `key` (two int64) seeds the stateless ops: the same key gives the same augmentation.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(key, tf.int64), num=5)
+    n = tf.shape(images)[0]
+    size = tf.shape(images)[1:3]
+    flip = tf.random.stateless_uniform([n], seeds[0]) < 0.5
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    side = tf.random.stateless_uniform([n], seeds[1], *ZOOM_RANGE)
+    corner = tf.random.stateless_uniform([n, 2], seeds[2]) * (1.0 - side[:, None])
+    boxes = tf.concat([corner, corner + side[:, None]], axis=1)
+    images = tf.image.crop_and_resize(images, boxes, tf.range(n), size)
+    shift = tf.random.stateless_uniform([n, 1, 1, 1], seeds[3], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
+    factor = tf.random.stateless_uniform([n, 1, 1, 1], seeds[4], *CONTRAST_RANGE)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    images = (images - mean) * factor + mean + shift
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def augmentation_examples(images: np.ndarray, n_variants: int, seed: int) -> np.ndarray:
+    """`n_variants` augmented copies of each 32x32 image, as uint8 (for the augmentation figure)."""
+    source = tf.cast(tf.convert_to_tensor(images), tf.float32)
+    variants = [augment_batch(source, tf.constant([seed, i], tf.int64)) for i in range(n_variants)]
+    return np.stack([v.numpy() for v in variants], axis=1).round().astype(np.uint8)

@@ -1,0 +1,360 @@
+"""Every figure of the project, drawn in one style and returned as a matplotlib Figure.
+
+Figure functions are pure: they take arrays or parts of results.json and return a Figure,
+so callers decide where it goes. `save_figure` writes it as a PNG at a fixed dpi. No
+pyplot state is used (figures are `matplotlib.figure.Figure` objects), so nothing leaks
+between calls and the module works headless.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: servers and CI have no display
+
+import numpy as np  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+from matplotlib import rc_context  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+
+from .publish import atomic_write  # noqa: E402
+
+# The study's reported test accuracies and display names. They live here rather than in
+# report.py because report imports plots; the reverse import would be circular.
+REPORTED_ACCURACY = {"cnn": 0.605, "resnet50_head": 0.887, "resnet50_finetuned": 0.910}
+MODEL_LABELS = {"cnn": "Baseline CNN", "resnet50_head": "ResNet50 head-only",
+                "resnet50_finetuned": "ResNet50 fine-tuned"}
+
+DPI = 150
+# One palette for every figure (Okabe-Ito: distinguishable with colour-vision deficiency).
+PALETTE = {"primary": "#0072B2", "secondary": "#E69F00", "tertiary": "#009E73",
+           "muted": "#999999", "red": "#D55E00", "green": "#009E73", "blue": "#0072B2"}
+CHANNEL_COLORS = (PALETTE["red"], PALETTE["green"], PALETTE["blue"])
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "figure.titlesize": 13,
+    "figure.titleweight": "bold",
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.axisbelow": True,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": matplotlib.cycler(color=[PALETTE["primary"], PALETTE["secondary"],
+                                                PALETTE["tertiary"], PALETTE["muted"]]),
+    "image.cmap": "Blues",
+    "savefig.dpi": DPI,
+}
+
+
+def format_accuracy(fraction: float) -> str:
+    """An accuracy fraction as the project prints it everywhere: 0.6123 -> '61.2%'."""
+    return f"{100 * fraction:.1f}%"
+
+
+def _styled(func):
+    """Draw inside the project style, so fonts and colours never depend on the caller's rcParams."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with rc_context(STYLE):
+            return func(*args, **kwargs)
+    return wrapper
+
+
+def _image_axes(ax) -> None:
+    # Images keep their frame area for a row label, but ticks and grid are noise.
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def _legend_outside(ax) -> None:
+    # Outside the axes the legend can never hide a bar, whatever the data.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Write `fig` as a PNG at `path` atomically (temp file + rename) and close it; returns the path."""
+    try:
+        # No "Software" metadata: the same figure gives the same bytes whatever the matplotlib version.
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, metadata={"Software": None}))
+    finally:
+        plt.close(fig)  # no-op for unmanaged figures, frees pyplot-created ones
+
+
+@_styled
+def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Bar chart of the number of images per class (train_label_distribution.png)."""
+    counts = np.bincount(np.asarray(labels), minlength=len(class_names))[: len(class_names)]
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.bar(class_names, counts, color=PALETTE["primary"])
+    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=8)
+    ax.set_ylabel("images")
+    ax.set_xlabel("class")
+    ax.tick_params(axis="x", rotation=30)
+    ax.margins(y=0.12)  # room for the count labels above the tallest bar
+    ax.set_title(f"Training labels per class ({counts.sum():,} images)")
+    return fig
+
+
+@_styled
+def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                per_class: int = 8, seed: int = 0) -> Figure:
+    """One row per class with its name and `per_class` randomly chosen (seeded) images (dataset_samples.png)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    fig = Figure(figsize=(1.0 * per_class + 1.4, 1.0 * len(class_names) + 0.6), layout="constrained")
+    axes = fig.subplots(len(class_names), per_class, squeeze=False)
+    for row, name in enumerate(class_names):
+        indices = np.flatnonzero(labels == row)
+        chosen = rng.choice(indices, size=min(per_class, len(indices)), replace=False)
+        for col, ax in enumerate(axes[row]):
+            _image_axes(ax)
+            if col < len(chosen):
+                ax.imshow(images[chosen[col]], interpolation="nearest")
+        axes[row, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    fig.suptitle(f"Random training images, {per_class} per class")
+    return fig
+
+
+@_styled
+def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Grouped bars of the mean red, green and blue value of each class (avg_rgb_by_class.png)."""
+    labels = np.asarray(labels)
+    means = np.array([images[labels == c].reshape(-1, 3).mean(axis=0) if np.any(labels == c)
+                      else np.zeros(3) for c in range(len(class_names))])
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(class_names))
+    width = 0.27
+    for channel, (name, color) in enumerate(zip(("R", "G", "B"), CHANNEL_COLORS)):
+        ax.bar(x + (channel - 1) * width, means[:, channel], width, label=name, color=color)
+    ax.set_xticks(x, class_names, rotation=30)
+    ax.set_ylim(0, 255)
+    ax.set_ylabel("mean pixel value (0-255)")
+    ax.set_xlabel("class")
+    _legend_outside(ax)
+    ax.set_title("Average colour per class")
+    return fig
+
+
+@_styled
+def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Per-class histograms of pixel values, one R/G/B line each, as small multiples (pixel_intensity.png)."""
+    labels = np.asarray(labels)
+    ncols = 5
+    nrows = math.ceil(len(class_names) / ncols)
+    fig = Figure(figsize=(12, 2.6 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    values = np.arange(256)
+    for index, ax in enumerate(axes.flat):
+        if index >= len(class_names):
+            ax.set_visible(False)
+            continue
+        pixels = images[labels == index].reshape(-1, 3)
+        for channel, (name, color) in enumerate(zip("RGB", CHANNEL_COLORS)):
+            counts = np.bincount(pixels[:, channel], minlength=256)
+            # Densities rather than counts, so classes of different sizes compare directly.
+            density = counts / max(counts.sum(), 1)
+            ax.plot(values, density, color=color, linewidth=1.0, label=name)
+        ax.set_title(class_names[index])
+        ax.set_xlim(0, 255)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    for ax in axes[-1]:
+        ax.set_xlabel("pixel value")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("share of pixels")
+    axes[0, 0].legend(loc="upper right")
+    fig.suptitle("Pixel intensity distribution per class")
+    return fig
+
+
+@_styled
+def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
+    """Originals in the first column, their augmented variants in the next columns (augmentation.png)."""
+    variants = np.asarray(variants)
+    if variants.ndim != 5 or variants.shape[0] != len(originals):
+        raise ValueError(f"variants must be (n, k, H, W, 3) with n={len(originals)}; got {variants.shape}")
+    n, k = variants.shape[:2]
+    fig = Figure(figsize=(1.3 * (k + 1) + 0.4, 1.3 * n + 0.7), layout="constrained")
+    axes = fig.subplots(n, k + 1, squeeze=False)
+    for row in range(n):
+        for col, ax in enumerate(axes[row]):
+            _image_axes(ax)
+            ax.imshow(originals[row] if col == 0 else variants[row, col - 1], interpolation="nearest")
+    for col, ax in enumerate(axes[0]):
+        ax.set_title("original" if col == 0 else f"augmented {col}", fontsize=9)
+    fig.suptitle("Training-time augmentation")
+    return fig
+
+
+@_styled
+def training_curves(history: dict, title: str) -> Figure:
+    """Loss and accuracy per epoch (1-based), training and validation, in two panels."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        for key, name, color in ((metric, "train", PALETTE["primary"]),
+                                 (f"val_{metric}", "validation", PALETTE["secondary"])):
+            values = history.get(key) or []
+            if not values:
+                continue
+            epochs = np.arange(1, len(values) + 1)
+            # Markers keep a one-epoch run visible (a line needs two points).
+            ax.plot(epochs, values, marker="o", markersize=4, color=color, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        # Half an epoch of padding and integer ticks: one epoch shows as "1", not 0.95 ... 1.05.
+        longest = max(len(history.get(metric) or []), len(history.get(f"val_{metric}") or []), 1)
+        ax.set_xlim(0.5, longest + 0.5)
+        if longest <= 15:
+            ax.set_xticks(np.arange(1, longest + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(label.capitalize())
+        if ax.lines:
+            ax.legend()
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
+    fig.suptitle(title)
+    return fig
+
+
+@_styled
+def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Figure:
+    """Heat map of a confusion matrix (rows true, columns predicted), counts annotated, row-normalized colours."""
+    matrix = np.asarray(matrix, dtype=np.int64)
+    # Colour by the share of each true class, so a class with fewer test images is not paler.
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(8, 7), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    ax.grid(False)
+    for (row, col), count in np.ndenumerate(matrix):
+        ax.text(col, row, f"{count}", ha="center", va="center", fontsize=8,
+                color="white" if shares[row, col] > 0.5 else "black")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    colorbar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
+    colorbar.set_label("share of the true class")
+    ax.set_title(title)
+    return fig
+
+
+@_styled
+def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
+    """Horizontal bars of the (up to 10) most frequent "true → predicted" mistakes."""
+    entries = list(top_confusions)[:10]
+    fig = Figure(figsize=(8, 0.4 * max(len(entries), 3) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    if entries:
+        names = [f"{e['true']} → {e['predicted']}" for e in entries]
+        counts = [e["count"] for e in entries]
+        bars = ax.barh(names, counts, color=PALETTE["secondary"])
+        ax.bar_label(bars, padding=3, fontsize=8)
+        ax.invert_yaxis()  # the most frequent mistake on top
+        ax.margins(x=0.1)
+        ax.set_xlabel("test images")
+        ax.grid(axis="y", visible=False)
+    else:
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no misclassifications", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title)
+    return fig
+
+
+@_styled
+def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicted_labels: np.ndarray,
+                           confidence: np.ndarray, class_names: Sequence[str]) -> Figure:
+    """Up to 16 wrong predictions, each titled "true: X / pred: Y (87%)" with the predicted-class confidence."""
+    n = min(len(images), 16)
+    ncols = min(max(n, 1), 4)
+    nrows = max(math.ceil(n / ncols), 1)
+    # Wide cells: the titles are longer than the images are wide, and a wide grid fits a 16:9 slide.
+    fig = Figure(figsize=(3.0 * ncols, 1.6 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        _image_axes(ax)
+        if index >= n:
+            ax.set_visible(False)
+            continue
+        ax.imshow(images[index], interpolation="nearest")
+        ax.set_title(f"true: {class_names[int(true_labels[index])]} / "
+                     f"pred: {class_names[int(predicted_labels[index])]} "
+                     f"({100 * float(confidence[index]):.0f}%)", fontsize=9)
+    if n == 0:
+        axes[0, 0].set_visible(True)
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center",
+                        transform=axes[0, 0].transAxes)
+    fig.suptitle("Misclassified test images")
+    return fig
+
+
+@_styled
+def per_class_metrics(per_class: dict, title: str) -> Figure:
+    """Grouped bars of precision, recall and F1 for each class."""
+    names = list(per_class)
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    width = 0.27
+    for offset, metric in zip((-1, 0, 1), ("precision", "recall", "f1")):
+        ax.bar(x + offset * width, [per_class[n][metric] for n in names], width,
+               label="F1" if metric == "f1" else metric)
+    ax.set_xticks(x, names, rotation=30)
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("class")
+    _legend_outside(ax)
+    ax.set_title(title)
+    return fig
+
+
+@_styled
+def model_comparison(results: dict) -> Figure:
+    """Test accuracy of each model in this run next to the study's reported accuracy."""
+    models = results.get("models", {})
+    names = list(MODEL_LABELS)
+    fig = Figure(figsize=(9, 5), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    width = 0.38
+    study = ax.bar(x - width / 2, [REPORTED_ACCURACY[n] for n in names], width,
+                   color=PALETTE["muted"], label="study (reported)")
+    ax.bar_label(study, labels=[format_accuracy(REPORTED_ACCURACY[n]) for n in names], padding=2, fontsize=9)
+    ran = [i for i, n in enumerate(names) if n in models]
+    accuracies = [models[names[i]]["test_accuracy"] for i in ran]
+    this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run")
+    ax.bar_label(this_run, labels=[format_accuracy(a) for a in accuracies], padding=2, fontsize=9)
+    for i, name in enumerate(names):
+        if name not in models:
+            ax.text(x[i] + width / 2, 0.02, "not run", ha="center", va="bottom", color=PALETTE["red"])
+    ax.set_xticks(x, [MODEL_LABELS[n] for n in names])
+    ax.set_ylim(0, 1.05)  # room for the value labels above a bar near 100%
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_ylabel("test accuracy")
+    _legend_outside(ax)
+    data = results.get("provenance", {}).get("data", "unknown data")
+    fig.suptitle("Test accuracy: this run vs the study")
+    # Long data descriptions (folder paths) are wrapped, and cut only if absurdly long.
+    ax.set_title(textwrap.fill(textwrap.shorten(f"Data: {data}", 160, placeholder="…"), 90), fontsize=9)
+    return fig

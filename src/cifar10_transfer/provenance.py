@@ -1,0 +1,92 @@
+"""Where a result came from: code version, packages, hardware, data and weights."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .data import Dataset
+
+PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "pandas", "matplotlib")
+WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where Keras downloads the ImageNet weights from
+NOTOP_WEIGHTS = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """The commit of the checkout this package runs from, and whether it has uncommitted changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(dirty)
+
+
+def hardware() -> str:
+    """CPU model, core count and memory, e.g. 'AMD EPYC, 2 cores, 23 GiB RAM'."""
+    import psutil
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gib = psutil.virtual_memory().total / 2**30
+    return f"{model}, {os.cpu_count()} cores, {gib:.0f} GiB RAM"
+
+
+def device() -> str:
+    """The accelerators TensorFlow sees, or 'CPU only'."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU only"
+    names = [tf.config.experimental.get_device_details(g).get("device_name", "GPU") for g in gpus]
+    return f"{len(gpus)} GPU: {', '.join(names)}"
+
+
+def weights_label(weights: str) -> str:
+    """How results name the weights: imagenet, none (random init), or file:<path>."""
+    return weights if weights in ("imagenet", "none") else f"file:{Path(weights).resolve()}"
+
+
+def imagenet_weights_status() -> str:
+    """'cached' if Keras has the ResNet50 no-top weights, else 'downloadable' or 'unavailable offline'."""
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    if (keras_home / "models" / NOTOP_WEIGHTS).is_file():
+        return "cached"
+    try:
+        socket.create_connection(WEIGHTS_HOST, timeout=3).close()
+    except OSError:
+        return "unavailable offline"
+    return "downloadable"
+
+
+def collect_provenance(dataset: Dataset, weights: str, started: datetime) -> dict:
+    """Everything a reader needs to trace a number back to the run that produced it."""
+    commit, dirty = git_state()
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "python": platform.python_version(),
+        "packages": {name: metadata.version(name) for name in PACKAGES},
+        "device": device(),
+        "hardware": hardware(),
+        "data": dataset.description,
+        "data_fingerprint": dataset.fingerprint(),
+        "weights": weights,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }

@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny CIFAR-10 copies in every official layout, and the real copy in CI."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+PER_BATCH = 20  # images per official batch file in the fake copies (2 per class)
+
+
+def fake_batch(index: int, n: int = PER_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose first pixel encodes (batch, position), so order is checkable; labels cycle 0..9."""
+    images = np.random.default_rng(index).integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8)
+    images[:, 0, 0, 0] = index
+    images[:, 0, 0, 1] = np.arange(n)
+    return images, np.arange(n) % 10
+
+
+def write_batch(path: Path, images: np.ndarray, labels, extra: dict | None = None) -> None:
+    """A batch file as the official release stores it: a protocol-2 pickle with bytes keys."""
+    content = {b"batch_label": path.name.encode(), b"labels": list(map(int, labels)),
+               b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+               b"filenames": [f"{i}.png".encode() for i in range(len(images))], **(extra or {})}
+    path.write_bytes(pickle.dumps(content, protocol=2))
+
+
+def write_official_batches(directory: Path) -> Path:
+    """data_batch_1..5, test_batch (index 6) and batches.meta, in the official pickle layout."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 6):
+        write_batch(directory / f"data_batch_{i}", *fake_batch(i))
+    write_batch(directory / "test_batch", *fake_batch(6))
+    meta = {b"label_names": [name.encode() for name in CLASSES], b"num_cases_per_batch": PER_BATCH,
+            b"num_vis": 3072}
+    (directory / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return directory
+
+
+def write_official_tarball(path: Path) -> Path:
+    """cifar-10-python.tar.gz holding cifar-10-batches-py/, as downloaded from the dataset's site."""
+    staging = path.parent / "staging"
+    write_official_batches(staging / "cifar-10-batches-py")
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(staging / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return path
+
+
+def write_image_folders(root: Path, per_class: int = 3, suffix: str = ".png") -> Path:
+    """train/<class>/*.png and test/<class>/*.png with a constant colour per class."""
+    for split in ("train", "test"):
+        for label, name in enumerate(CLASSES):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = np.full((32, 32, 3), label * 20 + i, dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i:04d}{suffix}")
+    return root
+
+
+@pytest.fixture
+def official_dir(tmp_path) -> Path:
+    return write_official_batches(tmp_path / "cifar-10-batches-py")
+
+
+@pytest.fixture
+def image_root(tmp_path) -> Path:
+    return write_image_folders(tmp_path / "folders")
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real CIFAR-10 copy from CIFAR10_DIR. Outside CI it may be absent (skip); in CI it must exist."""
+    path = os.environ.get("CIFAR10_DIR")
+    if path and Path(path).is_dir():
+        return Path(path)
+    if os.environ.get("CI"):
+        pytest.fail("CI=true but CIFAR10_DIR does not point at the real CIFAR-10 copy; see .ci/run.")
+    pytest.skip("real CIFAR-10 not available: set CIFAR10_DIR (CI extracts ../shared/data/cifar10-jpeg.tar.gz)")

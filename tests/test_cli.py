@@ -1,0 +1,114 @@
+"""The command line: exit codes, one-line errors without tracebacks, and the results schema."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import write_official_batches, write_official_tarball
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "cifar10_transfer", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_clean_failure(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_help_lists_the_commands():
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("data", "train", "reproduce", "report"):
+        assert command in result.stdout
+
+
+def test_data_check_on_each_local_layout(tmp_path):
+    write_official_batches(tmp_path / "batches" / "cifar-10-batches-py")
+    (tmp_path / "tarball").mkdir()
+    write_official_tarball(tmp_path / "tarball" / "cifar-10-python.tar.gz")
+    (tmp_path / "tarball" / "staging").rename(tmp_path / "staging-elsewhere")
+    from conftest import write_image_folders
+
+    write_image_folders(tmp_path / "folders")
+    for layout, kind in (("batches", "official batches"), ("tarball", "official tarball"),
+                         ("folders", "image folders")):
+        result = cli("data", "check", "--data-dir", tmp_path / layout)
+        assert result.returncode == 0, result.stderr
+        assert kind in result.stdout
+        assert result.stdout.splitlines()[-1].split()[1:] == (["100", "20"] if layout != "folders" else ["30", "30"])
+
+
+def test_data_check_synthetic():
+    result = cli("data", "check", "--data", "synthetic")
+    assert result.returncode == 0 and "synthetic" in result.stdout
+    assert result.stdout.splitlines()[-1].split() == ["total", "12000", "2000"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["data", "check", "--data-dir", "/nonexistent/cifar"], ["does not exist"]),
+    (["train", "--data", "synthetic", "--set", "bogus=1"], ["unknown key"]),
+    (["train", "--data", "synthetic", "--set", "cnn_epochs=-1"], ["must be positive"]),
+    (["train", "--data", "synthetic", "--set", "train_size=99999"], ["larger than the 12000 training images"]),
+    (["train", "--data", "synthetic", "--profile", "smoke", "--set", "models=resnet50_head",
+      "--weights", "/no/such.h5"],
+     ["does not exist"]),
+    (["train", "--data", "synthetic", "--out", "/proc/forbidden"], ["cannot write to output directory"]),
+    (["report", "--out", "/nonexistent/out"], ["results.json"]),
+])
+def test_bad_input_gets_one_line_and_exit_2(args, fragments, tmp_path):
+    assert_clean_failure(cli(*args, "--out", tmp_path) if args[0] == "train" and "--out" not in args
+                         else cli(*args), *fragments)
+
+
+def test_corrupt_data_directory(tmp_path):
+    batches = write_official_batches(tmp_path / "cifar-10-batches-py")
+    (batches / "data_batch_2").write_bytes(b"garbage")
+    assert_clean_failure(cli("data", "check", "--data-dir", batches), "data_batch_2")
+
+
+def test_debug_shows_the_traceback():
+    result = cli("--debug", "data", "check", "--data-dir", "/nonexistent/cifar")
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_a_second_run_into_the_same_output_is_refused(tmp_path):
+    from cifar10_transfer.publish import RunLock
+
+    with RunLock(tmp_path):
+        result = cli("train", "--data", "synthetic", "--profile", "smoke", "--out", tmp_path)
+    assert_clean_failure(result, "another run is writing")
+
+
+@pytest.mark.slow
+def test_smoke_train_writes_the_documented_results(tmp_path):
+    result = cli("train", "--profile", "smoke", "--data", "synthetic", "--weights", "none", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert set(results) >= {"config", "profile", "provenance", "data", "models", "not_run", "best_model"}
+    assert results["profile"] == "smoke" and results["config"]["image_size"] == 64
+    assert results["data"]["train"] + results["data"]["val"] == 500 and results["data"]["test"] == 500
+    provenance = results["provenance"]
+    assert provenance["weights"] == "none" and provenance["data"].startswith("synthetic")
+    assert len(provenance["data_fingerprint"]) == 64 and provenance["packages"]["tensorflow"] == "2.21.0"
+    assert set(results["models"]) == {"cnn", "resnet50_head", "resnet50_finetuned"}
+    sizes = {"cnn": (356_810, 356_810), "resnet50_head": (24_114_826, 527_114)}
+    for name, entry in results["models"].items():
+        assert 0.0 <= entry["test_accuracy"] <= 1.0 and entry["test_loss"] > 0
+        assert entry["epochs"] == 1 and entry["seconds"] > 0
+        assert len(entry["per_class"]) == 10 and len(entry["confusion_matrix"]) == 10
+        assert sum(map(sum, entry["confusion_matrix"])) == 500
+        assert (entry["params"], entry["trainable_params"]) == sizes.get(name, (24_114_826, entry["trainable_params"]))
+    assert results["models"]["resnet50_finetuned"]["trainable_params"] > 527_114
+    for name in results["models"]:
+        assert (tmp_path / "results" / "histories" / f"{name}.csv").is_file()

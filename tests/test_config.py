@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from cifar10_transfer.config import MODEL_NAMES, PROFILES, RunConfig, make_config, parse_overrides
+from cifar10_transfer.errors import UserError
+
+
+def test_seed_profile_is_the_study():
+    config = make_config("seed")
+    assert (config.train_size, config.val_fraction, config.test_size, config.seed) == (10_000, 0.2, None, 3)
+    assert (config.image_size, config.batch_size) == (224, 64)
+    assert (config.cnn_epochs, config.head_epochs, config.finetune_epochs) == (10, 10, 10)
+    assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (30, 1e-3, 1e-5)
+    assert config.model_list == list(MODEL_NAMES)
+
+
+def test_profiles_differ_where_documented():
+    assert make_config("full").train_size == 50_000
+    smoke = make_config("smoke")
+    assert smoke.train_size < 1000 and smoke.image_size < 224
+    assert (smoke.cnn_epochs, smoke.head_epochs, smoke.finetune_epochs) == (1, 1, 1)
+    assert set(PROFILES) == {"seed", "smoke", "full"}
+
+
+def test_overrides_are_typed():
+    config = make_config("seed", ["train_size=2000", "head_lr=0.01", "augment=false", "head_mode=end_to_end",
+                                  "test_size=all", "finetune_lr=1"])
+    assert config.train_size == 2000 and config.head_lr == 0.01 and config.augment is False
+    assert config.head_mode == "end_to_end" and config.test_size is None
+    assert isinstance(config.finetune_lr, float) and config.finetune_lr == 1.0
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("batch_sise=3", "unknown key"),
+    ("train_size=abc", "expected int"),
+    ("train_size=1.5", "expected int"),
+    ("augment=3", "expected bool"),
+    ("cnn_epochs=0", "must be positive"),
+    ("batch_size=-4", "must be positive"),
+    ("val_fraction=1.0", "strictly between 0 and 1"),
+    ("val_fraction=0", "strictly between 0 and 1"),
+    ("finetune_layers=500", "larger than the 175 layers"),
+    ("models=cnn,vit", "unknown"),
+    ("precision=float8", "unknown"),
+    ("head_mode=sometimes", "unknown"),
+    ("noequals", "not key=value"),
+])
+def test_bad_overrides_are_refused_with_a_reason(pair, message):
+    with pytest.raises(UserError, match=message):
+        make_config("seed", [pair])
+
+
+def test_unknown_profile():
+    with pytest.raises(UserError, match="unknown profile"):
+        make_config("huge")
+
+
+def test_finetuned_implies_head_and_order_is_fixed():
+    assert make_config("seed", ["models=resnet50_finetuned,cnn"]).model_list == list(MODEL_NAMES)
+    assert make_config("seed", ["models=resnet50_head"]).model_list == ["resnet50_head"]
+
+
+def test_config_round_trips_through_json():
+    config = make_config("smoke", ["seed=7"])
+    assert RunConfig(**json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_parse_overrides_empty():
+    assert parse_overrides(None) == {}

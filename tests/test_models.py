@@ -1,0 +1,101 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar10_transfer.config import RESNET50_BACKBONE_LAYERS
+from cifar10_transfer.errors import UserError
+from cifar10_transfer.models import (MODEL_REGISTRY, build_cnn, build_model, build_resnet50,
+                                     save_backbone_weights, unfreeze)
+from cifar10_transfer.pipelines import resnet_dataset
+
+
+def _classifier(name):
+    built = build_model(name) if name == "cnn" else build_model(name, image_size=32, weights="none")
+    return built if name == "cnn" else built.model
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_registry_models_run_and_learn_on_tiny_inputs(name):
+    keras.utils.set_random_seed(0)
+    model = _classifier(name)
+    if name != "cnn":
+        model.layers[1].trainable = True  # the backbone, so every weight should get a gradient
+    x = tf.random.uniform((2, 32, 32, 3))
+    with tf.GradientTape() as tape:
+        probabilities = model(x, training=True)
+        loss = keras.losses.sparse_categorical_crossentropy(tf.constant([1, 2]), probabilities)
+    assert probabilities.shape == (2, 10)
+    assert not np.isnan(probabilities.numpy()).any()
+    np.testing.assert_allclose(probabilities.numpy().sum(axis=1), 1.0, rtol=1e-5)
+    gradients = tape.gradient(loss, model.trainable_weights)
+    assert all(g is not None and np.isfinite(np.asarray(g)).all() for g in gradients)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) > 0 for g in gradients) == len(gradients)
+
+
+def test_parameter_counts_match_the_study():
+    assert build_cnn().count_params() == 356_810
+    transfer = build_resnet50(224, "none")
+    assert transfer.model.count_params() == 24_114_826
+    assert sum(int(np.prod(w.shape)) for w in transfer.model.trainable_weights) == 527_114
+    assert len(transfer.backbone.layers) == RESNET50_BACKBONE_LAYERS
+
+
+def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():
+    transfer = build_resnet50(32, "none")
+    unfrozen = unfreeze(transfer, 30, 1e-5)
+    last = transfer.backbone.layers[-30:]
+    expected = [l.name for l in last if not isinstance(l, keras.layers.BatchNormalization) and l.weights]
+    assert unfrozen == expected and len(expected) == 9
+    trainable = {l.name for l in transfer.backbone.layers if l.trainable and l.weights}
+    assert trainable == set(expected)
+    assert all(not l.trainable for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert float(transfer.model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("n", [0, RESNET50_BACKBONE_LAYERS + 1])
+def test_unfreeze_refuses_bad_layer_counts(n):
+    with pytest.raises(UserError, match="must be between 1 and 175"):
+        unfreeze(build_resnet50(32, "none"), n, 1e-5)
+
+
+def test_cached_head_equals_end_to_end_model():
+    keras.utils.set_random_seed(1)
+    transfer = build_resnet50(48, "none")
+    x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    data = resnet_dataset(x, np.zeros(6), image_size=48, batch_size=3)
+    features = transfer.features.predict(data, verbose=0)
+    via_cache = transfer.head.predict(features, verbose=0)
+    end_to_end = transfer.model.predict(data, verbose=0)
+    np.testing.assert_allclose(via_cache, end_to_end, rtol=1e-5, atol=1e-6)
+    direct = keras.layers.GlobalAveragePooling2D()(transfer.backbone(next(iter(data))[0], training=False))
+    np.testing.assert_allclose(features[:3], direct.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_backbone_weights_round_trip_through_a_local_file(tmp_path):
+    keras.utils.set_random_seed(2)
+    original = build_resnet50(32, "none")
+    path = save_backbone_weights(original.backbone, tmp_path / "resnet50_notop.weights.h5")
+    loaded = build_resnet50(32, str(path))
+    for a, b in zip(original.backbone.weights, loaded.backbone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_bad_weights_are_refused(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        build_resnet50(32, str(tmp_path / "missing.h5"))
+    other = tmp_path / "cnn.weights.h5"
+    build_cnn().save_weights(other)
+    with pytest.raises(UserError, match="does not hold ResNet50"):
+        build_resnet50(32, str(other))
+
+
+def test_unreachable_imagenet_weights_name_the_cache_and_the_alternative(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", lambda *a, weights=None, **k: offline()
+                        if weights == "imagenet" else None)
+    with pytest.raises(UserError) as error:
+        build_resnet50(32, "imagenet")
+    assert "--weights PATH" in str(error.value) and "models" in str(error.value)

@@ -1,0 +1,101 @@
+import numpy as np
+import pytest
+
+from cifar10_transfer.config import make_config
+from cifar10_transfer.data import Dataset
+from cifar10_transfer.errors import UserError
+from cifar10_transfer.pipelines import (augment_batch, augmentation_examples, cnn_dataset, resnet_dataset,
+                                        split_dataset)
+
+
+def _labelled_dataset(n_train=50_000, n_test=10_000):
+    """CIFAR-sized label arrays with tiny images (the split only looks at labels and indices)."""
+    x_train = np.arange(n_train, dtype=np.int64).reshape(-1, 1, 1, 1)  # each "image" is its index
+    x_test = np.arange(n_test, dtype=np.int64).reshape(-1, 1, 1, 1)
+    return Dataset(x_train, np.arange(n_train) % 10, x_test, np.arange(n_test) % 10,
+                   tuple(f"c{i}" for i in range(10)), "labels only")
+
+
+def test_study_split_sizes_and_stratification():
+    splits = split_dataset(_labelled_dataset(), make_config("seed"))
+    assert splits.sizes() == {"train": 8000, "val": 2000, "test": 10000}
+    assert np.bincount(splits.y_train).tolist() == [800] * 10
+    assert np.bincount(splits.y_val).tolist() == [200] * 10
+    assert not set(splits.x_train.ravel()) & set(splits.x_val.ravel())  # no image in both
+
+
+def test_split_is_deterministic_in_the_seed():
+    dataset = _labelled_dataset()
+    a = split_dataset(dataset, make_config("seed"))
+    b = split_dataset(dataset, make_config("seed"))
+    c = split_dataset(dataset, make_config("seed", ["seed=4"]))
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.x_val, b.x_val)
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_test_size_subset_is_stratified():
+    splits = split_dataset(_labelled_dataset(), make_config("seed", ["test_size=500"]))
+    assert np.bincount(splits.y_test).tolist() == [50] * 10
+
+
+def test_split_refuses_impossible_sizes():
+    dataset = _labelled_dataset(1000, 100)
+    with pytest.raises(UserError, match="larger than the 1000 training images"):
+        split_dataset(dataset, make_config("seed", ["train_size=5000"]))
+    with pytest.raises(UserError, match="larger than the 100 test images"):
+        split_dataset(dataset, make_config("seed", ["train_size=500", "test_size=200"]))
+    with pytest.raises(UserError, match="fewer than 10 images"):
+        split_dataset(dataset, make_config("seed", ["train_size=40"]))
+
+
+def _images(n=10, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10
+
+
+def test_cnn_pipeline_scales_to_unit_range():
+    x, y = _images(10)
+    images, labels = next(iter(cnn_dataset(x, y, batch_size=4)))
+    assert images.shape == (4, 32, 32, 3) and images.dtype.name == "float32"
+    np.testing.assert_allclose(images.numpy(), x[:4] / 255.0, rtol=1e-6)
+    assert labels.numpy().tolist() == [0, 1, 2, 3]
+    assert sum(len(b[1]) for b in cnn_dataset(x, y, 4, shuffle=True, seed=1)) == 10
+
+
+def test_resnet_pipeline_resizes_and_preprocesses():
+    x = np.full((3, 32, 32, 3), 128, dtype=np.uint8)
+    images, _ = next(iter(resnet_dataset(x, np.arange(3), image_size=64, batch_size=3)))
+    assert images.shape == (3, 64, 64, 3)
+    # caffe-style preprocessing: RGB -> BGR, minus the ImageNet channel means
+    np.testing.assert_allclose(images.numpy()[0, 0, 0], [128 - 103.939, 128 - 116.779, 128 - 123.68], atol=1e-3)
+
+
+def test_flip_mirrors_columns():
+    x, y = _images(2)
+    plain, _ = next(iter(resnet_dataset(x, y, 32, 2)))
+    flipped, _ = next(iter(resnet_dataset(x, y, 32, 2, flip=True)))
+    np.testing.assert_allclose(flipped.numpy(), plain.numpy()[:, :, ::-1], atol=1e-4)
+
+
+def test_augmentation_is_in_pixel_range_and_seeded():
+    x, _ = _images(8)
+    a = augmentation_examples(x, 3, seed=5)
+    b = augmentation_examples(x, 3, seed=5)
+    assert a.shape == (8, 3, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[:, 0], a[:, 1])
+    out = augment_batch(np.float32(x), np.array([1, 2])).numpy()
+    assert out.min() >= 0.0 and out.max() <= 255.0
+
+
+def test_augmented_pipeline_changes_between_epochs_but_repeats_across_runs():
+    x, y = _images(4)
+
+    def two_epochs():
+        ds = resnet_dataset(x, y, 32, 4, augment=True, seed=3)
+        return [next(iter(ds))[0].numpy() for _ in range(2)]
+
+    first, second = two_epochs(), two_epochs()
+    assert not np.allclose(first[0], first[1])
+    np.testing.assert_allclose(first[0], second[0])
+    np.testing.assert_allclose(first[1], second[1])

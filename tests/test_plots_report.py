@@ -1,0 +1,256 @@
+"""Fast tests of the figures, the README table and the slide deck on synthetic data."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pypdf
+import pytest
+from matplotlib.figure import Figure
+
+from cifar10_transfer import plots, report
+from cifar10_transfer.errors import UserError
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10  # 20 images per class
+    images = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8)
+    return images, labels
+
+
+def _model(accuracy: float, params: int, epochs: int = 3) -> dict:
+    matrix = np.full((10, 10), 5, dtype=int)
+    np.fill_diagonal(matrix, 80)
+    per_class = {c: {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 1000} for c in CLASSES}
+    per_class["cat"] = {"precision": 0.5, "recall": 0.4, "f1": 0.44, "support": 1000}
+    return {"test_accuracy": accuracy, "test_loss": 1.0, "train_accuracy": accuracy + 0.05,
+            "val_accuracy": accuracy, "params": params, "trainable_params": params, "epochs": epochs,
+            "seconds": 41.3, "images_per_second": 1900.0, "precision": "float32",
+            "history": {"loss": [2.0, 1.5, 1.2][:epochs], "accuracy": [0.3, 0.5, 0.6][:epochs],
+                        "val_loss": [2.1, 1.7, 1.4][:epochs], "val_accuracy": [0.3, 0.45, 0.55][:epochs]},
+            "per_class": per_class, "confusion_matrix": matrix.tolist(),
+            "top_confusions": [{"true": "cat", "predicted": "dog", "count": 212},
+                               {"true": "truck", "predicted": "automobile", "count": 90}]}
+
+
+@pytest.fixture
+def results():
+    """A run where the CNN and the head-only ResNet50 ran and fine-tuning did not."""
+    return {
+        "profile": "seed",
+        "config": {"train_size": 10000, "val_fraction": 0.2, "test_size": None, "seed": 3, "image_size": 224,
+                   "batch_size": 64, "augment": True, "cnn_epochs": 3, "head_epochs": 3, "finetune_epochs": 3,
+                   "finetune_layers": 30, "head_lr": 0.001, "finetune_lr": 1e-05, "head_mode": "cached",
+                   "cache_flips": False, "models": "cnn,resnet50_head"},
+        "provenance": {"git_commit": "abc1234def5678", "git_dirty": False, "python": "3.11.7",
+                       "packages": {"tensorflow": "2.21.0", "numpy": "2.4.6"}, "device": "CPU (2 cores)",
+                       "hardware": "AMD EPYC, 2 cores, 23 GiB", "data": "CIFAR-10 (JPEG copy, image folders at /tmp/x)",
+                       "data_fingerprint": "e3b0c44298fc1c149afbf4c8996fb924", "weights": "imagenet",
+                       "started": "2026-11-29T02:10:00+00:00", "finished": "2026-11-29T02:14:00+00:00"},
+        "data": {"train": 8000, "val": 2000, "test": 10000, "class_names": CLASSES},
+        "models": {"cnn": _model(0.6123, 356810), "resnet50_head": _model(0.8812, 525322)},
+        "not_run": {"resnet50_finetuned": "ImageNet weights unavailable offline"},
+        "best_model": "resnet50_head",
+    }
+
+
+def _figure_cases(arrays, results):
+    images, labels = arrays
+    variants = np.stack([images[:3], images[:3, ::-1], images[:3, :, ::-1]], axis=1)
+    model = results["models"]["cnn"]
+    return {
+        "train_label_distribution": plots.label_distribution(labels, CLASSES),
+        "dataset_samples": plots.sample_grid(images, labels, CLASSES, per_class=4, seed=1),
+        "avg_rgb_by_class": plots.average_rgb_by_class(images, labels, CLASSES),
+        "pixel_intensity": plots.pixel_intensity(images, labels, CLASSES),
+        "augmentation": plots.augmentation_grid(images[:3], variants),
+        "cnn_curve": plots.training_curves(model["history"], "Baseline CNN"),
+        "confusion_matrix": plots.confusion_matrix_plot(model["confusion_matrix"], CLASSES, "CNN"),
+        "common_errors": plots.common_errors(model["top_confusions"], "CNN errors"),
+        "misclassified_examples": plots.misclassified_examples(images[:5], labels[:5], (labels[:5] + 1) % 10,
+                                                               np.full(5, 0.87), CLASSES),
+        "per_class_metrics": plots.per_class_metrics(model["per_class"], "CNN per class"),
+        "model_comparison": plots.model_comparison(results),
+    }
+
+
+def test_every_figure_is_returned_and_saved_as_png(arrays, results, tmp_path):
+    for name, fig in _figure_cases(arrays, results).items():
+        assert isinstance(fig, Figure), name
+        path = plots.save_figure(fig, tmp_path / "nested" / f"{name}.png")
+        data = path.read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 1000, name
+    # Atomic writes leave no temp files behind.
+    assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == sorted(
+        f"{name}.png" for name in _figure_cases(arrays, results))
+
+
+def test_saved_png_has_fixed_dpi(arrays, tmp_path):
+    _, labels = arrays
+    path = plots.save_figure(plots.label_distribution(labels, CLASSES), tmp_path / "labels.png")
+    assert mpimg.imread(path).shape[:2] == (int(4.5 * plots.DPI), 8 * plots.DPI)
+
+
+def test_label_distribution_bars_are_class_counts():
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    fig = plots.label_distribution(labels, ["a", "b", "c"])
+    assert [p.get_height() for p in fig.axes[0].patches] == [3, 1, 2]
+
+
+def test_sample_grid_is_seeded(arrays, tmp_path):
+    images, labels = arrays
+    render = lambda seed, name: plots.save_figure(
+        plots.sample_grid(images, labels, CLASSES, per_class=3, seed=seed), tmp_path / name).read_bytes()
+    assert render(5, "a.png") == render(5, "b.png")
+    assert render(5, "c.png") != render(6, "d.png")
+
+
+def test_figure_text_content(arrays, results):
+    images, labels = arrays
+    fig = plots.misclassified_examples(images[:2], np.array([3, 1]), np.array([5, 9]), np.array([0.87, 0.5]), CLASSES)
+    assert [ax.get_title() for ax in fig.axes if ax.get_visible()] == [
+        "true: cat / pred: dog (87%)", "true: automobile / pred: truck (50%)"]
+    many = [{"true": "cat", "predicted": "dog", "count": 20 - i} for i in range(14)]
+    errors = plots.common_errors(many, "errors")
+    assert len(errors.axes[0].patches) == 10
+    assert errors.axes[0].get_yticklabels()[0].get_text() == "cat → dog"
+    matrix = np.arange(9).reshape(3, 3)
+    cm = plots.confusion_matrix_plot(matrix, ["a", "b", "c"], "cm")
+    assert [t.get_text() for t in cm.axes[0].texts] == [str(v) for v in range(9)]
+
+
+def test_training_curves_single_epoch_uses_markers():
+    history = {"loss": [1.0], "accuracy": [0.5], "val_loss": [1.1], "val_accuracy": [0.4]}
+    fig = plots.training_curves(history, "one epoch")
+    loss_ax = fig.axes[0]
+    assert len(loss_ax.lines) == 2
+    assert all(line.get_marker() == "o" for line in loss_ax.lines)
+    assert list(loss_ax.get_xticks()) == [1]
+
+
+def test_model_comparison_marks_models_not_run(results):
+    fig = plots.model_comparison(results)
+    ax = fig.axes[0]
+    study, this_run = ax.containers
+    assert [p.get_height() for p in study] == [0.605, 0.887, 0.910]
+    assert [p.get_height() for p in this_run] == [0.6123, 0.8812]
+    assert [t.get_text() for t in ax.texts].count("not run") == 1
+    assert "JPEG copy" in ax.get_title()
+
+
+def test_results_table_markdown(results):
+    table = report.results_table_markdown(results)
+    lines = table.splitlines()
+    assert lines[0] == "| Model | Study (reported) | This run | Difference (points) |"
+    assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | +0.7 |"
+    assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | -0.6 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — |"
+    provenance = lines[-1]
+    assert provenance.startswith("*") and provenance.endswith("*")
+    for part in ("profile seed", "weights: imagenet", "2026-11-29 02:14 UTC", "commit abc1234", "JPEG copy"):
+        assert part in provenance
+
+
+def test_results_table_default_reason_and_computed_values(results):
+    results["models"]["cnn"]["test_accuracy"] = 0.5
+    del results["not_run"]
+    lines = report.results_table_markdown(results).splitlines()
+    assert lines[2] == "| Baseline CNN | 60.5% | 50.0% | -10.5 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: not selected | — |"
+
+
+def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
+    readme = tmp_path / "README.md"
+    before = "# Title\n\nIntro.\n\n"
+    after = "\n\n## Usage\n\nMore text.\n"
+    readme.write_text(before + report.README_START + "\nold table\n" + report.README_END + after)
+    report.update_readme(readme, results)
+    text = readme.read_text()
+    assert text.startswith(before + report.README_START + "\n| Model |")
+    assert text.endswith(report.README_END + after)
+    assert "old table" not in text
+    assert report.readme_table_matches(text, results)
+    report.update_readme(readme, results)  # idempotent
+    assert readme.read_text() == text
+    results["models"]["cnn"]["test_accuracy"] = 0.7
+    assert not report.readme_table_matches(text, results)
+
+
+def test_update_readme_without_markers_raises(results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n" + report.README_END + "\n")
+    with pytest.raises(UserError, match="results:start"):
+        report.update_readme(readme, results)
+    assert readme.read_text() == "# Title\n" + report.README_END + "\n"
+    assert not report.readme_table_matches("# Title\n", results)
+
+
+def test_load_results(results, tmp_path):
+    with pytest.raises(UserError, match="make reproduce"):
+        report.load_results(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="make reproduce"):
+        report.load_results(bad)
+    bad.write_text(json.dumps({"models": {}}))
+    with pytest.raises(UserError, match="config"):
+        report.load_results(bad)
+    good = tmp_path / "results.json"
+    good.write_text(json.dumps(results))
+    assert report.load_results(good)["models"]["cnn"]["test_accuracy"] == 0.6123
+
+
+def test_findings_are_computed(results):
+    sentences = report.findings(results)
+    assert sentences[0] == ("Best model: ResNet50 head-only with 88.1% test accuracy, "
+                            "-0.6 points vs the study's 88.7%.")
+    assert "ResNet50 head-only beats Baseline CNN by 26.9 points (88.1% vs 61.2%)." in sentences
+    assert any("cat predicted as dog, 212 times (21.2% of 1,000 test cat images)" in s for s in sentences)
+    assert any(s.startswith("Weakest class (ResNet50 head-only): cat (F1 0.44") for s in sentences)
+    empty = copy.deepcopy(results)
+    empty["models"] = {}
+    assert report.findings(empty) == ["No model finished in this run, so there is nothing to compare yet."]
+
+
+def _deck_text(path) -> tuple[int, str]:
+    reader = pypdf.PdfReader(path)
+    return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_render_deck(arrays, results, tmp_path):
+    images_dir = tmp_path / "images"
+    _, labels = arrays
+    plots.save_figure(plots.label_distribution(labels, CLASSES), images_dir / "train_label_distribution.png")
+    plots.save_figure(plots.training_curves(results["models"]["cnn"]["history"], "CNN"), images_dir / "cnn_curve.png")
+    first = report.render_deck(results, images_dir, tmp_path / "deck" / "deck.pdf")
+    pages, text = _deck_text(first)
+    assert pages >= 12
+    for accuracy in ("61.2%", "88.1%", "60.5%", "88.7%", "91.0%"):
+        assert accuracy in text
+    assert "not run: ImageNet weights unavailable offline" in text.replace("\n", " ")
+    assert "figure not produced in this run" in text  # e.g. dataset_samples.png is missing
+    assert "JPEG re-encoding" in text
+    assert "abc1234" in text
+    second = report.render_deck(results, images_dir, tmp_path / "again.pdf")
+    assert first.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "deck").iterdir()) == ["deck.pdf"]
+
+
+def test_render_deck_cnn_only_with_random_weights(results, tmp_path):
+    results["models"] = {"cnn": results["models"]["cnn"]}
+    results["not_run"] = {"resnet50_head": "weights=none chosen", "resnet50_finetuned": "weights=none chosen"}
+    results["provenance"]["weights"] = "none"
+    pages, text = _deck_text(report.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    flat = " ".join(text.split())
+    assert pages >= 12
+    assert "61.2%" in flat
+    assert "NOT transfer learning" in flat
+    assert "ResNet50 head-only not run: weights=none chosen" in flat

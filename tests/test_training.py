@@ -1,0 +1,136 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from cifar10_transfer.config import make_config
+from cifar10_transfer.data import synthetic_dataset
+from cifar10_transfer.experiment import Experiment
+from cifar10_transfer.models import build_cnn, compile_classifier
+from cifar10_transfer.pipelines import cnn_dataset
+from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
+                                       resolve_jit, resolve_precision)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("gpus, flags, model, expected", [
+    ([(9, 0)], set(), "resnet50", "mixed_float16"),
+    ([(8, 0), (7, 0)], set(), "cnn", "mixed_float16"),
+    ([(6, 1)], set(), "resnet50", "float32"),  # no tensor cores
+    ([], {"avx512_bf16"}, "resnet50", "mixed_bfloat16"),
+    ([], {"amx_bf16", "avx512f"}, "resnet50", "mixed_bfloat16"),
+    ([], {"avx512_bf16"}, "cnn", "float32"),  # the CNN stays float32 on CPUs
+    ([], {"avx2"}, "resnet50", "float32"),
+])
+def test_auto_precision(gpus, flags, model, expected):
+    assert resolve_precision("auto", model, gpus=gpus, flags=flags) == expected
+
+
+def test_explicit_precision_wins():
+    assert resolve_precision("float32", "resnet50", gpus=[(9, 0)], flags=set()) == "float32"
+
+
+def test_mixed_policy_keeps_softmax_float32_and_is_restored():
+    before = keras.config.dtype_policy().name
+    with precision_policy("mixed_bfloat16"):
+        model = build_cnn()
+    assert keras.config.dtype_policy().name == before
+    assert model.layers[1].compute_dtype == "bfloat16"
+    assert model.output.dtype == "float32"
+    assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).dtype == np.float32
+
+
+def test_cpu_defaults_for_jit_and_strategy(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert resolve_jit("auto") is False and resolve_jit("on") is True and resolve_jit("off") is False
+    assert make_strategy("auto").num_replicas_in_sync == 1
+
+
+def test_multi_worker_without_tf_config_is_refused(monkeypatch):
+    from cifar10_transfer.errors import UserError
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(UserError, match="TF_CONFIG"):
+        make_strategy("multi_worker")
+
+
+def test_history_keeps_each_epoch_once(tmp_path):
+    log = tmp_path / "history.csv"
+    log.write_text("epoch,accuracy,loss\n0,0.1,2.0\n1,0.2,1.5\n1,0.25,1.4\n2,0.3,1.2\n")
+    assert read_history(log) == {"accuracy": [0.1, 0.25, 0.3], "loss": [2.0, 1.4, 1.2]}
+
+
+def _small_fit(stage_dir, epochs=2):
+    keras.utils.set_random_seed(0)
+    data = synthetic_dataset(seed=0, train_per_class=20, test_per_class=5)
+    model = build_cnn()
+    compile_classifier(model, 1e-3, False)
+    result = fit_stage(model, cnn_dataset(data.x_train, data.y_train, 32), cnn_dataset(data.x_test, data.y_test, 32),
+                       epochs, stage_dir, len(data.y_train), verbose=0)
+    return model, result
+
+
+def test_a_completed_stage_is_loaded_not_trained_again(tmp_path):
+    model, first = _small_fit(tmp_path / "stage")
+    assert first.epochs == 2 and len(first.history["loss"]) == 2 and first.seconds > 0
+    assert first.images_per_second == pytest.approx(200 * 2 / first.seconds)
+    again, second = _small_fit(tmp_path / "stage")
+    assert second == first
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def _cnn_results(tmp_path, name):
+    config = make_config("smoke", ["models=cnn", "cnn_epochs=2", "train_size=1000"])
+    experiment = Experiment(config, synthetic_dataset(seed=3), "none", tmp_path / name, "smoke")
+    return experiment.run_all()["models"]["cnn"]
+
+
+def test_same_seed_gives_identical_runs(tmp_path):
+    first, second = _cnn_results(tmp_path, "a"), _cnn_results(tmp_path, "b")
+    assert first["history"] == second["history"]
+    assert first["test_accuracy"] == second["test_accuracy"]
+    assert first["confusion_matrix"] == second["confusion_matrix"]
+
+
+def _cli(*args, out):
+    return [sys.executable, "-m", "cifar10_transfer", "train", "--profile", "smoke", "--data", "synthetic",
+            "--weights", "none", "--out", str(out), "--set", "models=cnn", "--set", "cnn_epochs=4",
+            "--set", "train_size=6000", "--set", "test_size=1000", *args]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    out = tmp_path / "out"
+    process = subprocess.Popen(_cli(out=out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    history = None
+    while time.time() < deadline and process.poll() is None:
+        found = list(out.glob(".runs/*/stages/cnn/history.csv"))
+        if found and list(out.glob(".runs/*/stages/cnn/backup/training_metadata.json")):
+            history = found[0]
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert history is not None, "the run finished or stalled before it could be killed after epoch 1"
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "results" / "results.json").exists()  # nothing published by the killed run
+    first_rows = history.read_text().splitlines()
+    assert 2 <= len(first_rows) < 5
+    finished = subprocess.run(_cli("--resume", out=out), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    rows = history.read_text().splitlines()
+    assert rows[:len(first_rows)] == first_rows  # the epochs done before the kill were kept, not redone
+    epochs = [int(row.split(",")[0]) for row in rows[1:]]
+    assert epochs.count(0) == 1 and sorted(set(epochs)) == [0, 1, 2, 3]  # epoch 0 was not trained again
+    results = json.loads((out / "results" / "results.json").read_text())
+    assert results["models"]["cnn"]["epochs"] == 4 and len(results["models"]["cnn"]["history"]["loss"]) == 4
