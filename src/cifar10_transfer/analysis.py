@@ -33,8 +33,9 @@ def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[
 
 def save_augmentation_figure(splits: Splits, images_dir: Path, seed: int, n_images: int = 6,
                              n_variants: int = 5) -> list[Path]:
-    """Originals from the training split beside augmented copies (the ResNet50 stages' augmentation)."""
-    originals = splits.x_train[:n_images]
+    """Training images of different classes beside augmented copies (the ResNet50 stages' augmentation)."""
+    first_of_class = [np.flatnonzero(splits.y_train == label)[0] for label in np.unique(splits.y_train)]
+    originals = splits.x_train[first_of_class[:n_images]]  # one image per class, not six of the first class
     variants = augmentation_examples(originals, n_variants, seed)
     return [_save(plots.augmentation_grid(originals, variants), Path(images_dir) / "augmentation.png")]
 

@@ -65,8 +65,11 @@ def _not_run_reason(results: dict, name: str) -> str:
 def _rows(results: dict) -> list[dict]:
     """One row per model in study order, as display strings shared by the README and the deck."""
     rows = []
+    random_init = results["provenance"].get("weights") == "none"
     for name, label in MODEL_LABELS.items():
         m, study = results["models"].get(name), REPORTED_ACCURACY[name]
+        if random_init and name.startswith("resnet50"):
+            label += " (random init, not transfer learning)"
         rows.append({"model": label, "study": format_accuracy(study),
                      "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {_not_run_reason(results, name)}",
                      "diff": f"{_points(m['test_accuracy'], study):+.1f}" if m else "—",
