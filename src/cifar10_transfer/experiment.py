@@ -75,11 +75,12 @@ class Experiment:
         self.config, self.dataset, self.weights, self.profile = config, dataset, weights, profile
         self.workdir = Path(workdir)
         self.started = datetime.now(timezone.utc)
+        # MultiWorkerMirroredStrategy must exist before other TensorFlow work starts the runtime
+        self.strategy = make_strategy(config.strategy)
         seed_everything(config.seed, config.deterministic)
         self.splits = split_dataset(dataset, config)
         if any(name.startswith("resnet50") for name in config.model_list):
             check_weights(weights)
-        self.strategy = make_strategy(config.strategy)
         self.jit_compile = resolve_jit(config.jit_compile)
         self.runs: dict[str, ModelRun] = {}
         self._transfer = None

@@ -103,10 +103,29 @@ def make_strategy(setting: str) -> tf.distribute.Strategy:
     if setting == "multi_worker":
         if not os.environ.get("TF_CONFIG"):
             raise UserError("strategy=multi_worker needs the TF_CONFIG environment variable; see the README.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _MultiWorkerStrategy()
     if setting == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy with a `reduce` that Keras 3.15's `fit` can use.
+
+    With two or more workers, Keras reduces a whole (images, labels) batch before building
+    the model, and each epoch's scalar metrics with `axis=0`; the collective `reduce` takes
+    neither. Reducing leaf by leaf, scalars across workers only, gives every worker the
+    same logs, so callbacks such as ReduceLROnPlateau decide alike on all of them.
+    """
+
+    def reduce(self, reduce_op, value, axis):
+        parent = super(_MultiWorkerStrategy, self)
+
+        def reduce_leaf(leaf):
+            rank = self.experimental_local_results(leaf)[0].shape.rank
+            return parent.reduce(reduce_op, leaf, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(reduce_leaf, value)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
