@@ -56,6 +56,11 @@ def show(paths: list[Path]) -> None:
         display(Markdown(f"`{Path(path).name}`"), Image(filename=str(path)))
 
 
+def bullets(lines: list[str]) -> str:
+    """Sentences as a Markdown bullet list, for a notebook's computed narrative."""
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def metrics_frame(results: dict) -> pd.DataFrame:
     """One row per trained model: accuracy, loss, size and cost (accuracies as fractions)."""
     columns = ["test_accuracy", "test_loss", "train_accuracy", "val_accuracy", "params",

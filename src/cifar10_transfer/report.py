@@ -150,6 +150,9 @@ def findings(results: dict) -> list[str]:
     out = [f"Best model: {label} with {format_accuracy(acc)} test accuracy, "
            f"{_points(acc, REPORTED_ACCURACY[best]):+.1f} points vs the study's "
            f"{format_accuracy(REPORTED_ACCURACY[best])}."]
+    if str(results["provenance"].get("weights")) == "none" and any(n.startswith("resnet50") for n in models):
+        out.append("ResNet50 ran from random initialisation (weights none): not transfer learning, "
+                   "so its rows only show that the pipeline runs.")
     if len(models) == 1:
         out.append(f"Only the {label} ran, so this run cannot compare models.")
     for other in (n for n in MODEL_LABELS if n in models and n != best):

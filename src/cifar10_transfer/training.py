@@ -80,7 +80,11 @@ def precision_policy(policy: str):
 
 
 def resolve_jit(setting: str) -> bool:
-    """XLA compilation: `auto` turns it on where GPUs are visible (it measured slower on CPU)."""
+    """XLA compilation: `auto` turns it on where GPUs are visible, off on CPUs.
+
+    On the 2-core CPU of `make bench` XLA changed CNN throughput by a few percent only
+    (benchmarks/results/latest.json), not worth its compile time there.
+    """
     if setting == "auto":
         return bool(tf.config.list_physical_devices("GPU"))
     return setting == "on"

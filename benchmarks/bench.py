@@ -1,0 +1,230 @@
+"""Speed and memory benchmark of cifar10-transfer on the machine it runs on.
+
+Every target is a ratio of two measurements taken in this one run, on this machine:
+  - CNN training images/s and test accuracy, float32 against mixed_bfloat16 (and XLA on/off);
+  - ResNet50 feature extraction images/s, float32 against mixed_bfloat16, and the cosine
+    similarity of their features on the same images;
+  - stage 1 (head only) wall-clock, head_mode=cached against end_to_end at equal epochs;
+  - stage 2 (fine-tuning) images/s;
+  - peak resident memory of the 224x224 streaming input pipeline at two training-set sizes.
+
+It writes benchmarks/results/latest.json and the README's Performance block. The ResNet50
+runs use random-init weights unless --weights names a file: timings do not depend on the
+weights, but accuracies from random init say nothing about transfer learning.
+
+Usage: python benchmarks/bench.py [--image-size 224] [--stage1-train 200] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cifar10_transfer.config import make_config  # noqa: E402
+from cifar10_transfer.data import load_dataset  # noqa: E402
+from cifar10_transfer.experiment import Experiment  # noqa: E402
+from cifar10_transfer.models import build_resnet50, compile_classifier, unfreeze  # noqa: E402
+from cifar10_transfer.pipelines import array_dataset, resnet_dataset, split_dataset  # noqa: E402
+from cifar10_transfer.provenance import device, hardware  # noqa: E402
+from cifar10_transfer.publish import write_atomic  # noqa: E402
+from cifar10_transfer.training import extract_features, fit_stage, precision_policy  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _dataset():
+    source = "cifar10" if os.environ.get("CIFAR10_DIR") else "synthetic"
+    return load_dataset(source, seed=3)
+
+
+def cnn_precision(dataset, workdir: Path, epochs: int, train_size: int) -> dict:
+    """CNN at the study's settings in float32, mixed_bfloat16 and float32 with XLA."""
+    out = {}
+    for label, overrides in (("float32", ["precision=float32", "jit_compile=off"]),
+                             ("mixed_bfloat16", ["precision=mixed_bfloat16", "jit_compile=off"]),
+                             ("float32_xla", ["precision=float32", "jit_compile=on"])):
+        config = make_config("seed", ["models=cnn", f"cnn_epochs={epochs}", f"train_size={train_size}", *overrides])
+        experiment = Experiment(config, dataset, "none", workdir / f"cnn-{label}", "seed")
+        run = experiment.train_cnn()
+        # the first epoch includes tracing; throughput is measured on the others
+        steady = run.stage.history["epoch_seconds"][1:] or run.stage.history["epoch_seconds"]
+        out[label] = {"test_accuracy": run.metrics["test_accuracy"],
+                      "images_per_second": len(experiment.splits.y_train) / float(np.mean(steady))}
+    return out
+
+
+def feature_extraction(images: np.ndarray, image_size: int, weights: str) -> dict:
+    """ResNet50 pooled features of the same images in float32 and mixed_bfloat16."""
+    labels = np.zeros(len(images), dtype=np.int64)
+    data = resnet_dataset(images, labels, image_size, batch_size=32)
+    warmup = resnet_dataset(images[:32], labels[:32], image_size, batch_size=32)
+    out, features = {}, {}
+    for policy in ("float32", "mixed_bfloat16"):
+        keras.utils.set_random_seed(0)
+        with precision_policy(policy):
+            transfer = build_resnet50(image_size, weights)
+        transfer.features.predict(warmup, verbose=0)
+        start = time.perf_counter()
+        features[policy] = transfer.features.predict(data, verbose=0).astype(np.float64)
+        out[policy] = {"images_per_second": len(images) / (time.perf_counter() - start)}
+    a, b = features["float32"], features["mixed_bfloat16"]
+    cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    out["speedup_bfloat16"] = out["mixed_bfloat16"]["images_per_second"] / out["float32"]["images_per_second"]
+    out["cosine_similarity"] = {"mean": float(cosine.mean()), "min": float(cosine.min())}
+    return out
+
+
+def stage1(splits, image_size: int, epochs: int, weights: str, workdir: Path) -> dict:
+    """Head-only stage at equal epochs: cached features against a backbone pass every step."""
+    out = {}
+    for mode in ("cached", "end_to_end"):
+        keras.utils.set_random_seed(0)
+        with precision_policy("mixed_bfloat16"):
+            transfer = build_resnet50(image_size, weights)
+        val = resnet_dataset(splits.x_val, splits.y_val, image_size, 32)
+        start = time.perf_counter()
+        if mode == "cached":
+            in_order = resnet_dataset(splits.x_train, splits.y_train, image_size, 32)
+            x_train = extract_features(transfer.features, in_order, workdir / mode / "train.npy")
+            x_val = extract_features(transfer.features, val, workdir / mode / "val.npy")
+            compile_classifier(transfer.head, 1e-3, False)
+            stage = fit_stage(transfer.head, array_dataset(x_train, splits.y_train, 32, True, 3),
+                              array_dataset(x_val, splits.y_val, 32), epochs, workdir / mode / "stage",
+                              len(splits.y_train), verbose=0)
+        else:
+            train = resnet_dataset(splits.x_train, splits.y_train, image_size, 32, shuffle=True, seed=3)
+            compile_classifier(transfer.model, 1e-3, False)
+            stage = fit_stage(transfer.model, train, val, epochs, workdir / mode / "stage", len(splits.y_train),
+                              verbose=0)
+        out[mode] = {"seconds": time.perf_counter() - start, "val_accuracy": stage.history["val_accuracy"][-1]}
+    out["speedup_cached"] = out["end_to_end"]["seconds"] / out["cached"]["seconds"]
+    return out
+
+
+def fine_tuning(splits, image_size: int, weights: str, workdir: Path) -> dict:
+    """Stage 2 throughput: last 30 layers trainable, augmentation on; the second epoch is timed."""
+    keras.utils.set_random_seed(0)
+    with precision_policy("mixed_bfloat16"):
+        transfer = build_resnet50(image_size, weights)
+    unfreeze(transfer, 30, 1e-5, False)
+    train = resnet_dataset(splits.x_train, splits.y_train, image_size, 32, shuffle=True, augment=True, seed=3)
+    val = resnet_dataset(splits.x_val[:32], splits.y_val[:32], image_size, 32)
+    stage = fit_stage(transfer.model, train, val, 2, workdir / "finetune", len(splits.y_train), verbose=0)
+    return {"images_per_second": len(splits.y_train) / stage.history["epoch_seconds"][-1]}
+
+
+def rss_probe(train_size: int, image_size: int) -> float:
+    """Peak RSS (GB) of loading the data and streaming every training image through the
+    augmented ResNet50 pipeline, with a forward pass on its first batches."""
+    dataset = _dataset()
+    splits = split_dataset(dataset, make_config("seed", [f"train_size={train_size}", f"image_size={image_size}"]))
+    with precision_policy("mixed_bfloat16"):
+        transfer = build_resnet50(image_size, "none")
+    data = resnet_dataset(splits.x_train, splits.y_train, image_size, 64, shuffle=True, augment=True, seed=3)
+    transfer.features.predict(data.take(3), verbose=0)
+    for _ in data:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
+
+
+def peak_rss(sizes: list[int], image_size: int) -> dict:
+    """Run `rss_probe` in fresh processes, one per training-set size."""
+    out = {}
+    for size in sizes:
+        result = subprocess.run([sys.executable, __file__, "--rss-probe", str(size), "--image-size", str(image_size)],
+                                capture_output=True, text=True, check=True)
+        out[str(size)] = float(result.stdout.strip().splitlines()[-1])
+    out["growth_gb"] = out[str(max(sizes))] - out[str(min(sizes))]
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The README's Performance block."""
+    f, s, c, r = report["feature_extraction"], report["stage1"], report["cnn"], report["peak_rss_gb"]
+    sizes = sorted(int(k) for k in r if k != "growth_gb")
+    rows = [
+        ("CNN training, float32", f"{c['float32']['images_per_second']:,.0f} images/s"),
+        ("CNN training, float32 + XLA", f"{c['float32_xla']['images_per_second']:,.0f} images/s"),
+        ("CNN training, mixed_bfloat16", f"{c['mixed_bfloat16']['images_per_second']:,.0f} images/s"),
+        ("CNN test accuracy, float32 / mixed_bfloat16",
+         f"{100 * c['float32']['test_accuracy']:.1f}% / {100 * c['mixed_bfloat16']['test_accuracy']:.1f}%"),
+        (f"ResNet50 features at {report['image_size']}px, float32", f"{f['float32']['images_per_second']:.1f} images/s"),
+        (f"ResNet50 features at {report['image_size']}px, mixed_bfloat16",
+         f"{f['mixed_bfloat16']['images_per_second']:.1f} images/s ({f['speedup_bfloat16']:.2f}x)"),
+        ("float32 vs bfloat16 feature cosine similarity (mean / min)",
+         f"{f['cosine_similarity']['mean']:.4f} / {f['cosine_similarity']['min']:.4f}"),
+        (f"Stage 1, {report['stage1_epochs']} epochs: end_to_end / cached",
+         f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x)"),
+        ("Fine-tuning (stage 2)", f"{report['fine_tuning']['images_per_second']:.1f} images/s"),
+        (f"Peak RSS, pipeline probe at train_size {sizes[0]:,} / {sizes[-1]:,}",
+         f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"),
+    ]
+    table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
+    return (f"{table}\n\n*Measured {report['finished'][:10]} on {report['hardware']} ({report['device']}); "
+            f"data: {report['data']}; ResNet50 weights: {report['weights']} (timings only; random init says "
+            f"nothing about accuracy); stage 1 on {report['stage1_images']} training images.*")
+
+
+def update_readme(block: str) -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(BENCH_START) + len(BENCH_START), text.index(BENCH_END)
+    write_atomic(readme, text[:start] + "\n" + block + "\n" + text[end:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--stage1-train", type=int, default=250, help="images in stage 1 (80%% train, 20%% val)")
+    parser.add_argument("--stage1-epochs", type=int, default=10)
+    parser.add_argument("--features", type=int, default=96, help="images for the feature-extraction timing")
+    parser.add_argument("--weights", default="none", help="ResNet50 weights: none or a file")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
+    parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_probe:
+        print(rss_probe(args.rss_probe, args.image_size))
+        return
+    if args.quick:
+        args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
+    started = datetime.now(timezone.utc)
+    dataset = _dataset()
+    splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        workdir = Path(tmp)
+        report = {
+            "image_size": args.image_size, "stage1_epochs": args.stage1_epochs,
+            "stage1_images": len(splits.y_train), "weights": args.weights, "data": dataset.description,
+            "cnn": cnn_precision(dataset, workdir, 2 if args.quick else 10, 1000 if args.quick else 10_000),
+            "feature_extraction": feature_extraction(splits.x_train[:args.features], args.image_size, args.weights),
+            "stage1": stage1(splits, args.image_size, args.stage1_epochs, args.weights, workdir / "stage1"),
+            "fine_tuning": fine_tuning(splits, args.image_size, args.weights, workdir),
+            "peak_rss_gb": peak_rss([500, 2000] if args.quick else [2000, 10_000], args.image_size),
+        }
+    report.update(hardware=hardware(), device=device(), started=started.isoformat(timespec="seconds"),
+                  finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    write_atomic(Path(args.out), json.dumps(report, indent=2) + "\n")
+    block = markdown(report)
+    print(block)
+    if not args.no_readme:
+        update_readme(block)
+
+
+if __name__ == "__main__":
+    main()
