@@ -99,3 +99,18 @@ def test_unreachable_imagenet_weights_name_the_cache_and_the_alternative(monkeyp
     with pytest.raises(UserError) as error:
         build_resnet50(32, "imagenet")
     assert "--weights PATH" in str(error.value) and "models" in str(error.value)
+
+
+def test_a_legacy_h5_file_like_the_official_download_loads(tmp_path):
+    """The official ImageNet file is a legacy HDF5 weights file; one of the same format loads."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format  # writes the pre-Keras-3 format, test only
+
+    keras.utils.set_random_seed(3)
+    original = build_resnet50(32, "none")
+    path = tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, original.backbone)
+    loaded = build_resnet50(32, str(path))
+    for a, b in zip(original.backbone.weights, loaded.backbone.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
