@@ -68,10 +68,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 muted.
+    """Import TensorFlow and list its devices with file descriptor 2 muted.
 
-    TensorFlow 2.21 prints oneDNN and CUDA notices from C++ before its logging is set up,
-    so TF_CPP_MIN_LOG_LEVEL cannot silence them; they would bury the one-line errors.
+    TensorFlow 2.21 prints oneDNN and CUDA notices from C++ before its logging is set up
+    (and a cuInit error on machines without a GPU), so TF_CPP_MIN_LOG_LEVEL cannot silence
+    them; they would bury the one-line errors. `--debug` skips this and shows them all.
     An import error still surfaces: stderr is restored before Python raises it.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -79,7 +80,9 @@ def _import_tensorflow_quietly() -> None:
     try:
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()
     finally:
         os.dup2(saved, 2)
         os.close(saved)
