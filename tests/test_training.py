@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("gpus, flags, model, expected", [
     ([(9, 0)], set(), "resnet50", "mixed_float16"),
-    ([(8, 0), (7, 0)], set(), "cnn", "mixed_float16"),
+    ([(8, 0), (7, 0)], set(), "resnet50", "mixed_float16"),
+    ([(9, 0)], set(), "cnn", "float32"),  # the CNN stays float32 under auto
     ([(6, 1)], set(), "resnet50", "float32"),  # no tensor cores
     ([], {"avx512_bf16"}, "resnet50", "mixed_bfloat16"),
     ([], {"amx_bf16", "avx512f"}, "resnet50", "mixed_bfloat16"),
@@ -48,9 +49,40 @@ def test_mixed_policy_keeps_softmax_float32_and_is_restored():
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).dtype == np.float32
 
 
+def test_bfloat16_path_trains(tmp_path):
+    config = make_config("smoke", ["models=cnn", "train_size=200", "test_size=100", "precision=mixed_bfloat16"])
+    entry = Experiment(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke").run_all()["models"]["cnn"]
+    assert entry["precision"] == "mixed_bfloat16"
+    assert np.isfinite(entry["test_loss"]) and np.isfinite(entry["history"]["loss"]).all()
+
+
+def test_float16_and_xla_path_trains_in_a_fresh_process(tmp_path):
+    """The GPU defaults (mixed_float16 with loss scaling, XLA) as far as a CPU runs them.
+
+    A fresh process, because op determinism enabled by other tests would make Keras drop XLA."""
+    result = subprocess.run(_cli("--set", "precision=mixed_float16", "--set", "jit_compile=on",
+                                 "--set", "deterministic=false", "--set", "cnn_epochs=1", out=tmp_path),
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "support `jit_compile=True`" not in result.stderr  # Keras's warning when it drops XLA
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert results["execution"]["jit_compile"] is True
+    entry = results["models"]["cnn"]
+    assert entry["precision"] == "mixed_float16" and np.isfinite(entry["history"]["loss"]).all()
+
+
+def test_xla_and_determinism_exclude_each_other():
+    from cifar10_transfer.errors import UserError
+
+    with pytest.raises(UserError, match="needs deterministic=false"):
+        make_config("seed", ["jit_compile=on"])
+    assert resolve_jit("auto", deterministic=True) is False
+
+
 def test_cpu_defaults_for_jit_and_strategy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert resolve_jit("auto") is False and resolve_jit("on") is True and resolve_jit("off") is False
+    assert resolve_jit("auto", False) is False and resolve_jit("on", False) is True
+    assert resolve_jit("off", False) is False
     assert make_strategy("auto").num_replicas_in_sync == 1
 
 

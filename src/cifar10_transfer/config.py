@@ -48,9 +48,9 @@ class RunConfig:
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
     precision: str = "auto"  # auto | float32 | mixed_float16 | mixed_bfloat16
-    jit_compile: str = "auto"  # XLA: auto (on for GPUs) | on | off
+    jit_compile: str = "auto"  # XLA: auto (on for GPUs unless deterministic) | on | off
     strategy: str = "auto"  # tf.distribute: auto | default | mirrored | multi_worker
-    deterministic: bool = True  # TensorFlow op determinism (identical CPU runs)
+    deterministic: bool = True  # TensorFlow op determinism (identical CPU runs); excludes XLA
     models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated subset of MODEL_NAMES
 
     def __post_init__(self) -> None:
@@ -103,6 +103,9 @@ def _validate(config: RunConfig) -> None:
     if config.finetune_layers > RESNET50_BACKBONE_LAYERS:
         raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "
                         f"{RESNET50_BACKBONE_LAYERS} layers of the ResNet50 backbone.")
+    if config.jit_compile == "on" and config.deterministic:
+        raise UserError("config jit_compile=on needs deterministic=false: Keras turns XLA off under "
+                        "TensorFlow op determinism.")
     _check_choice("head_mode", config.head_mode, HEAD_MODES)
     _check_choice("precision", config.precision, PRECISIONS)
     _check_choice("jit_compile", config.jit_compile, SWITCHES)

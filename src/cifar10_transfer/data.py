@@ -119,8 +119,7 @@ def _load_layout(path: Path, label: str) -> Dataset:
         if batches is not None:
             return _with_description(load_batches(batches), f"CIFAR-10 (official batches at {label})")
         if (root / "train").is_dir() and (root / "test").is_dir():
-            dataset = load_image_folders(root)
-            return _with_description(dataset, dataset.description.replace(f" at {root})", f" at {label})"))
+            return load_image_folders(root, label=label)
     if not children:
         raise UserError(f"data directory {path} is empty; {HOW_TO_PROVIDE}.")
     raise UserError(f"data directory {path} holds none of the known layouts "
@@ -225,9 +224,10 @@ def load_batches(directory: Path) -> Dataset:
     return Dataset(x_train, y_train, x_test, y_test, names, f"CIFAR-10 (official batches at {directory})")
 
 
-def load_image_folders(root: Path) -> Dataset:
+def load_image_folders(root: Path, label: str | None = None) -> Dataset:
     """Load `train/<class>/*` and `test/<class>/*`; classes are the sorted folder names.
 
+    `label` names the location in the description (default: `root`).
     Grayscale, RGBA and palette images become RGB; images of another size are resized to
     32x32 with one warning that counts them.
     """
@@ -259,7 +259,7 @@ def load_image_folders(root: Path) -> Dataset:
     if resized:
         warnings.warn(f"{resized} images were not 32x32 and were resized to 32x32.", stacklevel=2)
     kind = "JPEG copy, image folders" if jpeg_files * 2 > total_files else "image folders"
-    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind} at {root})")
+    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind} at {label or root})")
 
 
 def _read_image(path: Path) -> tuple[np.ndarray, bool]:

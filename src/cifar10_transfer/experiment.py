@@ -81,7 +81,7 @@ class Experiment:
         self.splits = split_dataset(dataset, config)
         if any(name.startswith("resnet50") for name in config.model_list):
             check_weights(weights)
-        self.jit_compile = resolve_jit(config.jit_compile)
+        self.jit_compile = resolve_jit(config.jit_compile, config.deterministic)
         self.runs: dict[str, ModelRun] = {}
         self._transfer = None
 
@@ -190,6 +190,8 @@ class Experiment:
             "profile": self.profile,
             "config": self.config.to_dict(),
             "provenance": collect_provenance(self.dataset, weights_label(self.weights), self.started),
+            "execution": {"jit_compile": self.jit_compile, "strategy": type(self.strategy).__name__,
+                          "replicas": self.strategy.num_replicas_in_sync},
             "data": {**self.splits.sizes(), "class_names": list(self.splits.class_names)},
             "models": models,
             "not_run": {name: "not selected" if name == "cnn" else reason for name in skipped},

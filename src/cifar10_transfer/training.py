@@ -52,18 +52,20 @@ def resolve_precision(setting: str, model_name: str, gpus: list[tuple[int, int]]
                       flags: set[str] | None = None) -> str:
     """The Keras dtype policy for `model_name` under the `precision` setting.
 
-    `auto` picks mixed_float16 on GPUs with tensor cores (compute capability 7.0 or
-    newer), mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 or AMX), float32
-    otherwise. The CNN stays float32 under `auto` on CPUs: it is too small to gain from
-    bfloat16 there and its accuracy is what the study compares against.
+    For ResNet50, `auto` picks mixed_float16 on GPUs with tensor cores (compute capability
+    7.0 or newer), mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 or AMX),
+    float32 otherwise. The CNN stays float32 under `auto`: `make bench` measured bfloat16
+    costing it accuracy, and a model this small gains little speed from lower precision.
     """
     if setting != "auto":
         return setting
+    if model_name == "cnn":
+        return "float32"
     gpus = gpu_compute_capabilities() if gpus is None else gpus
     flags = cpu_flags() if flags is None else flags
     if gpus:
         return "mixed_float16" if all(cap >= (7, 0) for cap in gpus) else "float32"
-    if model_name != "cnn" and flags & {"avx512_bf16", "amx_bf16"}:
+    if flags & {"avx512_bf16", "amx_bf16"}:
         return "mixed_bfloat16"
     return "float32"
 
@@ -79,14 +81,15 @@ def precision_policy(policy: str):
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_jit(setting: str) -> bool:
-    """XLA compilation: `auto` turns it on where GPUs are visible, off on CPUs.
+def resolve_jit(setting: str, deterministic: bool) -> bool:
+    """XLA compilation: `auto` turns it on where GPUs are visible and determinism is off.
 
-    On the 2-core CPU of `make bench` XLA changed CNN throughput by a few percent only
-    (benchmarks/results/latest.json), not worth its compile time there.
+    Keras disables XLA under TensorFlow op determinism, so `deterministic=True` means no XLA.
+    On the 2-core CPU of `make bench` XLA changed CNN throughput little
+    (benchmarks/results/latest.json), so `auto` leaves it off on CPUs.
     """
     if setting == "auto":
-        return bool(tf.config.list_physical_devices("GPU"))
+        return bool(tf.config.list_physical_devices("GPU")) and not deterministic
     return setting == "on"
 
 
@@ -133,7 +136,10 @@ class _MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
-    """Seed Python, NumPy and TensorFlow; with `deterministic`, make TensorFlow ops deterministic."""
+    """Seed Python, NumPy and TensorFlow; with `deterministic`, make TensorFlow ops deterministic.
+
+    Op determinism then holds for the rest of the process: TensorFlow has no public switch back.
+    """
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
