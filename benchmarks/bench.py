@@ -51,24 +51,37 @@ def _dataset():
     return load_dataset(source, seed=3)
 
 
-def cnn_precision(dataset, workdir: Path, epochs: int, train_size: int) -> dict:
-    """CNN at the study's settings: float32 against mixed_bfloat16 (deterministic, the
-    default), and XLA off against on (both without op determinism, which excludes XLA)."""
-    out = {}
-    # Op determinism, once enabled, lasts for the process: the runs without it come first.
-    for label, overrides in (("float32_nondeterministic", ["precision=float32", "jit_compile=off",
-                                                           "deterministic=false"]),
-                             ("float32_xla", ["precision=float32", "jit_compile=on", "deterministic=false"]),
-                             ("float32", ["precision=float32", "jit_compile=off"]),
-                             ("mixed_bfloat16", ["precision=mixed_bfloat16", "jit_compile=off"])):
-        config = make_config("seed", ["models=cnn", f"cnn_epochs={epochs}", f"train_size={train_size}", *overrides])
-        experiment = Experiment(config, dataset, "none", workdir / f"cnn-{label}", "seed")
+CNN_VARIANTS = {  # label: overrides of the seed profile
+    "float32": ["precision=float32", "jit_compile=off"],
+    "mixed_bfloat16": ["precision=mixed_bfloat16", "jit_compile=off"],
+    "float32_nondeterministic": ["precision=float32", "jit_compile=off", "deterministic=false"],
+    "float32_xla": ["precision=float32", "jit_compile=on", "deterministic=false"],
+}
+
+
+def cnn_probe(label: str, epochs: int, train_size: int) -> dict:
+    """One CNN variant at the study's settings: test accuracy and steady-state images/s."""
+    config = make_config("seed", ["models=cnn", f"cnn_epochs={epochs}", f"train_size={train_size}",
+                                  *CNN_VARIANTS[label]])
+    with tempfile.TemporaryDirectory(prefix="bench-cnn-") as tmp:
+        experiment = Experiment(config, _dataset(), "none", tmp, "seed")
         run = experiment.train_cnn()
-        # the first epoch includes tracing; throughput is measured on the others
-        steady = run.stage.history["epoch_seconds"][1:] or run.stage.history["epoch_seconds"]
-        out[label] = {"test_accuracy": run.metrics["test_accuracy"],
-                      "images_per_second": len(experiment.splits.y_train) / float(np.mean(steady))}
-    return out
+    # the first epoch includes tracing; throughput is measured on the others
+    steady = run.stage.history["epoch_seconds"][1:] or run.stage.history["epoch_seconds"]
+    return {"test_accuracy": run.metrics["test_accuracy"],
+            "images_per_second": len(experiment.splits.y_train) / float(np.mean(steady))}
+
+
+def cnn_variants(epochs: int, train_size: int) -> dict:
+    """Every CNN variant, each in a fresh process: op determinism and XLA state are process-wide."""
+    return {label: json.loads(_probe("--cnn-probe", label, "--cnn-epochs", str(epochs),
+                                     "--cnn-train-size", str(train_size)))
+            for label in CNN_VARIANTS}
+
+
+def _probe(*args: str) -> str:
+    result = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
 
 
 def feature_extraction(images: np.ndarray, image_size: int, weights: str) -> dict:
@@ -147,11 +160,7 @@ def rss_probe(train_size: int, image_size: int) -> float:
 
 def peak_rss(sizes: list[int], image_size: int) -> dict:
     """Run `rss_probe` in fresh processes, one per training-set size."""
-    out = {}
-    for size in sizes:
-        result = subprocess.run([sys.executable, __file__, "--rss-probe", str(size), "--image-size", str(image_size)],
-                                capture_output=True, text=True, check=True)
-        out[str(size)] = float(result.stdout.strip().splitlines()[-1])
+    out = {str(size): float(_probe("--rss-probe", str(size), "--image-size", str(image_size))) for size in sizes}
     out["growth_gb"] = out[str(max(sizes))] - out[str(min(sizes))]
     return out
 
@@ -203,12 +212,19 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
     parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cnn-probe", choices=tuple(CNN_VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--cnn-epochs", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--cnn-train-size", type=int, default=10_000, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_probe:
         print(rss_probe(args.rss_probe, args.image_size))
         return
+    if args.cnn_probe:
+        print(json.dumps(cnn_probe(args.cnn_probe, args.cnn_epochs, args.cnn_train_size)))
+        return
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
+        args.cnn_epochs, args.cnn_train_size = 2, 1000
     started = datetime.now(timezone.utc)
     dataset = _dataset()
     splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
@@ -217,7 +233,7 @@ def main() -> None:
         report = {
             "image_size": args.image_size, "stage1_epochs": args.stage1_epochs,
             "stage1_images": len(splits.y_train), "weights": args.weights, "data": dataset.description,
-            "cnn": cnn_precision(dataset, workdir, 2 if args.quick else 10, 1000 if args.quick else 10_000),
+            "cnn": cnn_variants(args.cnn_epochs, args.cnn_train_size),
             "feature_extraction": feature_extraction(splits.x_train[:args.features], args.image_size, args.weights),
             "stage1": stage1(splits, args.image_size, args.stage1_epochs, args.weights, workdir / "stage1"),
             "fine_tuning": fine_tuning(splits, args.image_size, args.weights, workdir),

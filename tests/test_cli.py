@@ -112,3 +112,9 @@ def test_smoke_train_writes_the_documented_results(tmp_path):
     assert results["models"]["resnet50_finetuned"]["trainable_params"] > 527_114
     for name in results["models"]:
         assert (tmp_path / "results" / "histories" / f"{name}.csv").is_file()
+
+
+def test_reproduce_refuses_unreachable_weights_before_running_notebooks(tmp_path):
+    result = cli("reproduce", "--data", "synthetic", "--weights", tmp_path / "missing.h5", "--out", tmp_path)
+    assert_clean_failure(result, "does not exist")
+    assert not (tmp_path / ".runs").exists()

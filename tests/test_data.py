@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar10_transfer.data import load_dataset, safe_extract, synthetic_dataset
+from cifar10_transfer.data import load_dataset, pin_malloc_mmap_threshold, safe_extract, synthetic_dataset
 from cifar10_transfer.errors import UserError
 from conftest import CLASSES, PER_BATCH, fake_batch, write_batch, write_image_folders, write_official_tarball
 
@@ -60,7 +60,7 @@ def test_image_folders_single_top_level_subfolder(tmp_path):
     assert dataset.x_train.shape == (30, 32, 32, 3) and dataset.x_test.shape == (30, 32, 32, 3)
     assert dataset.class_names == CLASSES
     np.testing.assert_array_equal(dataset.y_train, np.repeat(np.arange(10), 3))
-    assert "JPEG copy" in dataset.description
+    assert dataset.description == f"CIFAR-10 (JPEG copy, image folders at {tmp_path / 'outer'})"
 
 
 def test_image_folder_values_and_conversions(image_root):
@@ -203,3 +203,9 @@ def _device(name):
     member = tarfile.TarInfo(name)
     member.type = tarfile.CHRTYPE
     return member
+
+
+def test_malloc_threshold_is_pinned_on_glibc():
+    import platform
+
+    assert pin_malloc_mmap_threshold() is (platform.libc_ver()[0] == "glibc")

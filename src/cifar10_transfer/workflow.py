@@ -81,10 +81,13 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
               data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
               resume: bool = False) -> list[Path]:
     """Run both notebooks, render the deck and README table, then publish everything at once."""
+    from .models import check_weights
     from .report import load_results, render_deck, update_readme
 
     out = Path(out)
-    make_config(profile, overrides)  # refuse a bad configuration before any work
+    config = make_config(profile, overrides)  # refuse a bad configuration or weights before any work
+    if any(name.startswith("resnet50") for name in config.model_list):
+        check_weights(weights)
     with RunLock(out):
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         run_dir = start_run(out, arguments, resume)
