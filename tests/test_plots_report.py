@@ -11,7 +11,7 @@ import pypdf
 import pytest
 from matplotlib.figure import Figure
 
-from cifar10_transfer import plots, report
+from cifar10_transfer import deck, plots, report
 from cifar10_transfer.errors import UserError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -230,7 +230,7 @@ def test_render_deck(arrays, results, tmp_path):
     _, labels = arrays
     plots.save_figure(plots.label_distribution(labels, CLASSES), images_dir / "train_label_distribution.png")
     plots.save_figure(plots.training_curves(results["models"]["cnn"]["history"], "CNN"), images_dir / "cnn_curve.png")
-    first = report.render_deck(results, images_dir, tmp_path / "deck" / "deck.pdf")
+    first = deck.render_deck(results, images_dir, tmp_path / "deck" / "deck.pdf")
     pages, text = _deck_text(first)
     assert pages >= 12
     for accuracy in ("61.2%", "88.1%", "60.5%", "88.7%", "91.0%"):
@@ -239,7 +239,7 @@ def test_render_deck(arrays, results, tmp_path):
     assert "figure not produced in this run" in text  # e.g. dataset_samples.png is missing
     assert "JPEG re-encoding" in text
     assert "abc1234" in text
-    second = report.render_deck(results, images_dir, tmp_path / "again.pdf")
+    second = deck.render_deck(results, images_dir, tmp_path / "again.pdf")
     assert first.read_bytes() == second.read_bytes()
     assert sorted(p.name for p in (tmp_path / "deck").iterdir()) == ["deck.pdf"]
 
@@ -248,7 +248,7 @@ def test_render_deck_cnn_only_with_random_weights(results, tmp_path):
     results["models"] = {"cnn": results["models"]["cnn"]}
     results["not_run"] = {"resnet50_head": "weights=none chosen", "resnet50_finetuned": "weights=none chosen"}
     results["provenance"]["weights"] = "none"
-    pages, text = _deck_text(report.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    pages, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
     flat = " ".join(text.split())
     assert pages >= 12
     assert "61.2%" in flat

@@ -14,7 +14,6 @@ from pathlib import Path
 import keras
 from keras import layers
 
-from .config import RESNET50_BACKBONE_LAYERS
 from .errors import UserError
 
 NUM_CLASSES = 10

@@ -82,7 +82,8 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
               resume: bool = False) -> list[Path]:
     """Run both notebooks, render the deck and README table, then publish everything at once."""
     from .models import check_weights
-    from .report import load_results, render_deck, update_readme
+    from .deck import render_deck
+    from .report import load_results, update_readme
 
     out = Path(out)
     config = make_config(profile, overrides)  # refuse a bad configuration or weights before any work
@@ -105,7 +106,8 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
 
 def report(out: str | Path = ".") -> Path:
     """Re-render the deck and the README table from OUT/results/results.json, without training."""
-    from .report import load_results, render_deck, update_readme
+    from .deck import render_deck
+    from .report import load_results, update_readme
 
     out = Path(out)
     results = load_results(out / "results" / "results.json")

@@ -1,0 +1,261 @@
+"""The slide deck: a 16:9 PDF rendered from results.json and the run's figures alone.
+
+Every number is computed from the results at render time (through `report`), so the
+deck cannot drift from the run that produced it; text is real, selectable TrueType text.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import matplotlib.image as mpimg
+from matplotlib import rc_context
+from matplotlib.backends.backend_pdf import PdfPages
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import FancyBboxPatch
+
+from .plots import MODEL_LABELS, PALETTE, REPORTED_ACCURACY, STYLE, format_accuracy
+from .publish import atomic_write
+from .report import best_model, short_commit, finished_date, not_run_reason, table_rows, findings
+
+SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
+# DejaVu Sans averages about 0.55 em per character (used to wrap text to a width); lines are 1.35 em apart.
+CHAR_EM, LINE = 0.55, 1.35
+DECK_STYLE = {**STYLE, "pdf.fonttype": 42, "axes.grid": False}  # 42: real, selectable TrueType text
+# Fixed metadata (no dates) so the same results always give the same PDF bytes.
+PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": "cifar10-transfer", "Producer": "cifar10-transfer"}
+BODY = (0.05, 0.08, 0.95, 0.84)  # left, bottom, right, top of the content area (figure fraction)
+
+
+def _limitations(results: dict) -> list:
+    prov, cfg, data = results["provenance"], results["config"], results["data"]
+    items = []
+    if "JPEG" in prov.get("data", ""):
+        items.append("Data is the CIFAR-10 JPEG copy, not the original images: JPEG re-encoding costs "
+                     "about a point of accuracy, so small gaps to the study are expected.")
+    if str(prov.get("weights", "")).lower() == "none":
+        items.append("Weights were 'none': ResNet50 started from random initialization, which is NOT "
+                     "transfer learning; its numbers say nothing about ImageNet pretraining.")
+    items += [f"{MODEL_LABELS[n]} not run: {not_run_reason(results, n)}."
+              for n in MODEL_LABELS if n not in results["models"]]
+    items.append(f"One seed ({cfg.get('seed')}) and {data.get('train', 0):,} training images: differences "
+                 "of about a point may be run-to-run noise.")
+    steps = ["Next: repeat with several seeds and report the spread."]
+    if results.get("profile") != "full":
+        steps.append("Next: run the `full` profile (all 50,000 training images).")
+    if any(n not in results["models"] for n in MODEL_LABELS):
+        steps.append("Next: run the missing models once the reason above is fixed.")
+    return items + steps
+
+def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
+    # Draw (prefix, prefix_x, text, text_x) entries top-down in `box`, wrapping the text and
+    # shrinking the font until everything fits, so nothing is ever cut off at the slide's bottom.
+    left, bottom, right, top = box
+    width_in = (right - left) * SLIDE_W
+    for fs in range(size, 9, -1):
+        layout = [(prefix, px, textwrap.wrap(text, max(int((width_in - tx) * 72 / (CHAR_EM * fs)), 12)) or [""], tx)
+                  for prefix, px, text, tx in entries]
+        height = sum(len(lines) * LINE + 0.5 for *_, lines, _ in layout) * fs / 72 / SLIDE_H
+        if height <= top - bottom:
+            break
+    y, step = top, LINE * fs / 72 / SLIDE_H
+    for prefix, px, lines, tx in layout:
+        fig.text(left + px / SLIDE_W, y, prefix, fontsize=fs, va="top", weight="bold", color=PALETTE["primary"])
+        for line in lines:
+            fig.text(left + tx / SLIDE_W, y, line, fontsize=fs, va="top")
+            y -= step
+        y -= 0.5 * fs / 72 / SLIDE_H
+
+
+def _bullets(fig: Figure, items: list, box=BODY, size: int = 20) -> None:
+    _flow(fig, [("•", 0.0, item, 0.35) for item in items], box, size)
+
+
+def _picture(fig: Figure, path: Path, rect: list) -> None:
+    """Embed a PNG in `rect` (left, bottom, width, height), or say in text that it is missing."""
+    ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
+    if path.is_file():
+        # interpolation="none" embeds the original pixels instead of resampling at PDF dpi.
+        ax.imshow(mpimg.imread(path), interpolation="none")
+    else:
+        ax.text(0.5, 0.5, f"{path.name}:\nfigure not produced in this run", ha="center", va="center",
+                fontsize=16, color=PALETTE["muted"], transform=ax.transAxes)
+
+
+def _slide(title: str, number: int, total: int) -> Figure:
+    fig = Figure(figsize=(SLIDE_W, SLIDE_H))
+    fig.text(0.05, 0.915, title, fontsize=28, weight="bold", va="center")
+    fig.add_artist(Line2D([0.05, 0.95], [0.865, 0.865], color=PALETTE["primary"], linewidth=2))
+    fig.text(0.05, 0.03, "cifar10-transfer", fontsize=11, color=PALETTE["muted"])
+    fig.text(0.95, 0.03, f"{number} / {total}", fontsize=11, color=PALETTE["muted"], ha="right")
+    return fig
+
+
+def _pipeline(fig: Figure, cfg: dict) -> None:
+    size, n = cfg.get("image_size", 224), cfg.get("finetune_layers", 30)
+    steps = ["CIFAR-10\nimage\n32×32×3", f"resize to\n{size}×{size}",
+             "preprocess_input\n\n(RGB→BGR,\nmean-centred)",
+             f"ResNet50\nbackbone\n\nstage 1: frozen\nstage 2: last {n}\nlayers unfrozen",
+             "head\n\nGAP\nDense(256)\nDropout(0.5)\nDense(10)", "prediction\n(10 classes)"]
+    ax = fig.add_axes([0.04, 0.42, 0.92, 0.4], xlim=(0, len(steps)), ylim=(0, 1), frame_on=False, xticks=[], yticks=[])
+    for i, text in enumerate(steps):
+        color = PALETTE["primary"] if i in (3, 4) else PALETTE["muted"]  # the two trained parts
+        ax.add_patch(FancyBboxPatch((i + 0.06, 0.05), 0.78, 0.9, boxstyle="round,pad=0.02", facecolor="white",
+                                    edgecolor=color, linewidth=2))
+        ax.text(i + 0.45, 0.5, text, ha="center", va="center", fontsize=13, linespacing=1.4)
+        if i:
+            ax.annotate("", xy=(i + 0.04, 0.5), xytext=(i - 0.14, 0.5), arrowprops=dict(arrowstyle="-|>", lw=1.5))
+
+
+def _table(fig: Figure, results: dict, rect: list) -> None:
+    ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
+    header = ["Model", "Study (reported)", "This run", "Difference (points)", "Seconds"]
+    # At most two lines per cell so rows never overflow; the full reason is on the limitations slide.
+    cells = [[r["model"], r["study"], textwrap.fill(textwrap.shorten(r["run"], 72, placeholder="…"), 36), r["diff"],
+              r["seconds"]] for r in table_rows(results)]
+    table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
+                     colWidths=[0.22, 0.16, 0.32, 0.18, 0.12])
+    table.auto_set_font_size(False)
+    table.set_fontsize(13)
+    for (row, _), cell in table.get_celld().items():
+        cell.set_edgecolor(PALETTE["muted"])
+        if row == 0:
+            cell.set_text_props(weight="bold", color="white")
+            cell.set_facecolor(PALETTE["primary"])
+
+
+def _slides(results: dict, images: Path) -> list:
+    """(title, draw) for each slide; draw(fig) fills the body."""
+    cfg, prov, data, models = results["config"], results["provenance"], results["data"], results["models"]
+    names, best = data.get("class_names", []), best_model(results)
+
+    def bullets(items, box=BODY, size=20):
+        return lambda fig: _bullets(fig, items, box, size)
+
+    def pictures(*placed):
+        # A slide of figures: (file name, [left, bottom, width, height]) pairs.
+        return lambda fig: [_picture(fig, images / name, rect) for name, rect in placed]
+
+    def title(fig):
+        fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ResNet50 transfer learning", fontsize=32,
+                 weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
+        lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
+                 f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
+        if best:
+            lines.append(f"Best: {MODEL_LABELS[best]}, {format_accuracy(models[best]['test_accuracy'])} test accuracy")
+        fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
+
+    def method(fig):
+        _pipeline(fig, cfg)
+        _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
+                       "top of the backbone (stage 2), learn from CIFAR-10.",
+                       "The baseline CNN skips all of this: it sees the 32×32 images directly."],
+                 box=(0.05, 0.08, 0.95, 0.4), size=18)
+
+    def outcome(name):
+        m = models.get(name)
+        return (f"Test accuracy {format_accuracy(m['test_accuracy'])} (study: "
+                f"{format_accuracy(REPORTED_ACCURACY[name])}) in {m.get('seconds', 0):,.0f} s" if m
+                else f"Not run: {not_run_reason(results, name)}")
+
+    def cnn(fig):
+        m = models.get("cnn")
+        items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
+                 "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
+        if m:
+            items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
+                      f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
+        _bullets(fig, items + [outcome("cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
+        _picture(fig, images / "cnn_curve.png", [0.47, 0.2, 0.5, 0.6])
+
+    def stages(fig):
+        mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
+        how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
+               else "images pass the frozen backbone every epoch (the study's way)")
+        for box, heading, name, items in (
+                ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "resnet50_head",
+                 [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
+                  f"head_mode={mode}: {how}"]),
+                ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "resnet50_finetuned",
+                 [f"Last {cfg.get('finetune_layers')} backbone layers unfrozen; BatchNorm stays frozen",
+                  f"{cfg.get('finetune_epochs')} epochs at learning rate {cfg.get('finetune_lr'):g}, "
+                  "ReduceLROnPlateau lowers it when validation stalls"])):
+            fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
+            _bullets(fig, items + [outcome(name)], box=box, size=18)
+
+    def augmentation(fig):
+        _picture(fig, images / "augmentation.png", [0.04, 0.08, 0.45, 0.76])
+        _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
+                       "Applied to training images after resizing, before preprocess_input",
+                       "Seeded stateless ops: the same seed gives the same augmented epochs"]
+                 + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
+                     "stage 2"] if cfg.get("head_mode") == "cached" else []),
+                 box=(0.52, 0.08, 0.95, 0.84), size=18)
+
+    def curves(fig):
+        found = [images / f for f in ("cnn_curve.png", "resnet_head.png", "resnet_finetuning.png")
+                 if (images / f).is_file()]
+        rects = {1: [[0.05, 0.08, 0.9, 0.76]], 2: [[0.15, 0.47, 0.7, 0.37], [0.15, 0.08, 0.7, 0.37]],
+                 3: [[0.03, 0.47, 0.46, 0.37], [0.51, 0.47, 0.46, 0.37], [0.27, 0.08, 0.46, 0.37]]}
+        for path, rect in zip(found or [images / "cnn_curve.png"], rects[max(len(found), 1)]):
+            _picture(fig, path, rect)
+
+    def provenance(fig):
+        packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
+        pairs = [("Git commit", short_commit(prov)), ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
+                 ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
+                 ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
+                 ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
+                 ("Weights", prov.get("weights", "unknown")), ("Profile", results.get("profile", "unknown")),
+                 ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
+        _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
+
+    return [
+        ("cifar10-transfer", title),
+        ("Problem and dataset", bullets([
+            "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
+            f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
+            f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
+            f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
+            f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
+            f"Data source: {prov.get('data', 'unknown')}.",
+            "The study reported " + ", ".join(f"{format_accuracy(REPORTED_ACCURACY[n])} ({MODEL_LABELS[n]})"
+                                             for n in MODEL_LABELS) + "; this deck checks them.",
+            "Metric: top-1 accuracy on held-out test images."])),
+        ("EDA: labels and samples", pictures(("train_label_distribution.png", [0.04, 0.12, 0.5, 0.7]),
+                                             ("dataset_samples.png", [0.56, 0.07, 0.4, 0.77]))),
+        ("EDA: colour statistics", pictures(("avg_rgb_by_class.png", [0.03, 0.2, 0.42, 0.6]),
+                                            ("pixel_intensity.png", [0.46, 0.12, 0.52, 0.72]))),
+        ("Method: the transfer-learning pipeline", method),
+        ("Baseline: a small CNN from scratch", cnn),
+        ("Transfer learning in two stages", stages),
+        ("Augmentation", augmentation),
+        ("Results: this run vs the study", lambda fig: (
+            _table(fig, results, [0.05, 0.56, 0.9, 0.28]),
+            _picture(fig, images / "model_comparison.png", [0.15, 0.07, 0.7, 0.47]))),
+        ("Training curves", curves),
+        ("Confusion matrix and common errors", pictures(("confusion_matrix.png", [0.03, 0.07, 0.46, 0.77]),
+                                                        ("common_errors.png", [0.51, 0.2, 0.46, 0.55]))),
+        ("Misclassified test images", pictures(("misclassified_examples.png", [0.05, 0.07, 0.9, 0.77]))),
+        ("Findings", bullets(findings(results))),
+        ("Limitations and next steps", bullets(_limitations(results))),
+        ("Provenance", provenance),
+    ]
+
+
+def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike) -> Path:
+    """Write the 16:9 PDF deck for `results` with figures from `images_dir`; same inputs, same bytes."""
+    slides = _slides(results, Path(images_dir))
+
+    def write(tmp: str) -> None:
+        # The rc context must cover PdfPages.close(): fonts are embedded (type 42) when it closes.
+        with rc_context(DECK_STYLE), PdfPages(tmp, metadata=PDF_METADATA) as pdf:
+            for number, (title, draw) in enumerate(slides, 1):
+                fig = _slide(title, number, len(slides))
+                draw(fig)
+                pdf.savefig(fig)
+
+    return atomic_write(pdf_path, write)
