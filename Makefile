@@ -45,8 +45,8 @@ report: install ## re-render the deck and README table from results/results.json
 data-check: install ## print per-split, per-class counts of the data
 	$(PY) -m cifar10_transfer data check --data $(DATA) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-bench: install ## measure speed and memory; writes benchmarks/results/latest.json
-	$(PY) benchmarks/bench.py
+bench: install ## measure speed and memory (DATA, DATA_DIR); writes benchmarks/results/latest.json
+	$(PY) benchmarks/bench.py --data $(DATA) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 clean: ## remove .venv and interrupted runs
 	rm -rf $(VENV) .runs

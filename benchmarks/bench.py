@@ -2,17 +2,18 @@
 
 Every target is a ratio of two measurements taken in this one run, on this machine:
   - CNN training images/s and test accuracy, float32 against mixed_bfloat16 (and XLA on/off);
-  - ResNet50 feature extraction images/s, float32 against mixed_bfloat16, and the cosine
-    similarity of their features on the same images;
+  - ResNet50 feature extraction images/s, float32 against mixed_bfloat16 (median of timings
+    taken in alternation), and the cosine similarity of their features on the same images;
   - stage 1 (head only) wall-clock, head_mode=cached against end_to_end at equal epochs;
   - stage 2 (fine-tuning) images/s;
-  - peak resident memory of the 224x224 streaming input pipeline at two training-set sizes.
+  - peak resident memory of a real `train` run (seed profile, ResNet50 stages of one epoch:
+    memory does not depend on the number of epochs) at two training-set sizes.
 
 It writes benchmarks/results/latest.json and the README's Performance block. The ResNet50
 runs use random-init weights unless --weights names a file: timings do not depend on the
 weights, but accuracies from random init say nothing about transfer learning.
 
-Usage: python benchmarks/bench.py [--image-size 224] [--stage1-train 200] [--quick]
+Usage: python benchmarks/bench.py [--data cifar10|synthetic] [--data-dir DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -35,20 +36,26 @@ import numpy as np  # noqa: E402
 
 from cifar10_transfer.config import make_config  # noqa: E402
 from cifar10_transfer.data import load_dataset  # noqa: E402
+from cifar10_transfer.errors import UserError  # noqa: E402
 from cifar10_transfer.experiment import Experiment  # noqa: E402
 from cifar10_transfer.models import build_resnet50, compile_classifier, unfreeze  # noqa: E402
 from cifar10_transfer.pipelines import array_dataset, resnet_dataset, split_dataset  # noqa: E402
 from cifar10_transfer.provenance import device, hardware  # noqa: E402
 from cifar10_transfer.publish import write_atomic  # noqa: E402
 from cifar10_transfer.training import extract_features, fit_stage, precision_policy  # noqa: E402
+from cifar10_transfer.workflow import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
-def _dataset():
-    source = "cifar10" if os.environ.get("CIFAR10_DIR") else "synthetic"
-    return load_dataset(source, seed=3)
+def _dataset(data: str, data_dir: str | None):
+    return load_dataset(data, data_dir, seed=3)
+
+
+def _data_flags(data: str, data_dir: str | None) -> list[str]:
+    """The command-line flags that hand the same data to a probe process."""
+    return ["--data", data, *(["--data-dir", data_dir] if data_dir else [])]
 
 
 CNN_VARIANTS = {  # label: overrides of the seed profile
@@ -59,12 +66,12 @@ CNN_VARIANTS = {  # label: overrides of the seed profile
 }
 
 
-def cnn_probe(label: str, epochs: int, train_size: int) -> dict:
+def cnn_probe(label: str, epochs: int, train_size: int, data: str, data_dir: str | None) -> dict:
     """One CNN variant at the study's settings: test accuracy and steady-state images/s."""
     config = make_config("seed", ["models=cnn", f"cnn_epochs={epochs}", f"train_size={train_size}",
                                   *CNN_VARIANTS[label]])
     with tempfile.TemporaryDirectory(prefix="bench-cnn-") as tmp:
-        experiment = Experiment(config, _dataset(), "none", tmp, "seed")
+        experiment = Experiment(config, _dataset(data, data_dir), "none", tmp, "seed")
         run = experiment.train_cnn()
     # the first epoch includes tracing; throughput is measured on the others
     steady = run.stage.history["epoch_seconds"][1:] or run.stage.history["epoch_seconds"]
@@ -72,10 +79,10 @@ def cnn_probe(label: str, epochs: int, train_size: int) -> dict:
             "images_per_second": len(experiment.splits.y_train) / float(np.mean(steady))}
 
 
-def cnn_variants(epochs: int, train_size: int) -> dict:
+def cnn_variants(epochs: int, train_size: int, data_flags: list[str]) -> dict:
     """Every CNN variant, each in a fresh process: op determinism and XLA state are process-wide."""
     return {label: json.loads(_probe("--cnn-probe", label, "--cnn-epochs", str(epochs),
-                                     "--cnn-train-size", str(train_size)))
+                                     "--cnn-train-size", str(train_size), *data_flags))
             for label in CNN_VARIANTS}
 
 
@@ -84,20 +91,27 @@ def _probe(*args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def feature_extraction(images: np.ndarray, image_size: int, weights: str) -> dict:
-    """ResNet50 pooled features of the same images in float32 and mixed_bfloat16."""
+def feature_extraction(images: np.ndarray, image_size: int, weights: str, rounds: int = 3) -> dict:
+    """ResNet50 pooled features of the same images in float32 and mixed_bfloat16.
+
+    The two policies are timed in alternation, `rounds` times each, and the median kept,
+    so that a slow moment of the machine does not decide the ratio.
+    """
     labels = np.zeros(len(images), dtype=np.int64)
     data = resnet_dataset(images, labels, image_size, batch_size=32)
-    warmup = resnet_dataset(images[:32], labels[:32], image_size, batch_size=32)
-    out, features = {}, {}
+    models, features, speeds = {}, {}, {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.utils.set_random_seed(0)
         with precision_policy(policy):
-            transfer = build_resnet50(image_size, weights)
-        transfer.features.predict(warmup, verbose=0)
-        start = time.perf_counter()
-        features[policy] = transfer.features.predict(data, verbose=0).astype(np.float64)
-        out[policy] = {"images_per_second": len(images) / (time.perf_counter() - start)}
+            models[policy] = build_resnet50(image_size, weights).features
+        models[policy].predict(data.take(1), verbose=0)  # traces the predict function
+    for _ in range(rounds):
+        for policy, model in models.items():
+            start = time.perf_counter()
+            features[policy] = model.predict(data, verbose=0).astype(np.float64)
+            speeds.setdefault(policy, []).append(len(images) / (time.perf_counter() - start))
+    out = {policy: {"images_per_second": float(np.median(values)), "rounds": values}
+           for policy, values in speeds.items()}
     a, b = features["float32"], features["mixed_bfloat16"]
     cosine = (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     out["speedup_bfloat16"] = out["mixed_bfloat16"]["images_per_second"] / out["float32"]["images_per_second"]
@@ -144,31 +158,32 @@ def fine_tuning(splits, image_size: int, weights: str, workdir: Path) -> dict:
     return {"images_per_second": len(splits.y_train) / stage.history["epoch_seconds"][-1]}
 
 
-def rss_probe(train_size: int, image_size: int) -> float:
-    """Peak RSS (GB) of loading the data and streaming every training image through the
-    augmented ResNet50 pipeline, with a forward pass on its first batches."""
-    dataset = _dataset()
-    splits = split_dataset(dataset, make_config("seed", [f"train_size={train_size}", f"image_size={image_size}"]))
-    with precision_policy("mixed_bfloat16"):
-        transfer = build_resnet50(image_size, "none")
-    data = resnet_dataset(splits.x_train, splits.y_train, image_size, 64, shuffle=True, augment=True, seed=3)
-    transfer.features.predict(data.take(3), verbose=0)
-    for _ in data:
-        pass
+# one epoch per stage: memory does not depend on the number of epochs
+RSS_RUN = ["models=resnet50_head,resnet50_finetuned", "head_epochs=1", "finetune_epochs=1"]
+QUICK_RSS_RUN = ["image_size=32", "test_size=500"]
+
+
+def rss_run(train_size: int, quick: bool, data: str, data_dir: str | None) -> float:
+    """Peak RSS (GB) of a real `train` run: seed profile, ResNet50 stages with one epoch each."""
+    overrides = [*RSS_RUN, f"train_size={train_size}", *(QUICK_RSS_RUN if quick else [])]
+    with tempfile.TemporaryDirectory(prefix="bench-rss-") as tmp:
+        train("seed", overrides, data, data_dir, "none", tmp)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # ru_maxrss is in KiB on Linux
 
 
-def peak_rss(sizes: list[int], image_size: int) -> dict:
-    """Run `rss_probe` in fresh processes, one per training-set size."""
-    out = {str(size): float(_probe("--rss-probe", str(size), "--image-size", str(image_size))) for size in sizes}
+def peak_rss(sizes: list[int], quick: bool, data_flags: list[str]) -> dict:
+    """Run `rss_run` in fresh processes, one per training-set size."""
+    flags = [*data_flags, *(["--quick"] if quick else [])]
+    out = {str(size): float(_probe("--rss-run", str(size), *flags)) for size in sizes}
     out["growth_gb"] = out[str(max(sizes))] - out[str(min(sizes))]
+    out["overrides"] = " ".join(RSS_RUN + (QUICK_RSS_RUN if quick else []))
     return out
 
 
 def markdown(report: dict) -> str:
     """The README's Performance block."""
     f, s, c, r = report["feature_extraction"], report["stage1"], report["cnn"], report["peak_rss_gb"]
-    sizes = sorted(int(k) for k in r if k != "growth_gb")
+    sizes = sorted(int(k) for k in r if k.isdigit())
     rows = [
         ("CNN training, float32", f"{c['float32']['images_per_second']:,.0f} images/s"),
         ("CNN training, mixed_bfloat16", f"{c['mixed_bfloat16']['images_per_second']:,.0f} images/s"),
@@ -177,20 +192,27 @@ def markdown(report: dict) -> str:
          f"{c['float32_xla']['images_per_second']:,.0f} images/s"),
         ("CNN test accuracy, float32 / mixed_bfloat16",
          f"{100 * c['float32']['test_accuracy']:.1f}% / {100 * c['mixed_bfloat16']['test_accuracy']:.1f}%"),
-        (f"ResNet50 features at {report['image_size']}px, float32", f"{f['float32']['images_per_second']:.1f} images/s"),
+        (f"ResNet50 features at {report['image_size']}px, float32",
+         f"{f['float32']['images_per_second']:.1f} images/s"),
         (f"ResNet50 features at {report['image_size']}px, mixed_bfloat16",
          f"{f['mixed_bfloat16']['images_per_second']:.1f} images/s ({f['speedup_bfloat16']:.2f}x)"),
         ("float32 vs bfloat16 feature cosine similarity (mean / min)",
-         f"{f['cosine_similarity']['mean']:.4f} / {f['cosine_similarity']['min']:.4f}"),
+         f"{f['cosine_similarity']['mean']:.6f} / {f['cosine_similarity']['min']:.6f}"),
         (f"Stage 1, {report['stage1_epochs']} epochs: end_to_end / cached",
          f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x)"),
+        ("Stage 1 head validation accuracy: end_to_end / cached",
+         f"{100 * s['end_to_end']['val_accuracy']:.1f}% / {100 * s['cached']['val_accuracy']:.1f}%"),
         ("Fine-tuning (stage 2)", f"{report['fine_tuning']['images_per_second']:.1f} images/s"),
-        (f"Peak RSS, pipeline probe at train_size {sizes[0]:,} / {sizes[-1]:,}",
+        (f"Peak RSS of a `train` run (seed profile, {r['overrides']}) at train_size {sizes[0]:,} / {sizes[-1]:,}",
          f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"),
     ]
     table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
-    return (f"{table}\n\n*Measured {report['finished'][:10]} on {report['hardware']} ({report['device']}); "
-            f"data: {report['data']}; ResNet50 weights: {report['weights']} (timings only; random init says "
+    jpeg_note = ", whose JPEG re-encoding costs about a point of accuracy" if "JPEG" in report["data"] else ""
+    took = datetime.fromisoformat(report["finished"]) - datetime.fromisoformat(report["started"])
+    minutes = took.total_seconds() / 60
+    return (f"{table}\n\n*Measured {report['finished'][:10]} in {minutes:.0f} minutes on {report['hardware']} "
+            f"({report['device']}); "
+            f"data: {report['data']}{jpeg_note}; ResNet50 weights: {report['weights']} (timings only; random init says "
             f"nothing about accuracy); stage 1 on {report['stage1_images']} training images.*")
 
 
@@ -208,36 +230,41 @@ def main() -> None:
     parser.add_argument("--stage1-epochs", type=int, default=10)
     parser.add_argument("--features", type=int, default=96, help="images for the feature-extraction timing")
     parser.add_argument("--weights", default="none", help="ResNet50 weights: none or a file")
+    parser.add_argument("--data", default="cifar10", choices=("cifar10", "synthetic"),
+                        help="cifar10 (from --data-dir, CIFAR10_DIR or the Keras download) or synthetic")
+    parser.add_argument("--data-dir", help="a local CIFAR-10 copy (official archive or image folders)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
-    parser.add_argument("--rss-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rss-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cnn-probe", choices=tuple(CNN_VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--cnn-epochs", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--cnn-train-size", type=int, default=10_000, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rss_probe:
-        print(rss_probe(args.rss_probe, args.image_size))
+    if args.rss_run:
+        print(rss_run(args.rss_run, args.quick, args.data, args.data_dir))
         return
     if args.cnn_probe:
-        print(json.dumps(cnn_probe(args.cnn_probe, args.cnn_epochs, args.cnn_train_size)))
+        print(json.dumps(cnn_probe(args.cnn_probe, args.cnn_epochs, args.cnn_train_size, args.data,
+                                   args.data_dir)))
         return
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
         args.cnn_epochs, args.cnn_train_size = 2, 1000
     started = datetime.now(timezone.utc)
-    dataset = _dataset()
+    dataset = _dataset(args.data, args.data_dir)
+    data_flags = _data_flags(args.data, args.data_dir)
     splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         workdir = Path(tmp)
         report = {
             "image_size": args.image_size, "stage1_epochs": args.stage1_epochs,
             "stage1_images": len(splits.y_train), "weights": args.weights, "data": dataset.description,
-            "cnn": cnn_variants(args.cnn_epochs, args.cnn_train_size),
+            "cnn": cnn_variants(args.cnn_epochs, args.cnn_train_size, data_flags),
             "feature_extraction": feature_extraction(splits.x_train[:args.features], args.image_size, args.weights),
             "stage1": stage1(splits, args.image_size, args.stage1_epochs, args.weights, workdir / "stage1"),
             "fine_tuning": fine_tuning(splits, args.image_size, args.weights, workdir),
-            "peak_rss_gb": peak_rss([500, 2000] if args.quick else [2000, 10_000], args.image_size),
+            "peak_rss_gb": peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags),
         }
     report.update(hardware=hardware(), device=device(), started=started.isoformat(timespec="seconds"),
                   finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -249,4 +276,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # e.g. no CIFAR-10 reachable: one line, like the CLI
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

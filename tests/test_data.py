@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar10_transfer.data import load_dataset, pin_malloc_mmap_threshold, safe_extract, synthetic_dataset
+from cifar10_transfer.data import load_dataset, safe_extract, synthetic_dataset
 from cifar10_transfer.errors import UserError
 from conftest import CLASSES, PER_BATCH, fake_batch, write_batch, write_image_folders, write_official_tarball
 
@@ -204,8 +204,3 @@ def _device(name):
     member.type = tarfile.CHRTYPE
     return member
 
-
-def test_malloc_threshold_is_pinned_on_glibc():
-    import platform
-
-    assert pin_malloc_mmap_threshold() is (platform.libc_ver()[0] == "glibc")

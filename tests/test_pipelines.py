@@ -4,8 +4,8 @@ import pytest
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.pipelines import (augment_batch, augmentation_examples, cnn_dataset, resnet_dataset,
-                                        split_dataset)
+from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
+                                        resnet_dataset, split_dataset)
 
 
 def _labelled_dataset(n_train=50_000, n_test=10_000):
@@ -68,6 +68,16 @@ def test_resnet_pipeline_resizes_and_preprocesses():
     assert images.shape == (3, 64, 64, 3)
     # caffe-style preprocessing: RGB -> BGR, minus the ImageNet channel means
     np.testing.assert_allclose(images.numpy()[0, 0, 0], [128 - 103.939, 128 - 116.779, 128 - 123.68], atol=1e-3)
+
+
+def test_every_pipeline_runs_without_the_tf_data_autotuner():
+    # the autotuner made passes wait 2.4 s at their end on a 2-core CPU (see pipelines._prefetched)
+    x, y = _images(8)
+    pipelines = [cnn_dataset(x, y, 4, shuffle=True), array_dataset(x.reshape(8, -1), y, 4),
+                 resnet_dataset(x, y, 64, 4), resnet_dataset(x, y, 64, 4, shuffle=True, augment=True, flip=True)]
+    for pipeline in pipelines:
+        assert pipeline.options().autotune.enabled is False
+        assert sum(len(labels) for _, labels in pipeline) == 8
 
 
 def test_flip_mirrors_columns():
