@@ -2,18 +2,20 @@
 
 Every target is a ratio of two measurements taken in this one run, on this machine:
   - CNN training images/s and test accuracy, float32 against mixed_bfloat16 (and XLA on/off);
-  - ResNet50 feature extraction images/s, float32 against mixed_bfloat16 (median of timings
-    taken in alternation), and the cosine similarity of their features on the same images;
-  - stage 1 (head only) wall-clock, head_mode=cached against end_to_end at equal epochs;
-  - stage 2 (fine-tuning) images/s;
+  - for each backbone (--backbones): feature extraction images/s, float32 against
+    mixed_bfloat16 (median of timings taken in alternation), and the cosine similarity of
+    their features on the same images; stage 1 (head only) wall-clock, head_mode=cached
+    against end_to_end at equal epochs; stage 2 (fine-tuning) images/s at the backbone's
+    default depth;
   - peak resident memory of a real `train` run (seed profile, ResNet50 stages of one epoch:
     memory does not depend on the number of epochs) at two training-set sizes.
 
-It writes benchmarks/results/latest.json and the README's Performance block. The ResNet50
-runs use random-init weights unless --weights names a file: timings do not depend on the
-weights, but accuracies from random init say nothing about transfer learning.
+It writes benchmarks/results/latest.json and the README's Performance block. With
+--weights auto, a backbone uses ImageNet weights where they are on this machine (the
+EfficientNet-Lite0 pip package) and random init otherwise; each row says which. Timings do
+not depend on the weights, but accuracies from random init say nothing about transfer learning.
 
-Usage: python benchmarks/bench.py [--data cifar10|synthetic] [--data-dir DIR] [--quick]
+Usage: python benchmarks/bench.py [--data cifar10|synthetic] [--data-dir DIR] [--backbones a,b] [--quick]
 """
 
 from __future__ import annotations
@@ -34,15 +36,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cifar10_transfer.backbones import BACKBONES, get_backbone, imagenet_status  # noqa: E402
 from cifar10_transfer.config import make_config  # noqa: E402
 from cifar10_transfer.data import load_dataset  # noqa: E402
 from cifar10_transfer.errors import UserError  # noqa: E402
 from cifar10_transfer.experiment import Experiment  # noqa: E402
-from cifar10_transfer.models import build_resnet50, compile_classifier, unfreeze  # noqa: E402
-from cifar10_transfer.pipelines import array_dataset, resnet_dataset, split_dataset  # noqa: E402
+from cifar10_transfer.models import build_transfer, compile_classifier, unfreeze  # noqa: E402
+from cifar10_transfer.pipelines import array_dataset, split_dataset, transfer_dataset  # noqa: E402
 from cifar10_transfer.provenance import device, hardware  # noqa: E402
 from cifar10_transfer.publish import write_atomic  # noqa: E402
-from cifar10_transfer.training import extract_features, fit_stage, precision_policy  # noqa: E402
+from cifar10_transfer.training import extract_features, fit_stage, precision_policy, resolve_precision  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,19 +94,23 @@ def _probe(*args: str) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def feature_extraction(images: np.ndarray, image_size: int, weights: str, rounds: int = 3) -> dict:
-    """ResNet50 pooled features of the same images in float32 and mixed_bfloat16.
+def _images(spec, x, y, image_size, **options):
+    return transfer_dataset(x, y, image_size, 32, spec.preprocess, **options)
+
+
+def feature_extraction(spec, images: np.ndarray, image_size: int, weights: str, rounds: int = 3) -> dict:
+    """A backbone's pooled features of the same images in float32 and mixed_bfloat16.
 
     The two policies are timed in alternation, `rounds` times each, and the median kept,
     so that a slow moment of the machine does not decide the ratio.
     """
     labels = np.zeros(len(images), dtype=np.int64)
-    data = resnet_dataset(images, labels, image_size, batch_size=32)
+    data = _images(spec, images, labels, image_size)
     models, features, speeds = {}, {}, {}
     for policy in ("float32", "mixed_bfloat16"):
         keras.utils.set_random_seed(0)
         with precision_policy(policy):
-            models[policy] = build_resnet50(image_size, weights).features
+            models[policy] = build_transfer(spec.name, image_size, weights).features
         models[policy].predict(data.take(1), verbose=0)  # traces the predict function
     for _ in range(rounds):
         for policy, model in models.items():
@@ -119,17 +126,18 @@ def feature_extraction(images: np.ndarray, image_size: int, weights: str, rounds
     return out
 
 
-def stage1(splits, image_size: int, epochs: int, weights: str, workdir: Path) -> dict:
-    """Head-only stage at equal epochs: cached features against a backbone pass every step."""
+def stage1(spec, splits, image_size: int, epochs: int, weights: str, workdir: Path) -> dict:
+    """Head-only stage at equal epochs and the precision `auto` picks: cached features against
+    a backbone pass every step."""
     out = {}
     for mode in ("cached", "end_to_end"):
         keras.utils.set_random_seed(0)
-        with precision_policy("mixed_bfloat16"):
-            transfer = build_resnet50(image_size, weights)
-        val = resnet_dataset(splits.x_val, splits.y_val, image_size, 32)
+        with precision_policy(resolve_precision("auto", spec)):
+            transfer = build_transfer(spec.name, image_size, weights)
+        val = _images(spec, splits.x_val, splits.y_val, image_size)
         start = time.perf_counter()
         if mode == "cached":
-            in_order = resnet_dataset(splits.x_train, splits.y_train, image_size, 32)
+            in_order = _images(spec, splits.x_train, splits.y_train, image_size)
             x_train = extract_features(transfer.features, in_order, workdir / mode / "train.npy")
             x_val = extract_features(transfer.features, val, workdir / mode / "val.npy")
             compile_classifier(transfer.head, 1e-3, False)
@@ -137,7 +145,7 @@ def stage1(splits, image_size: int, epochs: int, weights: str, workdir: Path) ->
                               array_dataset(x_val, splits.y_val, 32), epochs, workdir / mode / "stage",
                               len(splits.y_train), verbose=0)
         else:
-            train = resnet_dataset(splits.x_train, splits.y_train, image_size, 32, shuffle=True, seed=3)
+            train = _images(spec, splits.x_train, splits.y_train, image_size, shuffle=True, seed=3)
             compile_classifier(transfer.model, 1e-3, False)
             stage = fit_stage(transfer.model, train, val, epochs, workdir / mode / "stage", len(splits.y_train),
                               verbose=0)
@@ -146,16 +154,35 @@ def stage1(splits, image_size: int, epochs: int, weights: str, workdir: Path) ->
     return out
 
 
-def fine_tuning(splits, image_size: int, weights: str, workdir: Path) -> dict:
-    """Stage 2 throughput: last 30 layers trainable, augmentation on; the second epoch is timed."""
+def fine_tuning(spec, splits, image_size: int, weights: str, workdir: Path) -> dict:
+    """Stage 2 throughput at the backbone's default depth and `auto` precision, augmentation on;
+    the second epoch is timed."""
     keras.utils.set_random_seed(0)
-    with precision_policy("mixed_bfloat16"):
-        transfer = build_resnet50(image_size, weights)
-    unfreeze(transfer, 30, 1e-5, False)
-    train = resnet_dataset(splits.x_train, splits.y_train, image_size, 32, shuffle=True, augment=True, seed=3)
-    val = resnet_dataset(splits.x_val[:32], splits.y_val[:32], image_size, 32)
+    precision = resolve_precision("auto", spec)
+    with precision_policy(precision):
+        transfer = build_transfer(spec.name, image_size, weights)
+    unfreeze(transfer, spec.finetune_layers, spec.finetune_lr, False)
+    train = _images(spec, splits.x_train, splits.y_train, image_size, shuffle=True, augment=True, seed=3)
+    val = _images(spec, splits.x_val[:32], splits.y_val[:32], image_size)
     stage = fit_stage(transfer.model, train, val, 2, workdir / "finetune", len(splits.y_train), verbose=0)
-    return {"images_per_second": len(splits.y_train) / stage.history["epoch_seconds"][-1]}
+    return {"images_per_second": len(splits.y_train) / stage.history["epoch_seconds"][-1],
+            "precision": precision, "finetune_layers": spec.finetune_layers}
+
+
+def bench_weights(spec, setting: str) -> str:
+    """The weights a backbone is timed with: `auto` means ImageNet where it is on this machine."""
+    if setting != "auto":
+        return setting
+    return "imagenet" if imagenet_status(spec) in ("installed", "cached") else "none"
+
+
+def backbone_report(spec, splits, args, workdir: Path) -> dict:
+    """Every per-backbone measurement."""
+    weights = bench_weights(spec, args.weights)
+    return {"weights": weights,
+            "feature_extraction": feature_extraction(spec, splits.x_train[:args.features], args.image_size, weights),
+            "stage1": stage1(spec, splits, args.image_size, args.stage1_epochs, weights, workdir / "stage1"),
+            "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir)}
 
 
 # one epoch per stage: memory does not depend on the number of epochs
@@ -182,7 +209,7 @@ def peak_rss(sizes: list[int], quick: bool, data_flags: list[str]) -> dict:
 
 def markdown(report: dict) -> str:
     """The README's Performance block."""
-    f, s, c, r = report["feature_extraction"], report["stage1"], report["cnn"], report["peak_rss_gb"]
+    c, r = report["cnn"], report["peak_rss_gb"]
     sizes = sorted(int(k) for k in r if k.isdigit())
     rows = [
         ("CNN training, float32", f"{c['float32']['images_per_second']:,.0f} images/s"),
@@ -192,17 +219,23 @@ def markdown(report: dict) -> str:
          f"{c['float32_xla']['images_per_second']:,.0f} images/s"),
         ("CNN test accuracy, float32 / mixed_bfloat16",
          f"{100 * c['float32']['test_accuracy']:.1f}% / {100 * c['mixed_bfloat16']['test_accuracy']:.1f}%"),
-        (f"ResNet50 features at {report['image_size']}px, float32",
-         f"{f['float32']['images_per_second']:.1f} images/s"),
-        (f"ResNet50 features at {report['image_size']}px, mixed_bfloat16",
-         f"{f['mixed_bfloat16']['images_per_second']:.1f} images/s ({f['speedup_bfloat16']:.2f}x)"),
-        ("float32 vs bfloat16 feature cosine similarity (mean / min)",
-         f"{f['cosine_similarity']['mean']:.6f} / {f['cosine_similarity']['min']:.6f}"),
-        (f"Stage 1, {report['stage1_epochs']} epochs: end_to_end / cached",
-         f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x)"),
-        ("Stage 1 head validation accuracy: end_to_end / cached",
-         f"{100 * s['end_to_end']['val_accuracy']:.1f}% / {100 * s['cached']['val_accuracy']:.1f}%"),
-        ("Fine-tuning (stage 2)", f"{report['fine_tuning']['images_per_second']:.1f} images/s"),
+    ]
+    for name, b in report["backbones"].items():
+        f, s, t = b["feature_extraction"], b["stage1"], b["fine_tuning"]
+        who = f"{get_backbone(name).label} ({'ImageNet' if b['weights'] == 'imagenet' else 'weights ' + b['weights']})"
+        rows += [
+            (f"{who}: features at {report['image_size']}px, float32 / mixed_bfloat16",
+             f"{f['float32']['images_per_second']:.1f} / {f['mixed_bfloat16']['images_per_second']:.1f} images/s "
+             f"({f['speedup_bfloat16']:.2f}x)"),
+            (f"{who}: float32 vs bfloat16 feature cosine similarity (mean / min)",
+             f"{f['cosine_similarity']['mean']:.6f} / {f['cosine_similarity']['min']:.6f}"),
+            (f"{who}: stage 1, {report['stage1_epochs']} epochs, end_to_end / cached",
+             f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x); "
+             f"head val accuracy {100 * s['end_to_end']['val_accuracy']:.1f}% / {100 * s['cached']['val_accuracy']:.1f}%"),
+            (f"{who}: fine-tuning, last {t['finetune_layers']} layers, {t['precision']}",
+             f"{t['images_per_second']:.1f} images/s"),
+        ]
+    rows += [
         (f"Peak RSS of a `train` run (seed profile, {r['overrides']}) at train_size {sizes[0]:,} / {sizes[-1]:,}",
          f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"),
     ]
@@ -212,8 +245,8 @@ def markdown(report: dict) -> str:
     minutes = took.total_seconds() / 60
     return (f"{table}\n\n*Measured {report['finished'][:10]} in {minutes:.0f} minutes on {report['hardware']} "
             f"({report['device']}); "
-            f"data: {report['data']}{jpeg_note}; ResNet50 weights: {report['weights']} (timings only; random init says "
-            f"nothing about accuracy); stage 1 on {report['stage1_images']} training images.*")
+            f"data: {report['data']}{jpeg_note}; accuracies of random-init backbones say nothing about transfer "
+            f"learning; stage 1 on {report['stage1_images']} training images.*")
 
 
 def update_readme(block: str) -> None:
@@ -229,7 +262,10 @@ def main() -> None:
     parser.add_argument("--stage1-train", type=int, default=250, help="images in stage 1 (80%% train, 20%% val)")
     parser.add_argument("--stage1-epochs", type=int, default=10)
     parser.add_argument("--features", type=int, default=96, help="images for the feature-extraction timing")
-    parser.add_argument("--weights", default="none", help="ResNet50 weights: none or a file")
+    parser.add_argument("--weights", default="auto",
+                        help="auto (ImageNet where installed or cached here, else none), none, or a file")
+    parser.add_argument("--backbones", default="resnet50,efficientnet_lite0",
+                        help=f"comma-separated, from {', '.join(BACKBONES)}")
     parser.add_argument("--data", default="cifar10", choices=("cifar10", "synthetic"),
                         help="cifar10 (from --data-dir, CIFAR10_DIR or the Keras download) or synthetic")
     parser.add_argument("--data-dir", help="a local CIFAR-10 copy (official archive or image folders)")
@@ -255,15 +291,13 @@ def main() -> None:
     dataset = _dataset(args.data, args.data_dir)
     data_flags = _data_flags(args.data, args.data_dir)
     splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
+    backbones = [get_backbone(name.strip()) for name in args.backbones.split(",") if name.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
         report = {
             "image_size": args.image_size, "stage1_epochs": args.stage1_epochs,
-            "stage1_images": len(splits.y_train), "weights": args.weights, "data": dataset.description,
+            "stage1_images": len(splits.y_train), "data": dataset.description,
             "cnn": cnn_variants(args.cnn_epochs, args.cnn_train_size, data_flags),
-            "feature_extraction": feature_extraction(splits.x_train[:args.features], args.image_size, args.weights),
-            "stage1": stage1(splits, args.image_size, args.stage1_epochs, args.weights, workdir / "stage1"),
-            "fine_tuning": fine_tuning(splits, args.image_size, args.weights, workdir),
+            "backbones": {spec.name: backbone_report(spec, splits, args, Path(tmp) / spec.name) for spec in backbones},
             "peak_rss_gb": peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags),
         }
     report.update(hardware=hardware(), device=device(), started=started.isoformat(timespec="seconds"),

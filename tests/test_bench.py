@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cifar10_transfer.backbones import BACKBONES, imagenet_status
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -19,12 +21,17 @@ def test_quick_benchmark_writes_every_measurement(tmp_path):
     assert set(report["cnn"]) == {"float32", "mixed_bfloat16", "float32_nondeterministic", "float32_xla"}
     for variant in report["cnn"].values():
         assert variant["images_per_second"] > 0 and 0 <= variant["test_accuracy"] <= 1
-    features = report["feature_extraction"]
-    assert len(features["float32"]["rounds"]) == len(features["mixed_bfloat16"]["rounds"]) == 3
-    assert features["speedup_bfloat16"] > 0
-    assert features["cosine_similarity"]["min"] > 0.99  # same random-init weights, two precisions
-    assert report["stage1"]["cached"]["seconds"] > 0 and report["stage1"]["end_to_end"]["seconds"] > 0
-    assert report["fine_tuning"]["images_per_second"] > 0
+    assert set(report["backbones"]) == {"resnet50", "efficientnet_lite0"}
+    assert report["backbones"]["efficientnet_lite0"]["weights"] == "imagenet"  # installed with pip
+    resnet_cached = imagenet_status(BACKBONES["resnet50"]) == "cached"
+    assert report["backbones"]["resnet50"]["weights"] == ("imagenet" if resnet_cached else "none")
+    for entry in report["backbones"].values():
+        features = entry["feature_extraction"]
+        assert len(features["float32"]["rounds"]) == len(features["mixed_bfloat16"]["rounds"]) == 3
+        assert features["speedup_bfloat16"] > 0
+        assert features["cosine_similarity"]["min"] > 0.98  # same weights, two precisions
+        assert entry["stage1"]["cached"]["seconds"] > 0 and entry["stage1"]["end_to_end"]["seconds"] > 0
+        assert entry["fine_tuning"]["images_per_second"] > 0
     rss = report["peak_rss_gb"]
     assert 0 < rss["500"] < 8 and 0 < rss["1000"] < 8
     assert rss["growth_gb"] == rss["1000"] - rss["500"]

@@ -11,8 +11,9 @@ def test_seed_profile_is_the_study():
     assert (config.train_size, config.val_fraction, config.test_size, config.seed) == (10_000, 0.2, None, 3)
     assert (config.image_size, config.batch_size) == (224, 64)
     assert (config.cnn_epochs, config.head_epochs, config.finetune_epochs) == (10, 10, 10)
-    assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (30, 1e-3, 1e-5)
-    assert config.model_list == list(MODEL_NAMES)
+    # stage 2 depth and rate come from each backbone's registry entry (ResNet50: the study's 30 and 1e-5)
+    assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (None, 1e-3, None)
+    assert config.model_list == ["cnn", "resnet50_head", "resnet50_finetuned"]
 
 
 def test_profiles_differ_where_documented():
@@ -25,10 +26,11 @@ def test_profiles_differ_where_documented():
 
 def test_overrides_are_typed():
     config = make_config("seed", ["train_size=2000", "head_lr=0.01", "augment=false", "head_mode=end_to_end",
-                                  "test_size=all", "finetune_lr=1"])
+                                  "test_size=all", "finetune_lr=1", "finetune_layers=12"])
     assert config.train_size == 2000 and config.head_lr == 0.01 and config.augment is False
     assert config.head_mode == "end_to_end" and config.test_size is None
-    assert isinstance(config.finetune_lr, float) and config.finetune_lr == 1.0
+    assert isinstance(config.finetune_lr, float) and config.finetune_lr == 1.0 and config.finetune_layers == 12
+    assert make_config("seed", ["finetune_layers=default", "finetune_lr=none"]).finetune_lr is None
 
 
 @pytest.mark.parametrize("pair, message", [
@@ -40,7 +42,10 @@ def test_overrides_are_typed():
     ("batch_size=-4", "must be positive"),
     ("val_fraction=1.0", "strictly between 0 and 1"),
     ("val_fraction=0", "strictly between 0 and 1"),
-    ("finetune_layers=500", "larger than the 175 layers"),
+    ("finetune_layers=500", "larger than the 175 layers of the ResNet50 backbone"),
+    ("finetune_layers=0", "must be positive"),
+    ("finetune_lr=-1", "must be positive"),
+    ("models=efficientnet_lite0_head,cnn,vit", "unknown"),
     ("models=cnn,vit", "unknown"),
     ("precision=float8", "unknown"),
     ("head_mode=sometimes", "unknown"),
@@ -57,8 +62,21 @@ def test_unknown_profile():
 
 
 def test_finetuned_implies_head_and_order_is_fixed():
-    assert make_config("seed", ["models=resnet50_finetuned,cnn"]).model_list == list(MODEL_NAMES)
+    assert make_config("seed", ["models=resnet50_finetuned,cnn"]).model_list == [
+        "cnn", "resnet50_head", "resnet50_finetuned"]
     assert make_config("seed", ["models=resnet50_head"]).model_list == ["resnet50_head"]
+    several = make_config("seed", ["models=efficientnet_lite0_finetuned,cnn,resnet50_head"])
+    assert several.model_list == ["cnn", "resnet50_head", "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]
+    assert several.backbones == ["resnet50", "efficientnet_lite0"]
+
+
+def test_stage_names_come_from_the_registry():
+    from cifar10_transfer.backbones import BACKBONES
+
+    assert MODEL_NAMES == ("cnn", *(f"{b}_{k}" for b in BACKBONES for k in ("head", "finetuned")))
+    assert make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=141"]).finetune_layers == 141
+    with pytest.raises(UserError, match="larger than the 141 layers of the EfficientNet-Lite0 backbone"):
+        make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=142"])
 
 
 def test_config_round_trips_through_json():

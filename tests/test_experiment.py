@@ -36,3 +36,27 @@ def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
     assert again["models"]["resnet50_head"]["seconds"] == first["models"]["resnet50_head"]["seconds"]
     assert again["models"]["resnet50_head"]["test_accuracy"] == first["models"]["resnet50_head"]["test_accuracy"]
     assert first["not_run"] == {"cnn": "not selected", "resnet50_finetuned": "not selected"}
+    assert first["models"]["resnet50_head"]["backbone"] == "resnet50"
+    assert first["models"]["resnet50_head"]["weights"] == "none"
+
+
+@pytest.mark.slow
+def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
+    results = _experiment(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
+                          "finetune_lr=0.001").run_all()
+    head, finetuned = results["models"]["efficientnet_lite0_head"], results["models"]["efficientnet_lite0_finetuned"]
+    assert set(results["models"]) == {"efficientnet_lite0_head", "efficientnet_lite0_finetuned"}
+    assert head["trainable_params"] == 1280 * 256 + 256 + 2570
+    assert (finetuned["finetune_layers"], finetuned["finetune_lr"]) == (20, 0.001)
+    assert finetuned["trainable_params"] > head["trainable_params"]
+    assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
+    assert np.load(tmp_path / "stages" / "efficientnet_lite0_head" / "features" / "train.npy").shape == (80, 1280)
+    # the study's stages are listed as not run, with the reason
+    assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
+                                  "resnet50_finetuned": "not selected"}
+
+
+def test_constructing_an_experiment_does_no_work(tmp_path):
+    experiment = _experiment(tmp_path / "lazy")
+    assert experiment._strategy is None and not experiment._seeded and "splits" not in vars(experiment)
+    assert not (tmp_path / "lazy").exists()

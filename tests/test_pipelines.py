@@ -4,8 +4,9 @@ import pytest
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
+from cifar10_transfer.backbones import BACKBONES
 from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
-                                        resnet_dataset, split_dataset)
+                                        split_dataset, transfer_dataset)
 
 
 def _labelled_dataset(n_train=50_000, n_test=10_000):
@@ -49,6 +50,9 @@ def test_split_refuses_impossible_sizes():
         split_dataset(dataset, make_config("seed", ["train_size=40"]))
 
 
+RESNET = BACKBONES["resnet50"].preprocess
+
+
 def _images(n=10, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10
 
@@ -62,19 +66,22 @@ def test_cnn_pipeline_scales_to_unit_range():
     assert sum(len(b[1]) for b in cnn_dataset(x, y, 4, shuffle=True, seed=1)) == 10
 
 
-def test_resnet_pipeline_resizes_and_preprocesses():
+def test_transfer_pipeline_resizes_and_applies_the_backbones_preprocessing():
     x = np.full((3, 32, 32, 3), 128, dtype=np.uint8)
-    images, _ = next(iter(resnet_dataset(x, np.arange(3), image_size=64, batch_size=3)))
+    images, _ = next(iter(transfer_dataset(x, np.arange(3), 64, 3, RESNET)))
     assert images.shape == (3, 64, 64, 3)
     # caffe-style preprocessing: RGB -> BGR, minus the ImageNet channel means
     np.testing.assert_allclose(images.numpy()[0, 0, 0], [128 - 103.939, 128 - 116.779, 128 - 123.68], atol=1e-3)
+    lite, _ = next(iter(transfer_dataset(x, np.arange(3), 64, 3, BACKBONES["efficientnet_lite0"].preprocess)))
+    np.testing.assert_allclose(lite.numpy()[0, 0, 0], [1 / 128] * 3, atol=1e-6)  # (x - 127) / 128
 
 
 def test_every_pipeline_runs_without_the_tf_data_autotuner():
     # the autotuner made passes wait 2.4 s at their end on a 2-core CPU (see pipelines._prefetched)
     x, y = _images(8)
     pipelines = [cnn_dataset(x, y, 4, shuffle=True), array_dataset(x.reshape(8, -1), y, 4),
-                 resnet_dataset(x, y, 64, 4), resnet_dataset(x, y, 64, 4, shuffle=True, augment=True, flip=True)]
+                 transfer_dataset(x, y, 64, 4, RESNET),
+                 transfer_dataset(x, y, 64, 4, RESNET, shuffle=True, augment=True, flip=True)]
     for pipeline in pipelines:
         assert pipeline.options().autotune.enabled is False
         assert sum(len(labels) for _, labels in pipeline) == 8
@@ -82,8 +89,8 @@ def test_every_pipeline_runs_without_the_tf_data_autotuner():
 
 def test_flip_mirrors_columns():
     x, y = _images(2)
-    plain, _ = next(iter(resnet_dataset(x, y, 32, 2)))
-    flipped, _ = next(iter(resnet_dataset(x, y, 32, 2, flip=True)))
+    plain, _ = next(iter(transfer_dataset(x, y, 32, 2, RESNET)))
+    flipped, _ = next(iter(transfer_dataset(x, y, 32, 2, RESNET, flip=True)))
     np.testing.assert_allclose(flipped.numpy(), plain.numpy()[:, :, ::-1], atol=1e-4)
 
 
@@ -102,7 +109,7 @@ def test_augmented_pipeline_changes_between_epochs_but_repeats_across_runs():
     x, y = _images(4)
 
     def two_epochs():
-        ds = resnet_dataset(x, y, 32, 4, augment=True, seed=3)
+        ds = transfer_dataset(x, y, 32, 4, RESNET, augment=True, seed=3)
         return [next(iter(ds))[0].numpy() for _ in range(2)]
 
     first, second = two_epochs(), two_epochs()

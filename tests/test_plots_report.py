@@ -52,7 +52,7 @@ def results():
                    "cache_flips": False, "models": "cnn,resnet50_head"},
         "provenance": {"git_commit": "abc1234def5678", "git_dirty": False, "python": "3.11.7",
                        "packages": {"tensorflow": "2.21.0", "numpy": "2.4.6"}, "device": "CPU (2 cores)",
-                       "hardware": "AMD EPYC, 2 cores, 23 GiB", "data": "CIFAR-10 (JPEG copy, image folders at /tmp/x)",
+                       "hardware": "AMD EPYC, 2 cores, 23 GiB", "data": "CIFAR-10 (JPEG copy, image folders, cifar10-jpeg/)",
                        "data_fingerprint": "e3b0c44298fc1c149afbf4c8996fb924", "weights": "imagenet",
                        "started": "2026-11-29T02:10:00+00:00", "finished": "2026-11-29T02:14:00+00:00"},
         "data": {"train": 8000, "val": 2000, "test": 10000, "class_names": CLASSES},
@@ -149,10 +149,10 @@ def test_model_comparison_marks_models_not_run(results):
 def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
-    assert lines[0] == "| Model | Study (reported) | This run | Difference (points) |"
-    assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | +0.7 |"
-    assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | -0.6 |"
-    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — |"
+    assert lines[0] == "| Model | Study (reported) | This run | Difference (points) | Seconds |"
+    assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | +0.7 | 41 |"
+    assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | -0.6 | 41 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — | — |"
     provenance = lines[-1]
     assert provenance.startswith("*") and provenance.endswith("*")
     for part in ("profile seed", "weights: imagenet", "2026-11-29 02:14 UTC", "commit abc1234", "JPEG copy"):
@@ -163,8 +163,33 @@ def test_results_table_default_reason_and_computed_values(results):
     results["models"]["cnn"]["test_accuracy"] = 0.5
     del results["not_run"]
     lines = report.results_table_markdown(results).splitlines()
-    assert lines[2] == "| Baseline CNN | 60.5% | 50.0% | -10.5 |"
-    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: not selected | — |"
+    assert lines[2] == "| Baseline CNN | 60.5% | 50.0% | -10.5 | 41 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: not selected | — | — |"
+
+
+def _with_lite0(results):
+    results["models"]["efficientnet_lite0_head"] = {**_model(0.8, 1000), "backbone": "efficientnet_lite0",
+                                                    "weights": "imagenet", "weights_source": "pip package X"}
+    results["models"]["efficientnet_lite0_finetuned"] = {**_model(0.9, 2000), "backbone": "efficientnet_lite0",
+                                                         "weights": "imagenet", "weights_source": "pip package X",
+                                                         "finetune_layers": 46, "finetune_lr": 1e-4}
+    results["best_model"] = "efficientnet_lite0_finetuned"
+    return results
+
+
+def test_other_backbones_get_rows_after_the_studys_without_a_study_number(results):
+    lines = report.results_table_markdown(_with_lite0(results)).splitlines()
+    assert lines[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | — | 41 |"
+    assert lines[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | — | 41 |"
+    assert "weights: imagenet (EfficientNet-Lite0: pip package X)" in lines[-1]
+    fig = plots.model_comparison(results)
+    study, this_run = fig.axes[0].containers
+    assert [p.get_height() for p in study] == [0.605, 0.887, 0.910]
+    assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8, 0.9]
+    sentences = report.findings(results)
+    assert sentences[0] == "Best model: EfficientNet-Lite0 fine-tuned with 90.0% test accuracy."
+    assert ("EfficientNet-Lite0 fine-tuned vs the baseline CNN: +28.8 points (90.0% vs 61.2%), "
+            "for 41 s of training against 41 s (1x).") in sentences
 
 
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
@@ -210,9 +235,10 @@ def test_load_results(results, tmp_path):
 
 def test_findings_are_computed(results):
     sentences = report.findings(results)
-    assert sentences[0] == ("Best model: ResNet50 head-only with 88.1% test accuracy, "
-                            "-0.6 points vs the study's 88.7%.")
-    assert "ResNet50 head-only beats Baseline CNN by 26.9 points (88.1% vs 61.2%)." in sentences
+    assert sentences[0] == "Best model: ResNet50 head-only with 88.1% test accuracy."
+    assert "ResNet50 head-only: 88.1% here vs 88.7% in the study (-0.6 points)." in sentences
+    assert ("ResNet50 head-only vs the baseline CNN: +26.9 points (88.1% vs 61.2%), "
+            "for 41 s of training against 41 s (1x).") in sentences
     assert any("cat predicted as dog, 212 times (21.2% of 1,000 test cat images)" in s for s in sentences)
     assert any(s.startswith("Weakest class (ResNet50 head-only): cat (F1 0.44") for s in sentences)
     empty = copy.deepcopy(results)
@@ -254,3 +280,10 @@ def test_render_deck_cnn_only_with_random_weights(results, tmp_path):
     assert "61.2%" in flat
     assert "NOT transfer learning" in flat
     assert "ResNet50 head-only not run: weights=none chosen" in flat
+
+
+def test_render_deck_with_a_second_backbone(results, tmp_path):
+    pages, text = _deck_text(deck.render_deck(_with_lite0(results), tmp_path / "no-images", tmp_path / "deck.pdf"))
+    flat = " ".join(text.split())
+    assert "EfficientNet-Lite0 fine-tuned: 90.0%" in flat and "last 46 layers at learning rate 0.0001" in flat
+    assert "EfficientNet-Lite0 head-only: 80.0%" in flat

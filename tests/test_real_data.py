@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pypdf
 import pytest
+from PIL import Image
 
 from cifar10_transfer.data import load_dataset
 from cifar10_transfer.plots import format_accuracy
@@ -52,3 +53,28 @@ def test_smoke_reproduce_on_real_data(real_data_dir, tmp_path):
         assert format_accuracy(entry["test_accuracy"]) in text
     assert "not transfer learning" in text
     assert not list(tmp_path.glob(".runs/*/results"))  # everything was published out of the run directory
+
+
+IMAGENET_DOGS = range(151, 269)  # ImageNet classes 151-268 are dog breeds
+
+
+@pytest.mark.real_data
+def test_converted_efficientnet_lite0_sees_imagenet_dogs_in_cifar_dogs(real_data_dir):
+    """A wrong layer mapping or transposition cannot pass: the ImageNet top must still work."""
+    import tensorflow as tf
+
+    from cifar10_transfer import efficientnet_lite as lite
+    from cifar10_transfer.backbones import keras_models_dir
+
+    dogs = sorted((real_data_dir / "test" / "dog").iterdir())[:200]
+    images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in dogs]).astype(np.float32)
+    inputs = lite.preprocess(tf.image.resize(images, (224, 224)))
+    shares = {}
+    for name, pretrained in (("imagenet", True), ("random", False)):
+        model = lite.build(224, include_top=True)
+        if pretrained:
+            model.load_weights(lite.converted_weights(lite.checkpoint_path(), keras_models_dir()))
+        top = model.predict(inputs, batch_size=50, verbose=0).argmax(axis=1)
+        shares[name] = float(np.isin(top, IMAGENET_DOGS).mean())
+    assert shares["imagenet"] >= 0.5, shares
+    assert shares["random"] < 0.3, shares

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from cifar10_transfer.backbones import BACKBONES
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.experiment import Experiment
@@ -30,13 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
     ([], {"amx_bf16", "avx512f"}, "resnet50", "mixed_bfloat16"),
     ([], {"avx512_bf16"}, "cnn", "float32"),  # the CNN stays float32 on CPUs
     ([], {"avx2"}, "resnet50", "float32"),
+    ([], {"avx512_bf16"}, "efficientnet_lite0", "float32"),  # bfloat16 measured slower for it on CPUs
+    ([(9, 0)], set(), "efficientnet_lite0", "mixed_float16"),
 ])
 def test_auto_precision(gpus, flags, model, expected):
-    assert resolve_precision("auto", model, gpus=gpus, flags=flags) == expected
+    backbone = None if model == "cnn" else BACKBONES[model]
+    assert resolve_precision("auto", backbone, gpus=gpus, flags=flags) == expected
 
 
 def test_explicit_precision_wins():
-    assert resolve_precision("float32", "resnet50", gpus=[(9, 0)], flags=set()) == "float32"
+    assert resolve_precision("float32", BACKBONES["resnet50"], gpus=[(9, 0)], flags=set()) == "float32"
 
 
 def test_mixed_policy_keeps_softmax_float32_and_is_restored():

@@ -1,4 +1,4 @@
-"""cifar10-transfer: a baseline CNN versus ResNet50 ImageNet transfer learning on CIFAR-10.
+"""cifar10-transfer: a baseline CNN versus ImageNet transfer learning (ResNet50 and other backbones) on CIFAR-10.
 
 The public API is flat; names load on first use so that `python -m cifar10_transfer --help`
 does not pay for importing TensorFlow.
@@ -12,9 +12,11 @@ _EXPORTS = {
     "RunConfig": "config", "make_config": "config", "PROFILES": "config",
     "Dataset": "data", "load_dataset": "data", "synthetic_dataset": "data", "safe_extract": "data",
     "Splits": "pipelines", "split_dataset": "pipelines", "cnn_dataset": "pipelines",
-    "resnet_dataset": "pipelines", "augment_batch": "pipelines",
-    "build_model": "models", "build_cnn": "models", "build_resnet50": "models", "unfreeze": "models",
-    "save_backbone_weights": "models", "TransferModel": "models",
+    "transfer_dataset": "pipelines", "augment_batch": "pipelines",
+    "build_model": "models", "build_cnn": "models", "build_transfer": "models", "build_resnet50": "models",
+    "unfreeze": "models", "save_backbone_weights": "models", "TransferModel": "models",
+    "BACKBONES": "backbones", "Backbone": "backbones", "get_backbone": "backbones",
+    "stage": "study", "STUDY_ACCURACY": "study",
     "Experiment": "experiment", "ModelRun": "experiment",
     "evaluate_predictions": "evaluation", "resolve_precision": "training", "make_strategy": "training",
     "UserError": "errors",

@@ -15,9 +15,7 @@ from . import plots
 from .data import Dataset
 from .evaluation import most_confident_mistakes
 from .pipelines import Splits, augmentation_examples
-
-CURVE_FILES = {"cnn": "cnn_curve.png", "resnet50_head": "resnet_head.png",
-               "resnet50_finetuned": "resnet_finetuning.png"}
+from .study import stage
 
 
 def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[Path]:
@@ -33,19 +31,18 @@ def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[
 
 def save_augmentation_figure(splits: Splits, images_dir: Path, seed: int, n_images: int = 6,
                              n_variants: int = 5) -> list[Path]:
-    """Training images of different classes beside augmented copies (the ResNet50 stages' augmentation)."""
+    """Training images of different classes beside augmented copies (the backbone stages' augmentation)."""
     first_of_class = [np.flatnonzero(splits.y_train == label)[0] for label in np.unique(splits.y_train)]
     originals = splits.x_train[first_of_class[:n_images]]  # one image per class, not six of the first class
     variants = augmentation_examples(originals, n_variants, seed)
     return [_save(plots.augmentation_grid(originals, variants), Path(images_dir) / "augmentation.png")]
 
 
-def save_training_curves(run, images_dir: Path) -> list[Path]:
-    """Loss and accuracy curves of one trained model (none when the model was not run)."""
-    if run is None:
-        return []
-    title = f"{plots.MODEL_LABELS[run.name]}: training and validation"
-    return [_save(plots.training_curves(run.stage.history, title), Path(images_dir) / CURVE_FILES[run.name])]
+def save_training_curves(runs, images_dir: Path) -> list[Path]:
+    """Loss and accuracy curves of each trained run (a run or a list of them; None is skipped)."""
+    runs = runs if isinstance(runs, list) else [runs]
+    return [_save(plots.training_curves(run.stage.history, f"{stage(run.name).label}: training and validation"),
+                  Path(images_dir) / stage(run.name).curve_file) for run in runs if run is not None]
 
 
 def show(paths: list[Path]) -> None:
@@ -76,7 +73,7 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     """
     images_dir = Path(images_dir)
     best = results["models"][results["best_model"]]
-    label = plots.MODEL_LABELS[results["best_model"]]
+    label = stage(results["best_model"]).label
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
     figures = {

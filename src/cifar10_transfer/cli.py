@@ -28,7 +28,8 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, type-checked (repeatable)")
     parser.add_argument("--weights", default="imagenet",
-                        help="ResNet50 weights: imagenet, none (random init) or a .h5 file path")
+                        help="backbone weights: imagenet (each backbone's own source), none (random init) "
+                             "or a file (Keras .weights.h5/.h5; EfficientNet-Lite0 also its .pth checkpoint)")
     parser.add_argument("--out", default=".", help="publish results, figures and deck under this directory")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted run in --out")
 
@@ -36,7 +37,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     parser = argparse.ArgumentParser(prog="python -m cifar10_transfer",
-                                     description="CIFAR-10: baseline CNN versus ResNet50 transfer learning.")
+                                     description="CIFAR-10: baseline CNN versus ImageNet transfer learning.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", help="data commands")

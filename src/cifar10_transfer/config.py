@@ -13,14 +13,14 @@ import types
 import typing
 from dataclasses import dataclass
 
+from .backbones import BACKBONES, parse_stage, stage_names
 from .errors import UserError
 
-MODEL_NAMES = ("cnn", "resnet50_head", "resnet50_finetuned")
+MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-RESNET50_BACKBONE_LAYERS = 175  # len(ResNet50(include_top=False).layers), the input layer included
 
 
 @dataclass(frozen=True)
@@ -33,17 +33,19 @@ class RunConfig:
     test_size: int | None = None  # None: the whole test set
     seed: int = 3  # drives the subset, the split, shuffling and weight init
     # inputs
-    image_size: int = 224  # ResNet50 input side in pixels; the CNN always sees 32x32
+    image_size: int = 224  # backbone input side in pixels; the CNN always sees 32x32
     batch_size: int = 64  # global batch size, split across replicas
-    augment: bool = True  # flip, crop/zoom, brightness, contrast for ResNet50 stages
+    augment: bool = True  # flip, crop/zoom, brightness, contrast for the backbone stages
     # epochs per stage
     cnn_epochs: int = 10
     head_epochs: int = 10
     finetune_epochs: int = 10
     # transfer learning
-    finetune_layers: int = 30  # last N backbone layers unfrozen in stage 2 (BatchNorm stays frozen)
+    finetune_layers: int | None = None  # last N backbone layers unfrozen in stage 2 (BatchNorm stays
+    # frozen); None: each backbone's registry default (ResNet50: 30, the study's)
     head_lr: float = 1e-3  # Adam learning rate of stage 1
-    finetune_lr: float = 1e-5  # Adam learning rate of stage 2
+    finetune_lr: float | None = None  # Adam learning rate of stage 2; None: the backbone's default
+    # (ResNet50: 1e-5, the study's)
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -51,18 +53,23 @@ class RunConfig:
     jit_compile: str = "auto"  # XLA: auto (on for GPUs unless deterministic) | on | off
     strategy: str = "auto"  # tf.distribute: auto | default | mirrored | multi_worker
     deterministic: bool = True  # TensorFlow op determinism (identical CPU runs); excludes XLA
-    models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated subset of MODEL_NAMES
+    models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated stages (MODEL_NAMES)
 
     def __post_init__(self) -> None:
         _validate(self)
 
     @property
     def model_list(self) -> list[str]:
-        """The selected models in run order; resnet50_finetuned implies resnet50_head."""
+        """The selected stages in run order (registry order); <b>_finetuned implies <b>_head."""
         chosen = {name.strip() for name in self.models.split(",") if name.strip()}
-        if "resnet50_finetuned" in chosen:
-            chosen.add("resnet50_head")
+        chosen |= {name.replace("_finetuned", "_head") for name in chosen if name.endswith("_finetuned")}
         return [name for name in MODEL_NAMES if name in chosen]
+
+    @property
+    def backbones(self) -> list[str]:
+        """The registry names of the backbones that the selected stages use, in run order."""
+        found = (parse_stage(name)[0] for name in self.model_list)
+        return list(dict.fromkeys(b.name for b in found if b is not None))
 
     def to_dict(self) -> dict:
         """The configuration as plain JSON-ready values."""
@@ -88,21 +95,15 @@ def _validate(config: RunConfig) -> None:
         if not _has_type(value, _field_types()[field.name]):
             raise UserError(f"config {field.name}={value!r} has the wrong type; "
                             f"expected {_type_name(_field_types()[field.name])}.")
-    positive = ["train_size", "image_size", "batch_size", "cnn_epochs", "head_epochs",
-                "finetune_epochs", "finetune_layers"]
-    for name in positive + (["test_size"] if config.test_size is not None else []):
-        if getattr(config, name) <= 0:
-            raise UserError(f"config {name}={getattr(config, name)} must be positive.")
-    for name in ("head_lr", "finetune_lr"):
-        if getattr(config, name) <= 0:
+    positive = ["train_size", "image_size", "batch_size", "cnn_epochs", "head_epochs", "finetune_epochs",
+                "head_lr", "test_size", "finetune_layers", "finetune_lr"]
+    for name in positive:
+        if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"config {name}={getattr(config, name)} must be positive.")
     if not 0 < config.val_fraction < 1:
         raise UserError(f"config val_fraction={config.val_fraction} must lie strictly between 0 and 1.")
     if config.image_size < 32:
-        raise UserError(f"config image_size={config.image_size} is too small; ResNet50 needs at least 32.")
-    if config.finetune_layers > RESNET50_BACKBONE_LAYERS:
-        raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "
-                        f"{RESNET50_BACKBONE_LAYERS} layers of the ResNet50 backbone.")
+        raise UserError(f"config image_size={config.image_size} is too small; backbones need at least 32.")
     if config.jit_compile == "on" and config.deterministic:
         raise UserError("config jit_compile=on needs deterministic=false: Keras turns XLA off under "
                         "TensorFlow op determinism.")
@@ -115,6 +116,10 @@ def _validate(config: RunConfig) -> None:
         raise UserError(f"config models is empty; choose from {', '.join(MODEL_NAMES)}.")
     for name in names:
         _check_choice("models", name, MODEL_NAMES)
+    for name in config.backbones:
+        if config.finetune_layers is not None and config.finetune_layers > BACKBONES[name].layers:
+            raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "
+                            f"{BACKBONES[name].layers} layers of the {BACKBONES[name].label} backbone.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -146,13 +151,14 @@ def _type_name(expected: object) -> str:
 
 def _parse_value(key: str, text: str, expected: object) -> object:
     """Parse `text` into the field's type; JSON literals, with bare words as strings."""
-    if expected == (int | None) and text.lower() in ("none", "all"):
+    if isinstance(expected, types.UnionType) and type(None) in typing.get_args(expected) \
+            and text.lower() in ("none", "all", "default"):
         return None
     try:
         value = json.loads(text.lower() if text.lower() in ("true", "false") else text)
     except json.JSONDecodeError:
         value = text
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+    if float in typing.get_args(expected) + (expected,) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not _has_type(value, expected):
         raise UserError(f"--set {key}={text}: expected {_type_name(expected)}.")

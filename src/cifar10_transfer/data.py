@@ -98,8 +98,8 @@ def load_local(path: Path) -> Dataset:
             raise UserError(f"{path} is a file but not a .tar.gz archive; point --data-dir at a directory.")
         with tempfile.TemporaryDirectory(prefix="cifar10-") as tmp:
             safe_extract(path, Path(tmp))
-            return _load_layout(Path(tmp), label=str(path))
-    return _load_layout(path, label=str(path))
+            return _load_layout(Path(tmp), label=path.name)
+    return _load_layout(path, label=f"{path.resolve().name}/")
 
 
 def _load_layout(path: Path, label: str) -> Dataset:
@@ -114,10 +114,10 @@ def _load_layout(path: Path, label: str) -> Dataset:
                 batches = _find_batches(Path(tmp))
                 if batches is None:
                     raise UserError(f"{root / OFFICIAL_TARBALL} holds no {BATCHES_DIR}/; re-download it.")
-                return _with_description(load_batches(batches), f"CIFAR-10 (official tarball at {label})")
+                return _with_description(load_batches(batches), f"CIFAR-10 (official tarball, {label})")
         batches = _find_batches(root)
         if batches is not None:
-            return _with_description(load_batches(batches), f"CIFAR-10 (official batches at {label})")
+            return _with_description(load_batches(batches), f"CIFAR-10 (official batches, {label})")
         if (root / "train").is_dir() and (root / "test").is_dir():
             return load_image_folders(root, location=label)
     if not children:
@@ -221,13 +221,14 @@ def load_batches(directory: Path) -> Dataset:
     used = np.unique(y_train).size
     if used != len(names):
         raise UserError(f"batches.meta names {len(names)} classes but the labels use {used}.")
-    return Dataset(x_train, y_train, x_test, y_test, names, f"CIFAR-10 (official batches at {directory})")
+    return Dataset(x_train, y_train, x_test, y_test, names, f"CIFAR-10 (official batches, {Path(directory).resolve().name}/)")
 
 
 def load_image_folders(root: Path, location: str | None = None) -> Dataset:
     """Load `train/<class>/*` and `test/<class>/*`; classes are the sorted folder names.
 
-    `location` names where the data is in the description (default: `root`).
+    `location` names the data in the description (default: the folder's name, never its
+    absolute path, which would mean nothing on a reader's machine).
     Grayscale, RGBA and palette images become RGB; images of another size are resized to
     32x32 with one warning that counts them.
     """
@@ -261,7 +262,7 @@ def load_image_folders(root: Path, location: str | None = None) -> Dataset:
     if resized:
         warnings.warn(f"{resized} images were not 32x32 and were resized to 32x32.", stacklevel=2)
     kind = "JPEG copy, image folders" if jpeg_files * 2 > total_files else "image folders"
-    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind} at {location or root})")
+    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind}, {location or root.resolve().name + '/'})")
 
 
 def _read_image(path: Path, out: np.ndarray) -> bool:

@@ -17,9 +17,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from .plots import MODEL_LABELS, PALETTE, REPORTED_ACCURACY, STYLE, format_accuracy
+from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
-from .report import best_model, short_commit, finished_date, not_run_reason, table_rows, findings
+from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
+                     weights_description)
+from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
 # DejaVu Sans averages about 0.55 em per character (used to wrap text to a width); lines are 1.35 em apart.
@@ -37,16 +39,16 @@ def _limitations(results: dict) -> list:
         items.append("Data is the CIFAR-10 JPEG copy, not the original images: JPEG re-encoding costs "
                      "about a point of accuracy, so small gaps to the study are expected.")
     if str(prov.get("weights", "")).lower() == "none":
-        items.append("Weights were 'none': ResNet50 started from random initialization, which is NOT "
-                     "transfer learning; its numbers say nothing about ImageNet pretraining.")
-    items += [f"{MODEL_LABELS[n]} not run: {not_run_reason(results, n)}."
-              for n in MODEL_LABELS if n not in results["models"]]
+        items.append("Weights were 'none': the backbones started from random initialization, which is NOT "
+                     "transfer learning; their numbers say nothing about ImageNet pretraining.")
+    missing = [s.name for s in table_stages(results["models"]) if s.name not in results["models"]]
+    items += [f"{label(n)} not run: {not_run_reason(results, n)}." for n in missing]
     items.append(f"One seed ({cfg.get('seed')}) and {data.get('train', 0):,} training images: differences "
                  "of about a point may be run-to-run noise.")
     steps = ["Next: repeat with several seeds and report the spread."]
     if results.get("profile") != "full":
         steps.append("Next: run the `full` profile (all 50,000 training images).")
-    if any(n not in results["models"] for n in MODEL_LABELS):
+    if missing:
         steps.append("Next: run the missing models once the reason above is fixed.")
     return items + steps
 
@@ -94,11 +96,12 @@ def _slide(title: str, number: int, total: int) -> Figure:
     return fig
 
 
-def _pipeline(fig: Figure, cfg: dict) -> None:
-    size, n = cfg.get("image_size", 224), cfg.get("finetune_layers", 30)
+def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
+    size = cfg.get("image_size", 224)
+    names = "\n".join(backbones) or "ImageNet"
     steps = ["CIFAR-10\nimage\n32×32×3", f"resize to\n{size}×{size}",
-             "preprocess_input\n\n(RGB→BGR,\nmean-centred)",
-             f"ResNet50\nbackbone\n\nstage 1: frozen\nstage 2: last {n}\nlayers unfrozen",
+             "the backbone's\nImageNet\npreprocessing",
+             f"{names}\nbackbone\n\nstage 1: frozen\nstage 2: last\nlayers unfrozen",
              "head\n\nGAP\nDense(256)\nDropout(0.5)\nDense(10)", "prediction\n(10 classes)"]
     ax = fig.add_axes([0.04, 0.42, 0.92, 0.4], xlim=(0, len(steps)), ylim=(0, 1), frame_on=False, xticks=[], yticks=[])
     for i, text in enumerate(steps):
@@ -131,6 +134,9 @@ def _slides(results: dict, images: Path) -> list:
     """(title, draw) for each slide; draw(fig) fills the body."""
     cfg, prov, data, models = results["config"], results["provenance"], results["data"], results["models"]
     names, best = data.get("class_names", []), best_model(results)
+    rows = table_stages(models)
+    backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in rows
+                                   if s.backbone and s.name in models))
 
     def bullets(items, box=BODY, size=20):
         return lambda fig: _bullets(fig, items, box, size)
@@ -140,26 +146,26 @@ def _slides(results: dict, images: Path) -> list:
         return lambda fig: [_picture(fig, images / name, rect) for name, rect in placed]
 
     def title(fig):
-        fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ResNet50 transfer learning", fontsize=32,
+        fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
                  weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
         lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
                  f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
         if best:
-            lines.append(f"Best: {MODEL_LABELS[best]}, {format_accuracy(models[best]['test_accuracy'])} test accuracy")
+            lines.append(f"Best: {label(best)}, {format_accuracy(models[best]['test_accuracy'])} test accuracy")
         fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
     def method(fig):
-        _pipeline(fig, cfg)
+        _pipeline(fig, cfg, backbones)
         _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
                        "top of the backbone (stage 2), learn from CIFAR-10.",
                        "The baseline CNN skips all of this: it sees the 32×32 images directly."],
                  box=(0.05, 0.08, 0.95, 0.4), size=18)
 
     def outcome(name):
-        m = models.get(name)
-        return (f"Test accuracy {format_accuracy(m['test_accuracy'])} (study: "
-                f"{format_accuracy(REPORTED_ACCURACY[name])}) in {m.get('seconds', 0):,.0f} s" if m
-                else f"Not run: {not_run_reason(results, name)}")
+        m, reported = models.get(name), stage(name).study_accuracy
+        study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
+        return (f"{stage_label(results, name)}: {format_accuracy(m['test_accuracy'])}{study} in "
+                f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
 
     def cnn(fig):
         m = models.get("cnn")
@@ -175,16 +181,18 @@ def _slides(results: dict, images: Path) -> list:
         mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
-        for box, heading, name, items in (
-                ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "resnet50_head",
+        recipes = [f"{label(n).rsplit(' ', 1)[0]}: last {models[n]['finetune_layers']} layers at learning rate "
+                   f"{models[n]['finetune_lr']:g}" for n in models if "finetune_layers" in models[n]]
+        for box, heading, kind, items in (
+                ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
                  [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
                   f"head_mode={mode}: {how}"]),
-                ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "resnet50_finetuned",
-                 [f"Last {cfg.get('finetune_layers')} backbone layers unfrozen; BatchNorm stays frozen",
-                  f"{cfg.get('finetune_epochs')} epochs at learning rate {cfg.get('finetune_lr'):g}, "
-                  "ReduceLROnPlateau lowers it when validation stalls"])):
+                ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
+                 ["Last backbone layers unfrozen, BatchNorm stays frozen; "
+                  f"{cfg.get('finetune_epochs')} epochs, ReduceLROnPlateau lowers the rate when validation stalls",
+                  *recipes])):
             fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
-            _bullets(fig, items + [outcome(name)], box=box, size=18)
+            _bullets(fig, items + [outcome(s.name) for s in rows if s.name.endswith("_" + kind)], box=box, size=16)
 
     def augmentation(fig):
         _picture(fig, images / "augmentation.png", [0.04, 0.08, 0.45, 0.76])
@@ -196,12 +204,14 @@ def _slides(results: dict, images: Path) -> list:
                  box=(0.52, 0.08, 0.95, 0.84), size=18)
 
     def curves(fig):
-        found = [images / f for f in ("cnn_curve.png", "resnet_head.png", "resnet_finetuning.png")
-                 if (images / f).is_file()]
-        rects = {1: [[0.05, 0.08, 0.9, 0.76]], 2: [[0.15, 0.47, 0.7, 0.37], [0.15, 0.08, 0.7, 0.37]],
-                 3: [[0.03, 0.47, 0.46, 0.37], [0.51, 0.47, 0.46, 0.37], [0.27, 0.08, 0.46, 0.37]]}
-        for path, rect in zip(found or [images / "cnn_curve.png"], rects[max(len(found), 1)]):
-            _picture(fig, path, rect)
+        found = [images / s.curve_file for s in rows if (images / s.curve_file).is_file()][:6]
+        found = found or [images / "cnn_curve.png"]
+        columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
+        lines = -(-len(found) // columns)
+        width, height = 0.94 / columns, 0.78 / lines
+        for index, path in enumerate(found):
+            row, column = divmod(index, columns)
+            _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
 
     def provenance(fig):
         packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
@@ -209,7 +219,7 @@ def _slides(results: dict, images: Path) -> list:
                  ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
                  ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
                  ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
-                 ("Weights", prov.get("weights", "unknown")), ("Profile", results.get("profile", "unknown")),
+                 ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
                  ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
         _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
 
@@ -222,8 +232,8 @@ def _slides(results: dict, images: Path) -> list:
             f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
             f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
             f"Data source: {prov.get('data', 'unknown')}.",
-            "The study reported " + ", ".join(f"{format_accuracy(REPORTED_ACCURACY[n])} ({MODEL_LABELS[n]})"
-                                             for n in MODEL_LABELS) + "; this deck checks them.",
+            "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
+                                             for n in STUDY_STAGES) + "; this deck checks them.",
             "Metric: top-1 accuracy on held-out test images."])),
         ("EDA: labels and samples", pictures(("train_label_distribution.png", [0.04, 0.12, 0.5, 0.7]),
                                              ("dataset_samples.png", [0.56, 0.07, 0.4, 0.77]))),

@@ -1,8 +1,9 @@
-"""One experiment: the split, the three models in order, and the results they produce.
+"""One experiment: the split, the selected stages in order, and the results they produce.
 
 `Experiment` is what `python -m cifar10_transfer train`, notebook 02 and the tests all
 drive. Each method trains one stage in its own directory under `workdir/stages/`, so an
-interrupted run continues where it stopped.
+interrupted run continues where it stopped. Stages are `cnn`, `<backbone>_head` and
+`<backbone>_finetuned` for any backbone of the registry.
 """
 
 from __future__ import annotations
@@ -11,19 +12,22 @@ import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from .backbones import get_backbone, imagenet_status, parse_stage
 from .config import RunConfig
 from .data import Dataset
 from .evaluation import evaluate_predictions
-from .models import build_cnn, build_resnet50, check_weights, compile_classifier, unfreeze
-from .pipelines import array_dataset, cnn_dataset, resnet_dataset, split_dataset
-from .provenance import collect_provenance, imagenet_weights_status, weights_label
+from .models import build_cnn, build_transfer, compile_classifier, unfreeze
+from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
+from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
-from .training import (StageResult, extract_features, fit_stage, make_strategy, precision_policy,
+from .study import STUDY_STAGES
+from .training import (StageResult, extract_features, fit_stage, make_strategy, precision_policy, predict,
                        resolve_jit, resolve_precision, seed_everything)
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -41,6 +45,7 @@ class ModelRun:
     precision: str
     probabilities: np.ndarray  # test-set class probabilities, N x 10
     metrics: dict = field(default_factory=dict)
+    details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages
 
     def summary(self) -> dict:
         """The model's entry in results.json."""
@@ -52,6 +57,7 @@ class ModelRun:
                 "images_per_second": self.stage.images_per_second, "precision": self.precision,
                 "history": {key: history[key] for key in
                             ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")},
+                **self.details,
                 **{key: self.metrics[key] for key in ("per_class", "confusion_matrix", "top_confusions")}}
 
 
@@ -60,77 +66,102 @@ def _count(weights) -> int:
 
 
 class Experiment:
-    """Train and evaluate the selected models of `config` on `dataset`.
+    """Train and evaluate the selected stages of `config` on `dataset`.
+
+    Constructing one does no work: the split is drawn on first use, and the process-wide
+    state (the distribution strategy, seeds and op determinism) is set when the first
+    stage starts.
 
     Args:
         config: the validated run configuration.
         dataset: from `load_dataset`.
-        weights: "imagenet", "none" (random init: not transfer learning) or a file path.
+        weights: "imagenet" (each backbone's own source), "none" (random init: not
+            transfer learning) or a weights file path.
         workdir: where stages keep checkpoints and histories; reusing it resumes.
         profile: the profile name, recorded in the results.
+        strategy: a tf.distribute strategy made before any other TensorFlow work
+            (multi-worker needs that); None makes one from `config.strategy` when needed.
     """
 
     def __init__(self, config: RunConfig, dataset: Dataset, weights: str = "imagenet",
-                 workdir: str | Path = "run", profile: str = "seed"):
+                 workdir: str | Path = "run", profile: str = "seed", strategy=None):
         self.config, self.dataset, self.weights, self.profile = config, dataset, weights, profile
         self.workdir = Path(workdir)
         self.started = datetime.now(timezone.utc)
-        # MultiWorkerMirroredStrategy must exist before other TensorFlow work starts the runtime
-        self.strategy = make_strategy(config.strategy)
-        seed_everything(config.seed, config.deterministic)
-        self.splits = split_dataset(dataset, config)
-        if any(name.startswith("resnet50") for name in config.model_list):
-            check_weights(weights)
-        self.jit_compile = resolve_jit(config.jit_compile, config.deterministic)
+        self._strategy, self._seeded = strategy, False
         self.runs: dict[str, ModelRun] = {}
-        self._transfer = None
+        self._transfers = {}
+
+    @cached_property
+    def splits(self) -> Splits:
+        """The seeded, stratified train/val/test split of this run."""
+        return split_dataset(self.dataset, self.config)
+
+    @property
+    def strategy(self):
+        if self._strategy is None:
+            self._strategy = make_strategy(self.config.strategy)
+        return self._strategy
+
+    @cached_property
+    def jit_compile(self) -> bool:
+        return resolve_jit(self.config.jit_compile, self.config.deterministic)
+
+    def _seed_once(self) -> None:
+        if not self._seeded:
+            self.strategy  # noqa: B018 -- created before seeding starts TensorFlow's runtime
+            seed_everything(self.config.seed, self.config.deterministic)
+            self._seeded = True
 
     def _stage_dir(self, name: str) -> Path:
         return self.workdir / "stages" / name
 
-    def _finish(self, name: str, model, stage: StageResult, precision: str, probabilities) -> ModelRun:
+    def _finish(self, name: str, model, stage: StageResult, precision: str, probabilities,
+                details: dict | None = None) -> ModelRun:
         run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
                        probabilities, evaluate_predictions(self.splits.y_test, probabilities,
-                                                           self.splits.class_names))
+                                                           self.splits.class_names), details or {})
         self.runs[name] = run
         return run
 
     def train_cnn(self) -> ModelRun:
         """Train the baseline CNN from scratch on 32x32 images (Adam, default learning rate)."""
         config, s = self.config, self.splits
-        precision = resolve_precision(config.precision, "cnn")
+        precision = resolve_precision(config.precision, None)
         with precision_policy(precision), self.strategy.scope():
             model = build_cnn(len(s.class_names))
             compile_classifier(model, CNN_LEARNING_RATE, self.jit_compile)
         stage = fit_stage(model, cnn_dataset(s.x_train, s.y_train, config.batch_size, True, config.seed),
                           cnn_dataset(s.x_val, s.y_val, config.batch_size), config.cnn_epochs,
                           self._stage_dir("cnn"), len(s.y_train))
-        probabilities = model.predict(cnn_dataset(s.x_test, s.y_test, config.batch_size), verbose=0)
+        probabilities = predict(model, cnn_dataset(s.x_test, s.y_test, config.batch_size), "cnn test",
+                                len(s.y_test), config.batch_size)
         return self._finish("cnn", model, stage, precision, probabilities)
 
-    def _resnet_data(self, x, y, shuffle=False, augment=False, flip=False):
+    def _images(self, spec, x, y, shuffle=False, augment=False, flip=False):
         c = self.config
-        return resnet_dataset(x, y, c.image_size, c.batch_size, shuffle=shuffle, augment=augment,
-                              seed=c.seed, flip=flip)
+        return transfer_dataset(x, y, c.image_size, c.batch_size, spec.preprocess, shuffle=shuffle,
+                                augment=augment, seed=c.seed, flip=flip)
 
-    def train_head(self) -> ModelRun:
-        """Stage 1: train the head on a frozen backbone (`head_mode` cached or end_to_end)."""
-        config, s = self.config, self.splits
-        precision = resolve_precision(config.precision, "resnet50")
+    def train_head(self, backbone: str) -> ModelRun:
+        """Stage 1: train the head on the frozen `backbone` (`head_mode` cached or end_to_end)."""
+        config, s, spec = self.config, self.splits, get_backbone(backbone)
+        precision = resolve_precision(config.precision, spec)
         with precision_policy(precision), self.strategy.scope():
-            transfer = build_resnet50(config.image_size, self.weights, len(s.class_names))
-        self._transfer = transfer
-        stage_dir = self._stage_dir("resnet50_head")
+            transfer = build_transfer(backbone, config.image_size, self.weights, len(s.class_names))
+        self._transfers[backbone] = transfer
+        stage_dir = self._stage_dir(f"{backbone}_head")
         if config.head_mode == "cached":
             started = time.perf_counter()
             cache = stage_dir / "features"
-            features = {split: extract_features(transfer.features, self._resnet_data(x, y), cache / f"{split}.npy")
+            features = {split: extract_features(transfer.features, self._images(spec, x, y), cache / f"{split}.npy",
+                                                len(y), config.batch_size)
                         for split, x, y in (("train", s.x_train, s.y_train), ("val", s.x_val, s.y_val),
                                             ("test", s.x_test, s.y_test))}
             x_train, y_train = features["train"], s.y_train
             if config.cache_flips:
-                flipped = extract_features(transfer.features, self._resnet_data(s.x_train, s.y_train, flip=True),
-                                           cache / "train_flipped.npy")
+                flipped = extract_features(transfer.features, self._images(spec, s.x_train, s.y_train, flip=True),
+                                           cache / "train_flipped.npy", len(s.y_train), config.batch_size)
                 x_train, y_train = np.concatenate([x_train, flipped]), np.concatenate([y_train, y_train])
             with self.strategy.scope():
                 compile_classifier(transfer.head, config.head_lr, self.jit_compile)
@@ -145,46 +176,78 @@ class Experiment:
         else:
             with self.strategy.scope():
                 compile_classifier(transfer.model, config.head_lr, self.jit_compile)
-            stage = fit_stage(transfer.model, self._resnet_data(s.x_train, s.y_train, True, config.augment),
-                              self._resnet_data(s.x_val, s.y_val), config.head_epochs, stage_dir, len(s.y_train))
-            probabilities = transfer.model.predict(self._resnet_data(s.x_test, s.y_test), verbose=0)
-        return self._finish("resnet50_head", transfer.model, stage, precision, probabilities)
+            stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
+                              self._images(spec, s.x_val, s.y_val), config.head_epochs, stage_dir, len(s.y_train))
+            probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{backbone}_head test",
+                                    len(s.y_test), config.batch_size)
+        return self._finish(f"{backbone}_head", transfer.model, stage, precision, probabilities,
+                            self._transfer_details(spec))
 
-    def fine_tune(self) -> ModelRun:
-        """Stage 2: unfreeze the backbone's last `finetune_layers` layers (not BatchNorm) and train on."""
-        if "resnet50_head" not in self.runs:
-            self.train_head()
-        config, s, transfer = self.config, self.splits, self._transfer
+    def fine_tune(self, backbone: str) -> ModelRun:
+        """Stage 2: unfreeze the backbone's last layers (not BatchNorm) and train on.
+
+        Depth and learning rate are `config.finetune_layers` and `config.finetune_lr`, or
+        the backbone's registry defaults where those are None.
+        """
+        if f"{backbone}_head" not in self.runs:
+            self.train_head(backbone)
+        config, s, transfer = self.config, self.splits, self._transfers[backbone]
+        spec = transfer.spec
+        n_layers = config.finetune_layers or spec.finetune_layers
+        learning_rate = config.finetune_lr or spec.finetune_lr
         with self.strategy.scope():
-            unfreeze(transfer, config.finetune_layers, config.finetune_lr, self.jit_compile)
-        stage = fit_stage(transfer.model, self._resnet_data(s.x_train, s.y_train, True, config.augment),
-                          self._resnet_data(s.x_val, s.y_val), config.finetune_epochs,
-                          self._stage_dir("resnet50_finetuned"), len(s.y_train),
+            unfreeze(transfer, n_layers, learning_rate, self.jit_compile)
+        stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
+                          self._images(spec, s.x_val, s.y_val), config.finetune_epochs,
+                          self._stage_dir(f"{backbone}_finetuned"), len(s.y_train),
                           callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR),))
-        probabilities = transfer.model.predict(self._resnet_data(s.x_test, s.y_test), verbose=0)
-        return self._finish("resnet50_finetuned", transfer.model, stage, self.runs["resnet50_head"].precision,
-                            probabilities)
+        probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{backbone}_finetuned test",
+                                len(s.y_test), config.batch_size)
+        details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate}
+        return self._finish(f"{backbone}_finetuned", transfer.model, stage,
+                            self.runs[f"{backbone}_head"].precision, probabilities, details)
+
+    def _transfer_details(self, spec) -> dict:
+        source = spec.imagenet_source if self.weights == "imagenet" else weights_label(self.weights)
+        return {"backbone": spec.name, "weights": weights_label(self.weights), "weights_source": source}
 
     def run_stage(self, name: str) -> ModelRun | None:
-        """Train `name` if the config selects it (once), else return None."""
-        steps = {"cnn": self.train_cnn, "resnet50_head": self.train_head, "resnet50_finetuned": self.fine_tune}
+        """Train stage `name` if the config selects it (once), else return None."""
         if name not in self.config.model_list:
             print(f"{name}: not selected in config.models={self.config.models!r}")
             return None
-        return self.runs[name] if name in self.runs else steps[name]()
+        if name in self.runs:
+            return self.runs[name]
+        self._seed_once()
+        spec, kind = parse_stage(name)
+        print(f"{name}: started", flush=True)
+        started = time.perf_counter()
+        run = self.train_cnn() if spec is None else (self.train_head if kind == "head" else self.fine_tune)(spec.name)
+        print(f"{name}: finished in {time.perf_counter() - started:,.0f} s, test accuracy "
+              f"{run.metrics['test_accuracy']:.4f}", flush=True)
+        return run
+
+    def run_stages(self, kind: str) -> list[ModelRun]:
+        """Train every selected stage of `kind` ("cnn", "head" or "finetuned"), in run order."""
+        return [self.run_stage(name) for name in self.config.model_list if parse_stage(name)[1] == kind]
 
     def run_all(self) -> dict:
-        """Train every selected model in order and return the results."""
+        """Train every selected stage in order and return the results."""
         for name in self.config.model_list:
             self.run_stage(name)
         return self.results()
 
+    def _not_run_reason(self, name: str) -> str:
+        if name in self.config.model_list:
+            return "not finished"
+        spec, _ = parse_stage(name)
+        if spec is not None and self.weights == "imagenet" and imagenet_status(spec) == "unavailable offline":
+            return "ImageNet weights unavailable offline"
+        return "not selected"
+
     def results(self) -> dict:
-        """The content of results.json for the models trained so far."""
-        skipped = [name for name in ("cnn", "resnet50_head", "resnet50_finetuned") if name not in self.runs]
-        reason = "not selected"
-        if self.weights == "imagenet" and imagenet_weights_status() == "unavailable offline":
-            reason = "ImageNet weights unavailable offline"
+        """The content of results.json for the stages trained so far."""
+        skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *self.config.model_list]) if name not in self.runs]
         models = {name: run.summary() for name, run in self.runs.items()}
         return {
             "profile": self.profile,
@@ -194,7 +257,7 @@ class Experiment:
                           "replicas": self.strategy.num_replicas_in_sync},
             "data": {**self.splits.sizes(), "class_names": list(self.splits.class_names)},
             "models": models,
-            "not_run": {name: "not selected" if name == "cnn" else reason for name in skipped},
+            "not_run": {name: self._not_run_reason(name) for name in skipped},
             "best_model": max(models, key=lambda name: models[name]["test_accuracy"]) if models else None,
         }
 

@@ -1,24 +1,24 @@
-"""The model registry: the study's baseline CNN and ResNet50 with a transfer-learning head.
+"""The models: the study's baseline CNN, and any registered backbone with a transfer-learning head.
 
-Every builder returns an uncompiled `keras.Model`. The ResNet50 backbone is always called
-with `training=False`, so its BatchNorm layers stay in inference mode in both stages (the
-keras-io transfer-learning recipe); the final softmax is float32 under mixed precision.
+Every builder returns an uncompiled `keras.Model` (or a `TransferModel` of them). A backbone
+is always called with `training=False`, so its BatchNorm layers stay in inference mode in
+both stages (the keras-io transfer-learning recipe); the final softmax is float32 under
+mixed precision.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import keras
 from keras import layers
 
+from .backbones import BACKBONES, Backbone, get_backbone, load_backbone
 from .errors import UserError
 
 NUM_CLASSES = 10
-FEATURE_DIM = 2048  # ResNet50's pooled feature size
-IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"  # Keras's cache name
 
 
 def build_cnn(num_classes: int = NUM_CLASSES) -> keras.Model:
@@ -37,77 +37,59 @@ def build_cnn(num_classes: int = NUM_CLASSES) -> keras.Model:
 
 @dataclass(frozen=True, eq=False)
 class TransferModel:
-    """ResNet50 transfer model and the parts the two stages need.
+    """A frozen ImageNet backbone with a classification head, and the parts the two stages need.
 
     `model` maps images to probabilities; `features` maps images to pooled backbone
     features; `head` maps those features to probabilities and shares its layers with
-    `model`, so a head trained on cached features is the head of `model`.
+    `model`, so a head trained on cached features is the head of `model`. `spec` is the
+    backbone's registry entry (preprocessing, defaults).
     """
 
     model: keras.Model
     backbone: keras.Model
     features: keras.Model
     head: keras.Model
+    spec: Backbone
 
 
-def build_head(num_classes: int = NUM_CLASSES) -> keras.Model:
+def build_head(feature_dim: int, num_classes: int = NUM_CLASSES) -> keras.Model:
     """The classification head on pooled features: Dense(256, relu), Dropout(0.5), Dense(10, softmax)."""
-    inputs = keras.Input((FEATURE_DIM,), name="pooled_features")
+    inputs = keras.Input((feature_dim,), name="pooled_features")
     x = layers.Dense(256, activation="relu")(inputs)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="head")
 
 
+def build_transfer(backbone: str, image_size: int = 224, weights: str = "imagenet",
+                   num_classes: int = NUM_CLASSES) -> TransferModel:
+    """A registered backbone (include_top=False), frozen, global average pooling, and the head.
+
+    `weights` is "imagenet" (the backbone's own source), "none" (random initialisation,
+    not transfer learning) or a weights file path (see `backbones.load_backbone`). The
+    backbone is called with `training=False`, so BatchNorm stays in inference mode in
+    both stages. ResNet50 at 224x224: 24,114,826 parameters, 527,114 trainable.
+    """
+    spec = get_backbone(backbone)
+    base = load_backbone(spec, image_size, weights)
+    base.trainable = False
+    head = build_head(spec.feature_dim, num_classes)
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    pooled = layers.GlobalAveragePooling2D(name="pool")(base(inputs, training=False))
+    model = keras.Model(inputs, head(pooled), name=f"{spec.name}_transfer")
+    features = keras.Model(inputs, pooled, name=f"{spec.name}_features")
+    return TransferModel(model, base, features, head, spec)
+
+
 def build_resnet50(image_size: int = 224, weights: str = "imagenet",
                    num_classes: int = NUM_CLASSES) -> TransferModel:
-    """ResNet50 (include_top=False) frozen, global average pooling, and the head.
-
-    `weights` is "imagenet" (Keras downloads and caches it), "none" (random
-    initialisation, not transfer learning) or a path to a ResNet50 no-top weights file.
-    At 224x224: 24,114,826 parameters, 527,114 trainable.
-    """
-    backbone = _backbone(image_size, weights)
-    backbone.trainable = False
-    head = build_head(num_classes)
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    pooled = layers.GlobalAveragePooling2D(name="pool")(backbone(inputs, training=False))
-    model = keras.Model(inputs, head(pooled), name="resnet50_transfer")
-    features = keras.Model(inputs, pooled, name="resnet50_features")
-    return TransferModel(model, backbone, features, head)
+    """The study's model: `build_transfer("resnet50", ...)`."""
+    return build_transfer("resnet50", image_size, weights, num_classes)
 
 
-def _backbone(image_size: int, weights: str) -> keras.Model:
-    shape = (image_size, image_size, 3)
-    if weights == "none":
-        return keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
-    if weights == "imagenet":
-        try:
-            return keras.applications.ResNet50(include_top=False, weights="imagenet", input_shape=shape)
-        except Exception as exc:  # the download fails in many ways offline
-            cache = Path(keras.config.keras_home() if hasattr(keras.config, "keras_home") else "~/.keras")
-            raise UserError(f"ImageNet weights for ResNet50 could not be fetched ({type(exc).__name__}); "
-                            f"put {IMAGENET_NOTOP_FILE} in {cache.expanduser() / 'models'} or pass "
-                            "--weights PATH (or --weights none for a random-init run).") from exc
-    path = Path(weights)
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist; pass imagenet, none or an existing file.")
-    model = keras.applications.ResNet50(include_top=False, weights=None, input_shape=shape)
-    try:
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            model.load_weights(path)
-        if any("Skipping" in str(w.message) for w in skipped):
-            raise ValueError("some layers found no weights in the file")
-    except Exception as exc:  # a file of another architecture fails in layer-matching code
-        raise UserError(f"{path} does not hold ResNet50 (include_top=False) weights ({type(exc).__name__}); "
-                        "save them with cifar10_transfer.save_backbone_weights.") from exc
-    return model
-
-
-def check_weights(weights: str) -> None:
-    """Fail fast, before any training, when `weights` cannot be loaded (raises UserError)."""
-    _backbone(32, weights)
+def check_weights(backbone: str, weights: str) -> None:
+    """Fail fast, before any training, when `weights` cannot be loaded into `backbone` (UserError)."""
+    load_backbone(get_backbone(backbone), 32, weights)
 
 
 def save_backbone_weights(backbone: keras.Model, path: str | Path) -> Path:
@@ -125,7 +107,7 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
     """Unfreeze the backbone's last `n_layers` layers, except BatchNorm, and recompile.
 
     Args:
-        transfer: the model from `build_resnet50`, typically after stage 1.
+        transfer: the model from `build_transfer`, typically after stage 1.
         n_layers: how many of the backbone's last layers to make trainable. Every layer
             counts (activations, additions, padding), as the study counted them.
         learning_rate: Adam learning rate for stage 2, small so the pretrained
@@ -146,7 +128,7 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
     total = len(transfer.backbone.layers)
     if not 1 <= n_layers <= total:
         raise UserError(f"finetune_layers={n_layers} must be between 1 and {total}, "
-                        "the number of ResNet50 backbone layers.")
+                        f"the number of {transfer.spec.label} backbone layers.")
     if learning_rate <= 0:
         raise UserError(f"finetune learning rate {learning_rate} must be positive.")
     transfer.backbone.trainable = True
@@ -165,11 +147,11 @@ def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bo
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
 
 
-MODEL_REGISTRY = {"cnn": build_cnn, "resnet50": build_resnet50}
+MODEL_REGISTRY = {"cnn": build_cnn, **{name: partial(build_transfer, name) for name in BACKBONES}}
 
 
 def build_model(name: str, **kwargs):
-    """Build a registered model by name: `cnn` (a keras.Model) or `resnet50` (a TransferModel)."""
+    """Build a registered model by name: `cnn` (a keras.Model) or a backbone (a TransferModel)."""
     if name not in MODEL_REGISTRY:
         raise UserError(f"unknown model {name!r}; choose from {', '.join(MODEL_REGISTRY)}.")
     return MODEL_REGISTRY[name](**kwargs)

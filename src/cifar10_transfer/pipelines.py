@@ -1,6 +1,6 @@
 """The seeded, stratified split and the `tf.data` input pipelines.
 
-The ResNet50 pipeline resizes each batch to `image_size` on the fly, so the 224x224
+The backbone pipeline resizes each batch to `image_size` on the fly, so the 224x224
 float images (0.6 MB each) are never materialized as one array: memory stays flat
 whatever `train_size` is. Augmentation happens in pixel space [0, 255], before
 `preprocess_input`, with stateless random ops so that a seed fixes every epoch.
@@ -84,12 +84,13 @@ def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = F
     return _prefetched(ds)
 
 
-def resnet_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int,
-                   shuffle: bool = False, augment: bool = False, seed: int = 0,
-                   flip: bool = False) -> tf.data.Dataset:
-    """Batches resized to `image_size`, optionally augmented or flipped, then `preprocess_input`.
+def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int, preprocess,
+                     shuffle: bool = False, augment: bool = False, seed: int = 0,
+                     flip: bool = False) -> tf.data.Dataset:
+    """Batches resized to `image_size`, optionally augmented or flipped, then `preprocess`.
 
-    `flip=True` mirrors every image (used to cache features of flipped copies).
+    `preprocess` is the backbone's input scaling of float pixels in [0, 255] (its registry
+    entry's). `flip=True` mirrors every image (used to cache features of flipped copies).
     """
     ds = _batched(x, y, batch_size, shuffle, seed)
     resize = lambda images: tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))
@@ -102,16 +103,8 @@ def resnet_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: in
         ds = ds.map(lambda images, labels: (resize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     if flip:
         ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
-    ds = ds.map(lambda images, labels: (preprocess_resnet(images), labels),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda images, labels: (preprocess(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return _prefetched(ds)
-
-
-def preprocess_resnet(images: tf.Tensor) -> tf.Tensor:
-    """ResNet50's ImageNet preprocessing (RGB to BGR, mean subtraction) of pixels in [0, 255]."""
-    import keras
-
-    return keras.applications.resnet50.preprocess_input(images)
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,

@@ -26,12 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from .publish import atomic_write  # noqa: E402
-
-# The study's reported test accuracies and display names. They live here rather than in
-# report.py because report imports plots; the reverse import would be circular.
-REPORTED_ACCURACY = {"cnn": 0.605, "resnet50_head": 0.887, "resnet50_finetuned": 0.910}
-MODEL_LABELS = {"cnn": "Baseline CNN", "resnet50_head": "ResNet50 head-only",
-                "resnet50_finetuned": "ResNet50 fine-tuned"}
+from .study import table_stages  # noqa: E402
 
 DPI = 150
 # One palette for every figure (Okabe-Ito: distinguishable with colour-vision deficiency).
@@ -330,24 +325,28 @@ def per_class_metrics(per_class: dict, title: str) -> Figure:
 
 @_styled
 def model_comparison(results: dict) -> Figure:
-    """Test accuracy of each model in this run next to the study's reported accuracy."""
+    """Test accuracy of each stage in this run next to the study's reported accuracy (where it has one)."""
     models = results.get("models", {})
-    names = list(MODEL_LABELS)
-    fig = Figure(figsize=(9, 5), layout="constrained")
+    stages = table_stages(models)
+    fig = Figure(figsize=(max(9, 1.6 * len(stages)), 5), layout="constrained")
     ax = fig.subplots()
-    x = np.arange(len(names))
+    x = np.arange(len(stages))
     width = 0.38
-    study = ax.bar(x - width / 2, [REPORTED_ACCURACY[n] for n in names], width,
+    reported = [i for i, s in enumerate(stages) if s.study_accuracy is not None]
+    study = ax.bar(x[reported] - width / 2, [stages[i].study_accuracy for i in reported], width,
                    color=PALETTE["muted"], label="study (reported)")
-    ax.bar_label(study, labels=[format_accuracy(REPORTED_ACCURACY[n]) for n in names], padding=2, fontsize=9)
-    ran = [i for i, n in enumerate(names) if n in models]
-    accuracies = [models[names[i]]["test_accuracy"] for i in ran]
+    ax.bar_label(study, labels=[format_accuracy(stages[i].study_accuracy) for i in reported], padding=2, fontsize=9)
+    ran = [i for i, s in enumerate(stages) if s.name in models]
+    accuracies = [models[stages[i].name]["test_accuracy"] for i in ran]
     this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run")
     ax.bar_label(this_run, labels=[format_accuracy(a) for a in accuracies], padding=2, fontsize=9)
-    for i, name in enumerate(names):
-        if name not in models:
+    for i, s in enumerate(stages):
+        if s.name not in models:
             ax.text(x[i] + width / 2, 0.02, "not run", ha="center", va="bottom", color=PALETTE["red"])
-    ax.set_xticks(x, [MODEL_LABELS[n] for n in names])
+        if s.study_accuracy is None:
+            ax.text(x[i] - width / 2, 0.02, "not in\nstudy", ha="center", va="bottom", color=PALETTE["muted"],
+                    fontsize=8)
+    ax.set_xticks(x, [textwrap.fill(s.label, 14) for s in stages])
     ax.set_ylim(0, 1.05)  # room for the value labels above a bar near 100%
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -355,6 +354,5 @@ def model_comparison(results: dict) -> Figure:
     _legend_outside(ax)
     data = results.get("provenance", {}).get("data", "unknown data")
     fig.suptitle("Test accuracy: this run vs the study")
-    # Long data descriptions (folder paths) are wrapped, and cut only if absurdly long.
     ax.set_title(textwrap.fill(textwrap.shorten(f"Data: {data}", 160, placeholder="…"), 90), fontsize=9)
     return fig

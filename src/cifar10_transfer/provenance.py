@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import socket
 import subprocess
 from datetime import datetime, timezone
 from importlib import metadata
@@ -13,8 +12,6 @@ from pathlib import Path
 from .data import Dataset
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "pandas", "matplotlib")
-WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where Keras downloads the ImageNet weights from
-NOTOP_WEIGHTS = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -58,20 +55,11 @@ def device() -> str:
 
 
 def weights_label(weights: str) -> str:
-    """How results name the weights: imagenet, none (random init), or file:<path>."""
-    return weights if weights in ("imagenet", "none") else f"file:{Path(weights).resolve()}"
+    """How results name the weights: imagenet, none (random init), or file:<file name>.
 
-
-def imagenet_weights_status() -> str:
-    """'cached' if Keras has the ResNet50 no-top weights, else 'downloadable' or 'unavailable offline'."""
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    if (keras_home / "models" / NOTOP_WEIGHTS).is_file():
-        return "cached"
-    try:
-        socket.create_connection(WEIGHTS_HOST, timeout=3).close()
-    except OSError:
-        return "unavailable offline"
-    return "downloadable"
+    Only the file's name: an absolute path would mean nothing on a reader's machine.
+    """
+    return weights if weights in ("imagenet", "none") else f"file:{Path(weights).name}"
 
 
 def collect_provenance(dataset: Dataset, weights: str, started: datetime) -> dict:

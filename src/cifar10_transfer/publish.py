@@ -27,10 +27,11 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
 
     The temporary file lives in the same directory, so os.replace is an atomic rename: a
     reader sees the old file or the new one, never half of one, even if the process dies.
+    It ends like `path`, because some writers (Keras's `save_weights`) check the suffix.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
         write(str(temporary))
         os.replace(temporary, path)

@@ -13,9 +13,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
+from .backbones import get_backbone
 from .errors import UserError
-from .plots import MODEL_LABELS, REPORTED_ACCURACY, format_accuracy
+from .plots import format_accuracy
 from .publish import atomic_write
+from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
@@ -48,19 +50,35 @@ def not_run_reason(results: dict, name: str) -> str:
     return results.get("not_run", {}).get(name, "not selected")
 
 
+def stage_label(results: dict, name: str) -> str:
+    """A stage's label, marked when its backbone ran from random initialisation."""
+    text = label(name)
+    if stage(name).backbone and results["provenance"].get("weights") == "none":
+        text += " (random init, not transfer learning)"
+    return text
+
+
 def table_rows(results: dict) -> list[dict]:
-    """One row per model in study order, as display strings shared by the README and the deck."""
+    """One row per stage (the study's, then the others trained), as display strings shared by
+    the README and the deck."""
     rows = []
-    random_init = results["provenance"].get("weights") == "none"
-    for name, label in MODEL_LABELS.items():
-        m, study = results["models"].get(name), REPORTED_ACCURACY[name]
-        if random_init and name.startswith("resnet50"):
-            label += " (random init, not transfer learning)"
-        rows.append({"model": label, "study": format_accuracy(study),
-                     "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {not_run_reason(results, name)}",
-                     "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m else "—",
+    for entry in table_stages(results["models"]):
+        m, study = results["models"].get(entry.name), entry.study_accuracy
+        rows.append({"model": stage_label(results, entry.name),
+                     "study": format_accuracy(study) if study is not None else "—",
+                     "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {not_run_reason(results, entry.name)}",
+                     "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None else "—",
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
     return rows
+
+
+def weights_description(results: dict) -> str:
+    """The run's weights setting and, for ImageNet weights, where each trained backbone's came from."""
+    weights = results["provenance"].get("weights", "unknown")
+    sources = {m["backbone"]: m["weights_source"] for m in results["models"].values() if "weights_source" in m}
+    if weights == "imagenet" and sources:
+        return "imagenet (" + "; ".join(f"{get_backbone(b).label}: {src}" for b, src in sources.items()) + ")"
+    return str(weights)
 
 
 def finished_date(provenance: dict) -> str:
@@ -83,12 +101,13 @@ def _md_escape(text: str) -> str:
 
 def results_table_markdown(results: dict) -> str:
     """The README results table (study vs this run) followed by one italic provenance line."""
-    lines = ["| Model | Study (reported) | This run | Difference (points) |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['diff']} |" for r in table_rows(results)]
+    lines = ["| Model | Study (reported) | This run | Difference (points) | Seconds |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['diff']} | {r['seconds']} |"
+              for r in table_rows(results)]
     prov = results["provenance"]
     details = [f"profile {results.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
-               f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
+               f"weights: {weights_description(results)}", f"hardware: {prov.get('hardware', 'unknown')}",
                f"finished {finished_date(prov)}", f"commit {short_commit(prov)}"]
     return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
@@ -128,34 +147,41 @@ def best_model(results: dict) -> str | None:
 
 
 def findings(results: dict) -> list[str]:
-    """Sentences computed from results: best model vs study, gaps, top confusion, weakest class."""
+    """Sentences computed from results: best model, what transfer adds over the CNN and at what
+    cost, each stage against the study, the top confusion and the weakest class."""
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
-    acc, label = models[best]["test_accuracy"], MODEL_LABELS[best]
-    out = [f"Best model: {label} with {format_accuracy(acc)} test accuracy, "
-           f"{points_difference(acc, REPORTED_ACCURACY[best]):+.1f} points vs the study's "
-           f"{format_accuracy(REPORTED_ACCURACY[best])}."]
-    if str(results["provenance"].get("weights")) == "none" and any(n.startswith("resnet50") for n in models):
-        out.append("ResNet50 ran from random initialisation (weights none): not transfer learning, "
-                   "so its rows only show that the pipeline runs.")
+    acc = models[best]["test_accuracy"]
+    out = [f"Best model: {label(best)} with {format_accuracy(acc)} test accuracy."]
+    if str(results["provenance"].get("weights")) == "none" and any(stage(n).backbone for n in models):
+        out.append("The backbones ran from random initialisation (weights none): not transfer learning, "
+                   "so their rows only show that the pipeline runs.")
     if len(models) == 1:
-        out.append(f"Only the {label} ran, so this run cannot compare models.")
-    for other in (n for n in MODEL_LABELS if n in models and n != best):
-        other_acc = models[other]["test_accuracy"]
-        out.append(f"{label} beats {MODEL_LABELS[other]} by {points_difference(acc, other_acc):.1f} points "
-                   f"({format_accuracy(acc)} vs {format_accuracy(other_acc)}).")
+        out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
+    cnn = models.get("cnn")
+    for name in (n for n in models if stage(n).backbone and cnn):
+        m = models[name]
+        out.append(f"{stage_label(results, name)} vs the baseline CNN: {points_difference(m['test_accuracy'], cnn['test_accuracy']):+.1f} "
+                   f"points ({format_accuracy(m['test_accuracy'])} vs {format_accuracy(cnn['test_accuracy'])}), "
+                   f"for {m['seconds']:,.0f} s of training against {cnn['seconds']:,.0f} s "
+                   f"({m['seconds'] / max(cnn['seconds'], 1e-9):,.0f}x).")
+    for name in (n for n in models if stage(n).study_accuracy is not None):
+        reported = stage(name).study_accuracy
+        out.append(f"{label(name)}: {format_accuracy(models[name]['test_accuracy'])} here vs "
+                   f"{format_accuracy(reported)} in the study "
+                   f"({points_difference(models[name]['test_accuracy'], reported):+.1f} points).")
     confusions = models[best].get("top_confusions") or []
     per_class = models[best].get("per_class") or {}
     if confusions:
         top = confusions[0]
         support = per_class.get(top["true"], {}).get("support")
         share = f" ({100 * top['count'] / support:.1f}% of {support:,} test {top['true']} images)" if support else ""
-        out.append(f"Most common mistake ({label}): {top['true']} predicted as {top['predicted']}, "
+        out.append(f"Most common mistake ({label(best)}): {top['true']} predicted as {top['predicted']}, "
                    f"{top['count']:,} times{share}.")
     if per_class:
         weakest = min(per_class, key=lambda c: per_class[c]["f1"])
         m = per_class[weakest]
-        out.append(f"Weakest class ({label}): {weakest} (F1 {m['f1']:.2f}, "
+        out.append(f"Weakest class ({label(best)}): {weakest} (F1 {m['f1']:.2f}, "
                    f"precision {m['precision']:.2f}, recall {m['recall']:.2f}).")
     return out

