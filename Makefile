@@ -15,7 +15,7 @@ SET ?=
 RUN_FLAGS = --profile $(PROFILE) --out $(OUT) --data $(DATA) --weights $(WEIGHTS) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume)
 
-.PHONY: help install test reproduce train report data-check bench clean
+.PHONY: help install test reproduce train report predict data-check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: install ## run the test suite (real-data tests read the CIFAR10_DIR variable)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 reproduce: install ## run both notebooks and regenerate figures, results, deck and README table
 	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS)
@@ -41,6 +41,9 @@ train: install ## train and evaluate only, writing OUT/results/results.json
 
 report: install ## re-render the deck and README table from results/results.json
 	$(PY) -m cifar10_transfer report --out $(OUT)
+
+predict: install ## classify IMAGES (files or folders) with the run in OUT; MODEL=stage (default: best)
+	$(PY) -m cifar10_transfer predict --run $(OUT) $(if $(MODEL),--model $(MODEL)) $(IMAGES)
 
 data-check: install ## print per-split, per-class counts of the data
 	$(PY) -m cifar10_transfer data check --data $(DATA) $(if $(DATA_DIR),--data-dir $(DATA_DIR))

@@ -207,46 +207,64 @@ def peak_rss(sizes: list[int], quick: bool, data_flags: list[str]) -> dict:
     return out
 
 
+def _run_note(run: dict) -> str:
+    took = datetime.fromisoformat(run["finished"]) - datetime.fromisoformat(run["started"])
+    return f"{run['finished'][:10]}, {took.total_seconds() / 60:.0f} min, {run['hardware']} ({run['device']})"
+
+
 def markdown(report: dict) -> str:
-    """The README's Performance block."""
-    c, r = report["cnn"], report["peak_rss_gb"]
-    sizes = sorted(int(k) for k in r if k.isdigit())
-    rows = [
-        ("CNN training, float32", f"{c['float32']['images_per_second']:,.0f} images/s"),
-        ("CNN training, mixed_bfloat16", f"{c['mixed_bfloat16']['images_per_second']:,.0f} images/s"),
-        ("CNN training without op determinism: XLA off / on",
-         f"{c['float32_nondeterministic']['images_per_second']:,.0f} / "
-         f"{c['float32_xla']['images_per_second']:,.0f} images/s"),
-        ("CNN test accuracy, float32 / mixed_bfloat16",
-         f"{100 * c['float32']['test_accuracy']:.1f}% / {100 * c['mixed_bfloat16']['test_accuracy']:.1f}%"),
-    ]
-    for name, b in report["backbones"].items():
+    """The README's Performance block: the rows of every part measured, and when and where each was."""
+    rows, notes = [], []
+    if "cnn" in report:
+        c = report["cnn"]
+        rows += [
+            ("CNN training, float32 / mixed_bfloat16",
+             f"{c['float32']['images_per_second']:,.0f} / {c['mixed_bfloat16']['images_per_second']:,.0f} images/s"),
+            ("CNN training without op determinism: XLA off / on",
+             f"{c['float32_nondeterministic']['images_per_second']:,.0f} / "
+             f"{c['float32_xla']['images_per_second']:,.0f} images/s"),
+            ("CNN test accuracy, float32 / mixed_bfloat16",
+             f"{100 * c['float32']['test_accuracy']:.1f}% / {100 * c['mixed_bfloat16']['test_accuracy']:.1f}%"),
+        ]
+        notes.append(("CNN", c["run"]))
+    for name, b in report.get("backbones", {}).items():
         f, s, t = b["feature_extraction"], b["stage1"], b["fine_tuning"]
         who = f"{get_backbone(name).label} ({'ImageNet' if b['weights'] == 'imagenet' else 'weights ' + b['weights']})"
         rows += [
-            (f"{who}: features at {report['image_size']}px, float32 / mixed_bfloat16",
+            (f"{who}: features at {b['image_size']}px, float32 / mixed_bfloat16",
              f"{f['float32']['images_per_second']:.1f} / {f['mixed_bfloat16']['images_per_second']:.1f} images/s "
              f"({f['speedup_bfloat16']:.2f}x)"),
             (f"{who}: float32 vs bfloat16 feature cosine similarity (mean / min)",
              f"{f['cosine_similarity']['mean']:.6f} / {f['cosine_similarity']['min']:.6f}"),
-            (f"{who}: stage 1, {report['stage1_epochs']} epochs, end_to_end / cached",
+            (f"{who}: stage 1, {b['stage1_epochs']} epochs on {b['stage1_images']} images, end_to_end / cached",
              f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x); "
-             f"head val accuracy {100 * s['end_to_end']['val_accuracy']:.1f}% / {100 * s['cached']['val_accuracy']:.1f}%"),
+             f"head val accuracy {100 * s['end_to_end']['val_accuracy']:.1f}% / "
+             f"{100 * s['cached']['val_accuracy']:.1f}%"),
             (f"{who}: fine-tuning, last {t['finetune_layers']} layers, {t['precision']}",
              f"{t['images_per_second']:.1f} images/s"),
         ]
-    rows += [
-        (f"Peak RSS of a `train` run (seed profile, {r['overrides']}) at train_size {sizes[0]:,} / {sizes[-1]:,}",
-         f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"),
-    ]
+        notes.append((get_backbone(name).label, b["run"]))
+    if "peak_rss_gb" in report:
+        r = report["peak_rss_gb"]
+        sizes = sorted(int(k) for k in r if k.isdigit())
+        rows.append((f"Peak RSS of a `train` run (seed profile, {r['overrides']}) at train_size "
+                     f"{sizes[0]:,} / {sizes[-1]:,}",
+                     f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"))
+        notes.append(("memory", r["run"]))
     table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
-    jpeg_note = ", whose JPEG re-encoding costs about a point of accuracy" if "JPEG" in report["data"] else ""
-    took = datetime.fromisoformat(report["finished"]) - datetime.fromisoformat(report["started"])
-    minutes = took.total_seconds() / 60
-    return (f"{table}\n\n*Measured {report['finished'][:10]} in {minutes:.0f} minutes on {report['hardware']} "
-            f"({report['device']}); "
-            f"data: {report['data']}{jpeg_note}; accuracies of random-init backbones say nothing about transfer "
-            f"learning; stage 1 on {report['stage1_images']} training images.*")
+    data = sorted({part["run"]["data"] for part in _parts(report)})
+    jpeg_note = ", whose JPEG re-encoding costs about a point of accuracy" if any("JPEG" in d for d in data) else ""
+    runs: dict[str, list[str]] = {}
+    for part, run in notes:  # parts measured in the same run share one note
+        runs.setdefault(_run_note(run), []).append(part)
+    measured = "; ".join(f"{', '.join(parts)} rows in one run, {note}" for note, parts in runs.items())
+    return (f"{table}\n\n*Measured: {measured}. Data: {' / '.join(data)}{jpeg_note}. Ratios compare "
+            "measurements of one part, taken in one run; accuracies of random-init backbones say nothing "
+            "about transfer learning.*")
+
+
+def _parts(report: dict) -> list[dict]:
+    return [report[key] for key in ("cnn", "peak_rss_gb") if key in report] + list(report.get("backbones", {}).values())
 
 
 def update_readme(block: str) -> None:
@@ -272,6 +290,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
+    parser.add_argument("--parts", default="cnn,backbones,rss",
+                        help="what to measure: cnn, backbones, rss (comma-separated)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other parts of --out, each labelled with its own run")
     parser.add_argument("--rss-run", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cnn-probe", choices=tuple(CNN_VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--cnn-epochs", type=int, default=10, help=argparse.SUPPRESS)
@@ -287,22 +309,34 @@ def main() -> None:
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
         args.cnn_epochs, args.cnn_train_size = 2, 1000
-    started = datetime.now(timezone.utc)
+    parts = {part.strip() for part in args.parts.split(",")}
     dataset = _dataset(args.data, args.data_dir)
     data_flags = _data_flags(args.data, args.data_dir)
     splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
-    backbones = [get_backbone(name.strip()) for name in args.backbones.split(",") if name.strip()]
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if args.merge and out.is_file() else {}
+
+    def measured(started: datetime) -> dict:
+        return {"started": started.isoformat(timespec="seconds"),
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "hardware": hardware(), "device": device(), "data": dataset.description}
+
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        report = {
-            "image_size": args.image_size, "stage1_epochs": args.stage1_epochs,
-            "stage1_images": len(splits.y_train), "data": dataset.description,
-            "cnn": cnn_variants(args.cnn_epochs, args.cnn_train_size, data_flags),
-            "backbones": {spec.name: backbone_report(spec, splits, args, Path(tmp) / spec.name) for spec in backbones},
-            "peak_rss_gb": peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags),
-        }
-    report.update(hardware=hardware(), device=device(), started=started.isoformat(timespec="seconds"),
-                  finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    write_atomic(Path(args.out), json.dumps(report, indent=2) + "\n")
+        if "cnn" in parts:
+            started = datetime.now(timezone.utc)
+            report["cnn"] = cnn_variants(args.cnn_epochs, args.cnn_train_size, data_flags)
+            report["cnn"]["run"] = measured(started)
+        for name in (n.strip() for n in args.backbones.split(",") if n.strip() and "backbones" in parts):
+            started = datetime.now(timezone.utc)
+            entry = backbone_report(get_backbone(name), splits, args, Path(tmp) / name)
+            entry.update(image_size=args.image_size, stage1_epochs=args.stage1_epochs,
+                         stage1_images=len(splits.y_train), run=measured(started))
+            report.setdefault("backbones", {})[name] = entry
+        if "rss" in parts:
+            started = datetime.now(timezone.utc)
+            report["peak_rss_gb"] = peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags)
+            report["peak_rss_gb"]["run"] = measured(started)
+    write_atomic(out, json.dumps(report, indent=2) + "\n")
     block = markdown(report)
     print(block)
     if not args.no_readme:

@@ -1,7 +1,10 @@
 """The committed README table and results agree, and the README documents what the code does."""
 
 import json
+import re
 from pathlib import Path
+
+import pypdf
 
 from cifar10_transfer import report
 from cifar10_transfer.cli import build_parser
@@ -27,3 +30,16 @@ def test_readme_names_the_two_commands_and_every_cli_command():
     commands = build_parser()._subparsers._group_actions[0].choices
     for command in commands:
         assert f"cifar10_transfer {command}" in readme
+
+
+MACHINE_PATH = re.compile(r"(?<![\w.])(/tmp/|/work/|/home/|/root/|/Users/|/var/folders/|[A-Z]:\\)")
+
+
+def test_committed_artifacts_hold_no_machine_paths():
+    files = [ROOT / "README.md", *(ROOT / "results").rglob("*.*"), ROOT / "benchmarks" / "results" / "latest.json"]
+    texts = {path: path.read_text(encoding="utf-8") for path in files if path.suffix in (".md", ".json", ".csv", ".ipynb")}
+    deck = ROOT / "presentation" / "computer_vision_image_classification.pdf"
+    texts[deck] = "\n".join(page.extract_text() for page in pypdf.PdfReader(deck).pages)
+    assert len(texts) >= 5
+    assert {str(path.relative_to(ROOT)): MACHINE_PATH.findall(text) for path, text in texts.items()
+            if MACHINE_PATH.search(text)} == {}

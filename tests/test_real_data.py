@@ -12,11 +12,12 @@ from PIL import Image
 
 from cifar10_transfer.data import load_dataset
 from cifar10_transfer.plots import format_accuracy
+from cifar10_transfer.study import stage
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ["train_label_distribution.png", "dataset_samples.png", "avg_rgb_by_class.png", "pixel_intensity.png",
-           "augmentation.png", "cnn_curve.png", "resnet_head.png", "resnet_finetuning.png", "confusion_matrix.png",
-           "common_errors.png", "misclassified_examples.png", "per_class_metrics.png", "model_comparison.png"]
+           "augmentation.png", "confusion_matrix.png", "common_errors.png", "misclassified_examples.png",
+           "per_class_metrics.png", "model_comparison.png"]  # plus each trained stage's curves
 
 
 @pytest.mark.real_data
@@ -31,28 +32,82 @@ def test_all_60000_real_images_load(real_data_dir):
     assert 100 < dataset.x_train.mean() < 150  # real photographs, not blank decodes
 
 
+SMOKE_MODELS = "cnn,efficientnet_lite0_head,efficientnet_lite0_finetuned"
+
+
+def _cli(*args, timeout=1200):
+    return subprocess.run([sys.executable, "-m", "cifar10_transfer", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(real_data_dir, tmp_path_factory):
+    """One smoke `reproduce` on the real copy with EfficientNet-Lite0's ImageNet weights, read by many tests."""
+    out = tmp_path_factory.mktemp("smoke-run")
+    result = _cli("reproduce", "--profile", "smoke", "--data-dir", real_data_dir, "--set", f"models={SMOKE_MODELS}",
+                  "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_smoke_reproduce_on_real_data(real_data_dir, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "cifar10_transfer", "reproduce", "--profile", "smoke",
-                             "--data-dir", str(real_data_dir), "--weights", "none", "--out", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for figure in FIGURES:
-        assert (tmp_path / "images" / figure).stat().st_size > 10_000, figure
-    results = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert set(results["models"]) == {"cnn", "resnet50_head", "resnet50_finetuned"}
-    assert "JPEG copy" in results["provenance"]["data"] and results["provenance"]["weights"] == "none"
+def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run):
+    results = json.loads((smoke_run / "results" / "results.json").read_text())
+    assert list(results["models"]) == SMOKE_MODELS.split(",")
+    for figure in FIGURES + [stage(name).curve_file for name in results["models"]]:
+        assert (smoke_run / "images" / figure).stat().st_size > 10_000, figure
+    assert "JPEG copy" in results["provenance"]["data"] and results["provenance"]["weights"] == "imagenet"
+    assert results["models"]["efficientnet_lite0_head"]["weights_source"].startswith("pip package")
+    assert results["not_run"]["resnet50_head"] in ("ImageNet weights unavailable offline", "not selected")
     for name in ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb"):
-        executed = json.loads((tmp_path / "results" / "notebooks" / name).read_text())
+        executed = json.loads((smoke_run / "results" / "notebooks" / name).read_text())
         assert any(cell.get("outputs") for cell in executed["cells"])
-    reader = pypdf.PdfReader(tmp_path / "presentation" / "computer_vision_image_classification.pdf")
+    reader = pypdf.PdfReader(smoke_run / "presentation" / "computer_vision_image_classification.pdf")
     assert len(reader.pages) >= 12
     text = "\n".join(page.extract_text() for page in reader.pages)
     for entry in results["models"].values():
         assert format_accuracy(entry["test_accuracy"]) in text
-    assert "not transfer learning" in text
-    assert not list(tmp_path.glob(".runs/*/results"))  # everything was published out of the run directory
+    assert "EfficientNet-Lite0 fine-tuned" in text
+    assert not list(smoke_run.glob(".runs/*/results"))  # everything was published out of the run directory
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_published_files_hold_no_absolute_path_of_this_machine(smoke_run, real_data_dir):
+    machine_paths = [str(real_data_dir.resolve()), str(smoke_run.resolve()), str(ROOT)]
+    published = [p for part in ("results", "presentation", "images") for p in (smoke_run / part).rglob("*")
+                 if p.is_file()]
+    assert len(published) > 15
+    for path in published:
+        text = path.read_bytes().decode("latin-1")
+        if path.suffix == ".pdf":
+            text += "\n".join(page.extract_text() for page in pypdf.PdfReader(path).pages)
+        assert not [m for m in machine_paths if m in text], path
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_predict_classifies_real_images_with_the_smoke_run(smoke_run, real_data_dir, tmp_path):
+    Image.open(real_data_dir / "test" / "ship" / "0000.jpg").save(tmp_path / "ship.png")
+    Image.open(real_data_dir / "test" / "cat" / "0000.jpg").convert("L").resize((64, 64)).save(tmp_path / "cat.jpg")
+    result = _cli("predict", "--run", smoke_run, "--json", tmp_path / "ship.png", tmp_path / "cat.jpg", timeout=300)
+    assert result.returncode == 0, result.stderr
+    output = json.loads(result.stdout)
+    assert output["model"] == json.loads((smoke_run / "results" / "results.json").read_text())["best_model"]
+    assert [len(entry["top"]) for entry in output["images"]] == [3, 3]
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_imagenet_head_beats_a_random_init_head_by_a_wide_margin(smoke_run, real_data_dir, tmp_path):
+    result = _cli("train", "--profile", "smoke", "--data-dir", real_data_dir, "--weights", "none",
+                  "--set", "models=efficientnet_lite0_head", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    random_init = json.loads((tmp_path / "results" / "results.json").read_text())["models"]
+    imagenet = json.loads((smoke_run / "results" / "results.json").read_text())["models"]
+    gap = imagenet["efficientnet_lite0_head"]["test_accuracy"] - random_init["efficientnet_lite0_head"]["test_accuracy"]
+    assert gap > 0.15, (imagenet["efficientnet_lite0_head"]["test_accuracy"], random_init)
 
 
 IMAGENET_DOGS = range(151, 269)  # ImageNet classes 151-268 are dog breeds

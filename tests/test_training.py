@@ -137,6 +137,18 @@ def test_same_seed_gives_identical_runs(tmp_path):
     assert first["confusion_matrix"] == second["confusion_matrix"]
 
 
+def test_every_stage_writes_tensorboard_logs(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _cnn_results(tmp_path, "logged")
+    logs = tmp_path / "logged" / "logs" / "cnn"
+    train, validation = EventAccumulator(str(logs / "train")), EventAccumulator(str(logs / "validation"))
+    train.Reload(), validation.Reload()
+    assert "keras" in train.Tags()["tensors"]  # the model graph (TensorBoard's conceptual graph)
+    assert [event.step for event in train.Tensors("epoch_loss")] == [0, 1]
+    assert [event.step for event in validation.Tensors("epoch_accuracy")] == [0, 1]
+
+
 def _cli(*args, out):
     return [sys.executable, "-m", "cifar10_transfer", "train", "--profile", "smoke", "--data", "synthetic",
             "--weights", "none", "--out", str(out), "--set", "models=cnn", "--set", "cnn_epochs=4",

@@ -1,4 +1,4 @@
-"""Command line: `python -m cifar10_transfer {data check,train,reproduce,report}`.
+"""Command line: `python -m cifar10_transfer {data check,train,reproduce,report,predict}`.
 
 Argument parsing and exit codes only; the work is in `workflow`. A UserError prints
 one line and exits 2; `--debug` shows the traceback instead.
@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(commands.add_parser("reproduce", help="run the notebooks, figures, results, deck, README"))
     report = commands.add_parser("report", help="re-render deck and README table from results.json")
     report.add_argument("--out", default=".", help="directory holding results/results.json")
+    predict = commands.add_parser("predict", help="classify images with a trained model of a run")
+    predict.add_argument("--run", default=".", help="the --out of a train or reproduce run")
+    predict.add_argument("--model", help="a trained stage, e.g. cnn or efficientnet_lite0_finetuned "
+                                         "(default: the run's best model)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders of them")
     return parser
 
 
@@ -65,7 +71,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"published: {path}")
     elif args.command == "report":
         print(f"deck: {workflow.report(args.out)}")
+    elif args.command == "predict":
+        return _predict(args)
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import format_json, format_table, predict_images
+
+    stage, predictions = predict_images(args.run, args.images, args.model)
+    print(format_json(stage, predictions) if args.json else format_table(stage, predictions))
+    failed = [p for p in predictions if p.error]
+    for p in failed:
+        print(f"error: {p.error}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def _import_tensorflow_quietly() -> None:

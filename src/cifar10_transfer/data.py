@@ -257,7 +257,7 @@ def load_image_folders(root: Path, location: str | None = None) -> Dataset:
         # second full copy from stacking them.
         images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            resized += sum(pool.map(lambda item: _read_image(item[1], images[item[0]]), enumerate(files)))
+            resized += sum(pool.map(lambda item: read_image(item[1], images[item[0]]), enumerate(files)))
         arrays[split] = (images, np.asarray(labels, dtype=np.int64))
     if resized:
         warnings.warn(f"{resized} images were not 32x32 and were resized to 32x32.", stacklevel=2)
@@ -265,7 +265,7 @@ def load_image_folders(root: Path, location: str | None = None) -> Dataset:
     return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind}, {location or root.resolve().name + '/'})")
 
 
-def _read_image(path: Path, out: np.ndarray) -> bool:
+def read_image(path: Path, out: np.ndarray) -> bool:
     """Decode `path` as 32x32 RGB into `out`; returns whether it had to be resized."""
     from PIL import Image, UnidentifiedImageError
 

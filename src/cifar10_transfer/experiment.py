@@ -23,6 +23,7 @@ from .config import RunConfig
 from .data import Dataset
 from .evaluation import evaluate_predictions
 from .models import build_cnn, build_transfer, compile_classifier, unfreeze
+from .predict import MODELS_DIR, save_for_prediction
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
@@ -118,6 +119,9 @@ class Experiment:
 
     def _finish(self, name: str, model, stage: StageResult, precision: str, probabilities,
                 details: dict | None = None) -> ModelRun:
+        backbone = (details or {}).get("backbone")
+        save_for_prediction(model, self.workdir / MODELS_DIR, name, self.splits.class_names,
+                            self.config.image_size if backbone else None, backbone)
         run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
                        probabilities, evaluate_predictions(self.splits.y_test, probabilities,
                                                            self.splits.class_names), details or {})

@@ -112,6 +112,11 @@ def results_table_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
 
+def readme_block(results: dict) -> str:
+    """What the README shows between its results markers: the table, then the computed findings."""
+    return results_table_markdown(results) + "\n\n" + "\n".join(f"- {_md_escape(line)}" for line in findings(results))
+
+
 def _marked_block(text: str) -> tuple[int, int] | None:
     start = text.find(README_START)
     end = text.find(README_END, start + len(README_START)) if start >= 0 else -1
@@ -119,7 +124,7 @@ def _marked_block(text: str) -> tuple[int, int] | None:
 
 
 def update_readme(readme_path: str | os.PathLike, results: dict) -> None:
-    """Replace the text between the README's results markers with the current table."""
+    """Replace the text between the README's results markers with the current table and findings."""
     path = Path(readme_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -129,14 +134,14 @@ def update_readme(readme_path: str | os.PathLike, results: dict) -> None:
     if block is None:
         raise UserError(f"{path} lacks the lines {README_START} and {README_END} (in that order): "
                         f"add them where the results table belongs.")
-    new = text[: block[0]] + "\n" + results_table_markdown(results) + "\n" + text[block[1]:]
+    new = text[: block[0]] + "\n" + readme_block(results) + "\n" + text[block[1]:]
     atomic_write(path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
 
 
 def readme_table_matches(readme_text: str, results: dict) -> bool:
     """Whether the README's marked block holds exactly the table these results render to."""
     block = _marked_block(readme_text)
-    return block is not None and readme_text[block[0]: block[1]].strip() == results_table_markdown(results)
+    return block is not None and readme_text[block[0]: block[1]].strip() == readme_block(results)
 
 
 def best_model(results: dict) -> str | None:

@@ -186,7 +186,8 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     """Fit `model` for `epochs` with a per-epoch checkpoint in `stage_dir`, resuming if one exists.
 
     `train_data` and `val_data` are tf.data datasets; `n_train` is the number of training
-    examples per epoch, for images per second.
+    examples per epoch, for images per second. TensorBoard logs go to `logs/<stage>` beside
+    the `stages/` folder that holds `stage_dir`.
     """
     stage_dir = Path(stage_dir)
     if (stage_dir / STAGE_FILE).is_file():
@@ -201,6 +202,9 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     model.fit(train_data, validation_data=val_data, epochs=epochs,
               verbose=fit_verbosity() if verbose == "auto" else verbose, shuffle=False,
               callbacks=[_EpochLog(), *callbacks, keras.callbacks.CSVLogger(str(log), append=True),
+                         # scalars per epoch and the model graph: tensorboard --logdir RUN/logs
+                         keras.callbacks.TensorBoard(str(stage_dir.parent.parent / "logs" / stage_dir.name),
+                                                     write_graph=True, profile_batch=0),
                          # double_checkpoint: a kill during the write falls back to the previous epoch
                          keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)])
     history = read_history(log)

@@ -14,6 +14,7 @@ import numpy as np
 from .config import make_config
 from .data import load_dataset
 from .errors import UserError
+from .predict import MODELS_DIR
 from .publish import RunLock, publish, start_run, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -66,7 +67,7 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
         experiment.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
         check_run_weights(config, weights)
         experiment.save_results(experiment.run_all())
-        publish(run_dir, out, ["results/results.json", "results/histories"])
+        publish(run_dir, out, ["results/results.json", "results/histories", MODELS_DIR])
     return out / "results" / "results.json"
 
 
@@ -127,7 +128,7 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
                                                   "weights": _weights_argument(weights)})
         results = load_results(run_dir / "results" / "results.json")
         render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME)
-        published = publish(run_dir, out, ["results", "images", "presentation"])
+        published = publish(run_dir, out, ["results", "images", "presentation", MODELS_DIR])
         if (out / "README.md").is_file():
             update_readme(out / "README.md", results)
     return published

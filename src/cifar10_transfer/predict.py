@@ -1,0 +1,137 @@
+"""Classify new images with a trained stage of a run.
+
+Every stage a run trains is saved as `OUT/models/<stage>.keras`, beside a small JSON card
+with what prediction needs: the class names, the input size and the backbone whose
+preprocessing the model expects. An image of any size or mode is decoded as in training
+(RGB, 32x32, like a CIFAR-10 image) and then goes through the same `tf.data` pipeline as
+the training images, so a prediction sees exactly what a test image saw.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .data import IMAGE_SUFFIXES, read_image
+from .errors import UserError
+
+MODELS_DIR = "models"  # under the run directory, published to OUT/models (not committed: large)
+TOP_K = 3
+
+
+def save_for_prediction(model, models_dir: Path, stage: str, class_names, image_size: int | None,
+                        backbone: str | None) -> Path:
+    """Save `model` as `<stage>.keras` with its card `<stage>.json` in `models_dir`."""
+    from .publish import atomic_write, write_atomic
+
+    models_dir = Path(models_dir)
+    path = atomic_write(models_dir / f"{stage}.keras", model.save)
+    card = {"stage": stage, "class_names": list(class_names), "image_size": image_size, "backbone": backbone}
+    write_atomic(models_dir / f"{stage}.json", json.dumps(card, indent=2) + "\n")
+    return path
+
+
+@dataclass
+class Prediction:
+    """The top classes of one image, most probable first, or why it could not be read."""
+
+    image: str
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+
+def image_files(paths: list[str | Path]) -> list[Path]:
+    """The files named, with the images of each folder named (one level) in their place.
+
+    A path that is missing or not an image stays in the list: it fails when decoded, and
+    is reported there. An empty folder raises UserError.
+    """
+    files = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"{path} holds no images ({', '.join(IMAGE_SUFFIXES)}); name image files or a "
+                                "folder of them.")
+            files += found
+        else:
+            files.append(path)
+    return files
+
+
+def load_stage(out: str | Path, stage: str | None = None):
+    """(keras model, card) of `stage` in the run published under `out`; None: the run's best model."""
+    import keras
+
+    out = Path(out)
+    results = out / "results" / "results.json"
+    if not results.is_file():
+        raise UserError(f"{out} holds no run ({results} is missing); run `make reproduce` or "
+                        "`python -m cifar10_transfer train --out DIR` first.")
+    stage = stage or json.loads(results.read_text()).get("best_model")
+    models_dir = out / MODELS_DIR
+    card_path = models_dir / f"{stage}.json"
+    if not card_path.is_file() or not (models_dir / f"{stage}.keras").is_file():
+        saved = sorted(p.stem for p in models_dir.glob("*.json")) if models_dir.is_dir() else []
+        raise UserError(f"the run in {out} has no saved model {stage!r} (saved: {', '.join(saved) or 'none'}); "
+                        "train it with `python -m cifar10_transfer train` or `make reproduce`.")
+    model = keras.saving.load_model(models_dir / f"{stage}.keras", compile=False)
+    return model, json.loads(card_path.read_text())
+
+
+def _pipeline(images: np.ndarray, card: dict, batch_size: int = 32):
+    from .backbones import get_backbone
+    from .pipelines import cnn_dataset, transfer_dataset
+
+    labels = np.zeros(len(images), dtype=np.int64)
+    if card["backbone"] is None:
+        return cnn_dataset(images, labels, batch_size)
+    spec = get_backbone(card["backbone"])
+    return transfer_dataset(images, labels, card["image_size"], batch_size, spec.preprocess)
+
+
+def predict_images(out: str | Path, paths: list[str | Path], stage: str | None = None) -> tuple[str, list[Prediction]]:
+    """Classify every image in `paths` (files or folders) with `stage` of the run in `out`.
+
+    Returns the stage used and one Prediction per image, in the order given; an unreadable
+    file gets a Prediction with `error` set, and the others are still classified.
+    """
+    files = image_files(paths)
+    model, card = load_stage(out, stage)
+    predictions = [Prediction(str(path), []) for path in files]
+    pixels = np.zeros((len(files), 32, 32, 3), dtype=np.uint8)
+    readable = []
+    for index, path in enumerate(files):
+        try:
+            read_image(path, pixels[index])
+            readable.append(index)
+        except UserError as exc:
+            predictions[index].error = str(exc)
+    if readable:
+        probabilities = model.predict(_pipeline(pixels[readable], card), verbose=0)
+        for index, row in zip(readable, probabilities):
+            best = np.argsort(row)[::-1][:TOP_K]
+            predictions[index].top = [(card["class_names"][i], float(row[i])) for i in best]
+    return card["stage"], predictions
+
+
+def format_table(stage: str, predictions: list[Prediction]) -> str:
+    """The predictions as a plain-text table, one image a row."""
+    width = max([len("image")] + [len(p.image) for p in predictions])
+    lines = [f"model: {stage}", f"{'image':<{width}}  " + "  ".join(f"{f'top {k + 1}':<18}" for k in range(TOP_K))]
+    for p in predictions:
+        cells = [f"{name} {100 * prob:5.1f}%" for name, prob in p.top] if not p.error else [f"error: {p.error}"]
+        lines.append(f"{p.image:<{width}}  " + "  ".join(f"{c:<18}" for c in cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_json(stage: str, predictions: list[Prediction]) -> str:
+    """The predictions as JSON: the model and, per image, the top classes or the error."""
+    return json.dumps({"model": stage, "images": [
+        {"image": p.image, **({"error": p.error} if p.error else
+                              {"top": [{"class": n, "probability": v} for n, v in p.top]})}
+        for p in predictions]}, indent=2)
