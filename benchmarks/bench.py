@@ -45,7 +45,8 @@ from cifar10_transfer.models import build_transfer, compile_classifier, unfreeze
 from cifar10_transfer.pipelines import array_dataset, split_dataset, transfer_dataset  # noqa: E402
 from cifar10_transfer.provenance import device, hardware  # noqa: E402
 from cifar10_transfer.publish import write_atomic  # noqa: E402
-from cifar10_transfer.training import extract_features, fit_stage, precision_policy, resolve_precision  # noqa: E402
+from cifar10_transfer.features import FeatureCache  # noqa: E402
+from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def feature_extraction(spec, images: np.ndarray, image_size: int, weights: str, 
     return out
 
 
-def stage1(spec, splits, image_size: int, epochs: int, weights: str, workdir: Path) -> dict:
+def stage1(spec, dataset, splits, image_size: int, epochs: int, weights: str, workdir: Path) -> dict:
     """Head-only stage at equal epochs and the precision `auto` picks: cached features against
     a backbone pass every step."""
     out = {}
@@ -137,9 +138,9 @@ def stage1(spec, splits, image_size: int, epochs: int, weights: str, workdir: Pa
         val = _images(spec, splits.x_val, splits.y_val, image_size)
         start = time.perf_counter()
         if mode == "cached":
-            in_order = _images(spec, splits.x_train, splits.y_train, image_size)
-            x_train = extract_features(transfer.features, in_order, workdir / mode / "train.npy")
-            x_val = extract_features(transfer.features, val, workdir / mode / "val.npy")
+            cache = FeatureCache(workdir / mode / "cache")  # the run's own mechanism, empty at first
+            x_train, x_val = (cache.pooled(transfer, dataset, "train", index, image_size, 32)
+                              for index in (splits.train_index, splits.val_index))
             compile_classifier(transfer.head, 1e-3, False)
             stage = fit_stage(transfer.head, array_dataset(x_train, splits.y_train, 32, True, 3),
                               array_dataset(x_val, splits.y_val, 32), epochs, workdir / mode / "stage",
@@ -176,12 +177,12 @@ def bench_weights(spec, setting: str) -> str:
     return "imagenet" if imagenet_status(spec) in ("installed", "cached") else "none"
 
 
-def backbone_report(spec, splits, args, workdir: Path) -> dict:
+def backbone_report(spec, dataset, splits, args, workdir: Path) -> dict:
     """Every per-backbone measurement."""
     weights = bench_weights(spec, args.weights)
     return {"weights": weights,
             "feature_extraction": feature_extraction(spec, splits.x_train[:args.features], args.image_size, weights),
-            "stage1": stage1(spec, splits, args.image_size, args.stage1_epochs, weights, workdir / "stage1"),
+            "stage1": stage1(spec, dataset, splits, args.image_size, args.stage1_epochs, weights, workdir / "stage1"),
             "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir)}
 
 
@@ -328,7 +329,7 @@ def main() -> None:
             report["cnn"]["run"] = measured(started)
         for name in (n.strip() for n in args.backbones.split(",") if n.strip() and "backbones" in parts):
             started = datetime.now(timezone.utc)
-            entry = backbone_report(get_backbone(name), splits, args, Path(tmp) / name)
+            entry = backbone_report(get_backbone(name), dataset, splits, args, Path(tmp) / name)
             entry.update(image_size=args.image_size, stage1_epochs=args.stage1_epochs,
                          stage1_images=len(splits.y_train), run=measured(started))
             report.setdefault("backbones", {})[name] = entry

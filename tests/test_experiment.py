@@ -21,9 +21,12 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     experiment = _experiment(tmp_path, "cache_flips=true")
     results = experiment.run_all()
     head, finetuned = results["models"]["resnet50_head"], results["models"]["resnet50_finetuned"]
-    features = np.load(tmp_path / "stages" / "resnet50_head" / "features" / "train_flipped.npy")
-    assert features.shape == (80, 2048)
-    assert not np.allclose(features, np.load(tmp_path / "stages" / "resnet50_head" / "features" / "train.npy"))
+    transfer, cache, s = experiment._transfers["resnet50"], experiment.feature_cache, experiment.splits
+    assert cache.computed == 80 + 20 + 50 + 80  # stage 1: train, val, test and flipped train images
+    # fine-tuning changed the backbone's weights, so its features are a new entry, computed afresh
+    flipped = cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25, flip=True)
+    assert flipped.shape == (80, 2048) and cache.computed == 80 + 20 + 50 + 80 + 80
+    assert not np.allclose(flipped, cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25))
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
@@ -50,7 +53,7 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
     assert (finetuned["finetune_layers"], finetuned["finetune_lr"]) == (20, 0.001)
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
-    assert np.load(tmp_path / "stages" / "efficientnet_lite0_head" / "features" / "train.npy").shape == (80, 1280)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the training and the test set's entries
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}

@@ -22,13 +22,14 @@ from .backbones import get_backbone, imagenet_status, parse_stage
 from .config import RunConfig
 from .data import Dataset
 from .evaluation import evaluate_predictions
+from .features import FeatureCache
 from .models import build_cnn, build_transfer, compile_classifier, unfreeze
 from .predict import MODELS_DIR, save_for_prediction
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
 from .study import STUDY_STAGES
-from .training import (StageResult, extract_features, fit_stage, make_strategy, precision_policy, predict,
+from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict,
                        resolve_jit, resolve_precision, seed_everything)
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -82,12 +83,19 @@ class Experiment:
         profile: the profile name, recorded in the results.
         strategy: a tf.distribute strategy made before any other TensorFlow work
             (multi-worker needs that); None makes one from `config.strategy` when needed.
+        feature_cache: where pooled backbone features are kept; share one between
+            experiments on the same data (learning curves) so no image passes a backbone
+            twice. Default: `workdir/cache`.
+        save_models: save each trained stage for `predict` (off for many small runs).
     """
 
     def __init__(self, config: RunConfig, dataset: Dataset, weights: str = "imagenet",
-                 workdir: str | Path = "run", profile: str = "seed", strategy=None):
+                 workdir: str | Path = "run", profile: str = "seed", strategy=None,
+                 feature_cache: FeatureCache | None = None, save_models: bool = True):
         self.config, self.dataset, self.weights, self.profile = config, dataset, weights, profile
         self.workdir = Path(workdir)
+        self.feature_cache = feature_cache or FeatureCache(self.workdir / "cache")
+        self.save_models = save_models
         self.started = datetime.now(timezone.utc)
         self._strategy, self._seeded = strategy, False
         self.runs: dict[str, ModelRun] = {}
@@ -120,8 +128,9 @@ class Experiment:
     def _finish(self, name: str, model, stage: StageResult, precision: str, probabilities,
                 details: dict | None = None) -> ModelRun:
         backbone = (details or {}).get("backbone")
-        save_for_prediction(model, self.workdir / MODELS_DIR, name, self.splits.class_names,
-                            self.config.image_size if backbone else None, backbone)
+        if self.save_models:
+            save_for_prediction(model, self.workdir / MODELS_DIR, name, self.splits.class_names,
+                                self.config.image_size if backbone else None, backbone)
         run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
                        probabilities, evaluate_predictions(self.splits.y_test, probabilities,
                                                            self.splits.class_names), details or {})
@@ -157,15 +166,13 @@ class Experiment:
         stage_dir = self._stage_dir(f"{backbone}_head")
         if config.head_mode == "cached":
             started = time.perf_counter()
-            cache = stage_dir / "features"
-            features = {split: extract_features(transfer.features, self._images(spec, x, y), cache / f"{split}.npy",
-                                                len(y), config.batch_size)
-                        for split, x, y in (("train", s.x_train, s.y_train), ("val", s.x_val, s.y_val),
-                                            ("test", s.x_test, s.y_test))}
+            features = {split: self.feature_cache.pooled(transfer, self.dataset, "test" if split == "test" else "train",
+                                                         index, config.image_size, config.batch_size)
+                        for split, index in (("train", s.train_index), ("val", s.val_index), ("test", s.test_index))}
             x_train, y_train = features["train"], s.y_train
             if config.cache_flips:
-                flipped = extract_features(transfer.features, self._images(spec, s.x_train, s.y_train, flip=True),
-                                           cache / "train_flipped.npy", len(s.y_train), config.batch_size)
+                flipped = self.feature_cache.pooled(transfer, self.dataset, "train", s.train_index, config.image_size,
+                                                    config.batch_size, flip=True)
                 x_train, y_train = np.concatenate([x_train, flipped]), np.concatenate([y_train, y_train])
             with self.strategy.scope():
                 compile_classifier(transfer.head, config.head_lr, self.jit_compile)
@@ -173,7 +180,7 @@ class Experiment:
             stage = fit_stage(transfer.head, array_dataset(x_train, y_train, config.batch_size, True, config.seed),
                               array_dataset(features["val"], s.y_val, config.batch_size),
                               config.head_epochs, stage_dir, len(y_train))
-            # the stage's cost includes computing the features (near zero when they were cached on disk)
+            # the stage's cost includes computing the features (near zero when they were cached)
             stage = replace(stage, seconds=stage.seconds + extraction_seconds)
             probabilities = transfer.head.predict(array_dataset(features["test"], s.y_test, config.batch_size),
                                                   verbose=0)

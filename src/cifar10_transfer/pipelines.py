@@ -25,7 +25,11 @@ CONTRAST_RANGE = (0.8, 1.2)  # contrast factor around each image's mean
 
 @dataclass(frozen=True, eq=False)
 class Splits:
-    """Train, validation and test arrays of one run (uint8 images, int64 labels)."""
+    """Train, validation and test arrays of one run (uint8 images, int64 labels).
+
+    The indices say where each image sits in the dataset (train and val index its training
+    set, test its test set), so features cached per dataset image can be looked up.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -34,6 +38,9 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     class_names: tuple[str, ...]
+    train_index: np.ndarray
+    val_index: np.ndarray
+    test_index: np.ndarray
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
@@ -72,7 +79,8 @@ def split_dataset(dataset: Dataset, config: RunConfig) -> Splits:
     test_idx = _stratified_take(dataset.y_test, test_size, config.seed)
     return Splits(dataset.x_train[train_idx], dataset.y_train[train_idx],
                   dataset.x_train[val_idx], dataset.y_train[val_idx],
-                  dataset.x_test[test_idx], dataset.y_test[test_idx], dataset.class_names)
+                  dataset.x_test[test_idx], dataset.y_test[test_idx], dataset.class_names,
+                  train_idx, val_idx, test_idx)
 
 
 def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,

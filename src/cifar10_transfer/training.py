@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from .backbones import Backbone
 from .errors import UserError
-from .publish import atomic_write, write_atomic
+from .publish import write_atomic
 
 STAGE_FILE = "stage.json"
 FINAL_WEIGHTS = "final.weights.h5"
@@ -248,18 +248,3 @@ class ProgressLines(keras.callbacks.Callback):
 def predict(model: keras.Model, dataset, label: str, total: int, batch_size: int) -> np.ndarray:
     """`model.predict` over `dataset` with `ProgressLines` (total images, batch size for counting)."""
     return model.predict(dataset, verbose=0, callbacks=[ProgressLines(label, total, batch_size)])
-
-
-def extract_features(features_model: keras.Model, dataset, cache_path: Path, total: int = 0,
-                     batch_size: int = 1) -> np.ndarray:
-    """Pooled backbone features of every image in `dataset`, cached in `cache_path` (.npy).
-
-    `total` and `batch_size` only drive the progress lines.
-    """
-    cache_path = Path(cache_path)
-    if cache_path.is_file():
-        return np.load(cache_path)
-    label = f"features {cache_path.parent.parent.name}/{cache_path.stem}"
-    features = predict(features_model, dataset, label, total, batch_size).astype(np.float32)
-    atomic_write(cache_path, lambda temporary: np.save(temporary, features))
-    return features
