@@ -60,4 +60,4 @@ def test_an_unfinished_computation_is_redone(tmp_path, dataset, transfer):
     np.save(entry / "done.npy", np.zeros(20, dtype=bool))  # as if killed before marking the rows done
     cache.pooled(transfer, dataset, "test", np.arange(4), 32, 4)
     assert cache.computed == 8
-    assert cache.speed(transfer, dataset, "test", 32)["images"] == 4
+    assert cache.speed(transfer, dataset, "test", 32)["images"] == 8  # summed over both computations

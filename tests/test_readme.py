@@ -17,6 +17,15 @@ def test_readme_table_matches_committed_results():
     assert report.readme_table_matches((ROOT / "README.md").read_text(), results)
 
 
+def test_readme_curves_block_matches_committed_learning_curves():
+    path = ROOT / "results" / report.CURVES_FILE
+    readme = (ROOT / "README.md").read_text()
+    if path.is_file():
+        assert report.readme_curves_match(readme, json.loads(path.read_text()))
+    else:  # not measured yet: the README must say so rather than show stale numbers
+        assert "Not measured yet" in readme
+
+
 def test_committed_reference_run_is_labelled():
     results = json.loads((ROOT / "results" / "results.json").read_text())
     assert "JPEG copy" in results["provenance"]["data"]

@@ -17,7 +17,7 @@ from cifar10_transfer.study import stage
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ["train_label_distribution.png", "dataset_samples.png", "avg_rgb_by_class.png", "pixel_intensity.png",
            "augmentation.png", "confusion_matrix.png", "common_errors.png", "misclassified_examples.png",
-           "per_class_metrics.png", "model_comparison.png"]  # plus each trained stage's curves
+           "per_class_metrics.png", "model_comparison.png", "learning_curve.png", "resolution_cost.png"]  # plus each trained stage's curves
 
 
 @pytest.mark.real_data
@@ -60,15 +60,18 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
     assert "JPEG copy" in results["provenance"]["data"] and results["provenance"]["weights"] == "imagenet"
     assert results["models"]["efficientnet_lite0_head"]["weights_source"].startswith("pip package")
     assert results["not_run"]["resnet50_head"] in ("ImageNet weights unavailable offline", "not selected")
-    for name in ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb"):
+    for name in ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb"):
         executed = json.loads((smoke_run / "results" / "notebooks" / name).read_text())
         assert any(cell.get("outputs") for cell in executed["cells"])
+    curves = json.loads((smoke_run / "results" / "learning_curves.json").read_text())
+    assert {p["train_size"] for p in curves["points"]} == {200, 500} and {p["seed"] for p in curves["points"]} == {3, 4}
+    assert curves["provenance"]["weights"] == "imagenet"
     reader = pypdf.PdfReader(smoke_run / "presentation" / "computer_vision_image_classification.pdf")
     assert len(reader.pages) >= 12
     text = "\n".join(page.extract_text() for page in reader.pages)
     for entry in results["models"].values():
         assert format_accuracy(entry["test_accuracy"]) in text
-    assert "EfficientNet-Lite0 fine-tuned" in text
+    assert "EfficientNet-Lite0 fine-tuned" in text and "How much labelled data transfer learning saves" in text
     assert not list(smoke_run.glob(".runs/*/results"))  # everything was published out of the run directory
 
 

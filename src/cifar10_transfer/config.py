@@ -54,6 +54,11 @@ class RunConfig:
     strategy: str = "auto"  # tf.distribute: auto | default | mirrored | multi_worker
     deterministic: bool = True  # TensorFlow op determinism (identical CPU runs); excludes XLA
     models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated stages (MODEL_NAMES)
+    # learning curves and input resolution (notebook 03)
+    curve_backbone: str = "efficientnet_lite0"  # its head is compared with the CNN; needs ImageNet weights
+    curve_sizes: str = "500,1000,2000,5000,10000,20000,50000"  # training-set sizes (train + val images)
+    curve_seeds: int = 3  # seeds seed, seed+1, ... per size; each size is a stratified draw per seed
+    resolution_sizes: str = "64,96,128,160,224"  # backbone input sides for the resolution-cost study
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -64,6 +69,16 @@ class RunConfig:
         chosen = {name.strip() for name in self.models.split(",") if name.strip()}
         chosen |= {name.replace("_finetuned", "_head") for name in chosen if name.endswith("_finetuned")}
         return [name for name in MODEL_NAMES if name in chosen]
+
+    @property
+    def curve_size_list(self) -> list[int]:
+        """`curve_sizes` as integers, ascending."""
+        return sorted(int(size) for size in self.curve_sizes.split(","))
+
+    @property
+    def resolution_size_list(self) -> list[int]:
+        """`resolution_sizes` as integers, ascending."""
+        return sorted(int(size) for size in self.resolution_sizes.split(","))
 
     @property
     def backbones(self) -> list[str]:
@@ -84,7 +99,8 @@ PROFILES: dict[str, dict] = {
     "seed": {},
     # A few minutes end to end on 2 CPU cores: tiny subset, small inputs, one epoch per stage.
     "smoke": dict(train_size=500, test_size=500, image_size=64, batch_size=32,
-                  cnn_epochs=1, head_epochs=1, finetune_epochs=1),
+                  cnn_epochs=1, head_epochs=1, finetune_epochs=1,
+                  curve_sizes="200,500", curve_seeds=2, resolution_sizes="32,64"),
     "full": dict(train_size=50_000),
 }
 
@@ -116,6 +132,16 @@ def _validate(config: RunConfig) -> None:
         raise UserError(f"config models is empty; choose from {', '.join(MODEL_NAMES)}.")
     for name in names:
         _check_choice("models", name, MODEL_NAMES)
+    _check_choice("curve_backbone", config.curve_backbone, tuple(BACKBONES))
+    for key in ("curve_sizes", "resolution_sizes"):
+        try:
+            values = [int(part) for part in getattr(config, key).split(",")]
+        except ValueError:
+            raise UserError(f"config {key}={getattr(config, key)!r} must be comma-separated whole numbers.") from None
+        if min(values) < (10 if key == "curve_sizes" else 32):
+            raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
+    if config.curve_seeds <= 0:
+        raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     for name in config.backbones:
         if config.finetune_layers is not None and config.finetune_layers > BACKBONES[name].layers:
             raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "

@@ -130,7 +130,27 @@ def _table(fig: Figure, results: dict, rect: list) -> None:
             cell.set_facecolor(PALETTE["primary"])
 
 
-def _slides(results: dict, images: Path) -> list:
+def _curve_slides(curves: dict | None, images: Path) -> list:
+    """The learning-curve and resolution slides of notebook 03's results (none without them)."""
+    if curves is None:
+        return []
+    from .curves import curve_findings
+
+    sentences = curve_findings(curves)
+    resolution = [line for line in sentences if line.startswith("Input size")]
+    curve = [line for line in sentences if line not in resolution]
+
+    def slide(figure, lines):
+        def draw(fig):
+            _picture(fig, images / figure, [0.03, 0.1, 0.55, 0.74])
+            _bullets(fig, lines, box=(0.6, 0.08, 0.97, 0.84), size=16)
+        return draw
+
+    return [("How much labelled data transfer learning saves", slide("learning_curve.png", curve)),
+            ("Input resolution versus cost", slide("resolution_cost.png", resolution or ["(one image size only)"]))]
+
+
+def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
     """(title, draw) for each slide; draw(fig) fills the body."""
     cfg, prov, data, models = results["config"], results["provenance"], results["data"], results["models"]
     names, best = data.get("class_names", []), best_model(results)
@@ -203,7 +223,7 @@ def _slides(results: dict, images: Path) -> list:
                      "stage 2"] if cfg.get("head_mode") == "cached" else []),
                  box=(0.52, 0.08, 0.95, 0.84), size=18)
 
-    def curves(fig):
+    def training_curves(fig):
         found = [images / s.curve_file for s in rows if (images / s.curve_file).is_file()][:6]
         found = found or [images / "cnn_curve.png"]
         columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
@@ -246,7 +266,8 @@ def _slides(results: dict, images: Path) -> list:
         ("Results: this run vs the study", lambda fig: (
             _table(fig, results, [0.05, 0.56, 0.9, 0.28]),
             _picture(fig, images / "model_comparison.png", [0.15, 0.07, 0.7, 0.47]))),
-        ("Training curves", curves),
+        ("Training curves", training_curves),
+        *_curve_slides(curves, images),
         ("Confusion matrix and common errors", pictures(("confusion_matrix.png", [0.03, 0.07, 0.46, 0.77]),
                                                         ("common_errors.png", [0.51, 0.2, 0.46, 0.55]))),
         ("Misclassified test images", pictures(("misclassified_examples.png", [0.05, 0.07, 0.9, 0.77]))),
@@ -256,9 +277,11 @@ def _slides(results: dict, images: Path) -> list:
     ]
 
 
-def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike) -> Path:
-    """Write the 16:9 PDF deck for `results` with figures from `images_dir`; same inputs, same bytes."""
-    slides = _slides(results, Path(images_dir))
+def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,
+                curves: dict | None = None) -> Path:
+    """Write the 16:9 PDF deck for `results` (and notebook 03's `curves`, when given) with figures
+    from `images_dir`; same inputs, same bytes."""
+    slides = _slides(results, Path(images_dir), curves)
 
     def write(tmp: str) -> None:
         # The rc context must cover PdfPages.close(): fonts are embedded (type 42) when it closes.

@@ -92,10 +92,13 @@ class FeatureCache:
 
     @staticmethod
     def _record_speed(entry: Path, images: int, seconds: float) -> None:
-        write_atomic(entry / "speed.json", json.dumps({"images": images, "seconds": seconds,
-                                                       "images_per_second": images / seconds}))
+        # Summed over every computation of the entry, so many small fills average out.
+        path = entry / "speed.json"
+        total = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
+        total = {"images": total["images"] + images, "seconds": total["seconds"] + seconds}
+        write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
 
     def speed(self, transfer, dataset: Dataset, split: str, image_size: int) -> dict | None:
-        """How fast the entry's last computation ran (`images_per_second`), or None if never computed."""
+        """Images computed into the entry, their seconds and `images_per_second`; None if none were."""
         path = self.root / self.key(transfer, dataset, split, image_size) / "speed.json"
         return json.loads(path.read_text()) if path.is_file() else None

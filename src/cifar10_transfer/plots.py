@@ -60,7 +60,7 @@ def format_accuracy(fraction: float) -> str:
     return f"{100 * fraction:.1f}%"
 
 
-def _styled(func):
+def styled(func):
     """Draw inside the project style, so fonts and colours never depend on the caller's rcParams."""
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -92,7 +92,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
         plt.close(fig)  # no-op for unmanaged figures, frees pyplot-created ones
 
 
-@_styled
+@styled
 def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Bar chart of the number of images per class (train_label_distribution.png)."""
     counts = np.bincount(np.asarray(labels), minlength=len(class_names))[: len(class_names)]
@@ -108,7 +108,7 @@ def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure
     return fig
 
 
-@_styled
+@styled
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 per_class: int = 8, seed: int = 0) -> Figure:
     """One row per class with its name and `per_class` randomly chosen (seeded) images (dataset_samples.png)."""
@@ -128,7 +128,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     return fig
 
 
-@_styled
+@styled
 def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Grouped bars of the mean red, green and blue value of each class (avg_rgb_by_class.png)."""
     labels = np.asarray(labels)
@@ -149,7 +149,7 @@ def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Se
     return fig
 
 
-@_styled
+@styled
 def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Per-class histograms of pixel values, one R/G/B line each, as small multiples (pixel_intensity.png)."""
     labels = np.asarray(labels)
@@ -180,7 +180,7 @@ def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequenc
     return fig
 
 
-@_styled
+@styled
 def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
     """Originals in the first column, their augmented variants in the next columns (augmentation.png)."""
     variants = np.asarray(variants)
@@ -199,7 +199,7 @@ def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def training_curves(history: dict, title: str) -> Figure:
     """Loss and accuracy per epoch (1-based), training and validation, in two panels."""
     fig = Figure(figsize=(10, 4), layout="constrained")
@@ -230,7 +230,7 @@ def training_curves(history: dict, title: str) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Figure:
     """Heat map of a confusion matrix (rows true, columns predicted), counts annotated, row-normalized colours."""
     matrix = np.asarray(matrix, dtype=np.int64)
@@ -254,7 +254,7 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
     return fig
 
 
-@_styled
+@styled
 def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
     """Horizontal bars of the (up to 10) most frequent "true → predicted" mistakes."""
     entries = list(top_confusions)[:10]
@@ -276,7 +276,7 @@ def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicted_labels: np.ndarray,
                            confidence: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Up to 16 wrong predictions, each titled "true: X / pred: Y (87%)" with the predicted-class confidence."""
@@ -303,7 +303,7 @@ def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicte
     return fig
 
 
-@_styled
+@styled
 def per_class_metrics(per_class: dict, title: str) -> Figure:
     """Grouped bars of precision, recall and F1 for each class."""
     names = list(per_class)
@@ -323,7 +323,7 @@ def per_class_metrics(per_class: dict, title: str) -> Figure:
     return fig
 
 
-@_styled
+@styled
 def model_comparison(results: dict) -> Figure:
     """Test accuracy of each stage in this run next to the study's reported accuracy (where it has one)."""
     models = results.get("models", {})

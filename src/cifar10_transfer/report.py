@@ -21,6 +21,8 @@ from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
+CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
+CURVES_FILE = "learning_curves.json"  # notebook 03's results, beside results.json
 RUN_FIRST = "run `python -m cifar10_transfer train` or `make reproduce` first."
 
 
@@ -39,6 +41,31 @@ def load_results(path: str | os.PathLike) -> dict:
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)}: {RUN_FIRST}")
     return results
+
+
+def load_curves(path: str | os.PathLike) -> dict | None:
+    """learning_curves.json, or None where the run made none (notebook 03 not run)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not a readable learning-curves file ({error}): {RUN_FIRST}") from None
+
+
+def curves_block(curves: dict) -> str:
+    """What the README shows between its curves markers: both figures and the computed findings."""
+    from .curves import curve_findings
+
+    prov = curves["provenance"]
+    lines = ["![learning curve](images/learning_curve.png)", "", "![resolution cost](images/resolution_cost.png)", ""]
+    lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
+    details = [f"profile {curves.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
+               f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
+               f"{curves['seconds'] / 60:.0f} min, {curves['backbone_images_computed']:,} images through the backbone",
+               f"finished {finished_date(prov)}", f"commit {short_commit(prov)}"]
+    return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
 
 def points_difference(accuracy: float, reference: float) -> float:
@@ -117,31 +144,41 @@ def readme_block(results: dict) -> str:
     return results_table_markdown(results) + "\n\n" + "\n".join(f"- {_md_escape(line)}" for line in findings(results))
 
 
-def _marked_block(text: str) -> tuple[int, int] | None:
-    start = text.find(README_START)
-    end = text.find(README_END, start + len(README_START)) if start >= 0 else -1
-    return (start + len(README_START), end) if end >= 0 else None
+def _marked_block(text: str, start_marker: str = README_START, end_marker: str = README_END) -> tuple[int, int] | None:
+    start = text.find(start_marker)
+    end = text.find(end_marker, start + len(start_marker)) if start >= 0 else -1
+    return (start + len(start_marker), end) if end >= 0 else None
 
 
-def update_readme(readme_path: str | os.PathLike, results: dict) -> None:
-    """Replace the text between the README's results markers with the current table and findings."""
+def update_readme(readme_path: str | os.PathLike, results: dict, curves: dict | None = None) -> None:
+    """Replace the README's results block (table and findings) and, given curves, its curves block."""
     path = Path(readme_path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: create it with the lines {README_START} and {README_END}.") from None
-    block = _marked_block(text)
-    if block is None:
-        raise UserError(f"{path} lacks the lines {README_START} and {README_END} (in that order): "
-                        f"add them where the results table belongs.")
-    new = text[: block[0]] + "\n" + readme_block(results) + "\n" + text[block[1]:]
-    atomic_write(path, lambda tmp: Path(tmp).write_text(new, encoding="utf-8"))
+    blocks = [(README_START, README_END, readme_block(results))]
+    if curves is not None:
+        blocks.append((CURVES_START, CURVES_END, curves_block(curves)))
+    for start_marker, end_marker, content in blocks:
+        block = _marked_block(text, start_marker, end_marker)
+        if block is None:
+            raise UserError(f"{path} lacks the lines {start_marker} and {end_marker} (in that order): "
+                            f"add them where that block belongs.")
+        text = text[: block[0]] + "\n" + content + "\n" + text[block[1]:]
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def readme_table_matches(readme_text: str, results: dict) -> bool:
-    """Whether the README's marked block holds exactly the table these results render to."""
+    """Whether the README's results block holds exactly what these results render to."""
     block = _marked_block(readme_text)
     return block is not None and readme_text[block[0]: block[1]].strip() == readme_block(results)
+
+
+def readme_curves_match(readme_text: str, curves: dict) -> bool:
+    """Whether the README's curves block holds exactly what these curves render to."""
+    block = _marked_block(readme_text, CURVES_START, CURVES_END)
+    return block is not None and readme_text[block[0]: block[1]].strip() == curves_block(curves)
 
 
 def best_model(results: dict) -> str | None:

@@ -18,7 +18,7 @@ from .predict import MODELS_DIR
 from .publish import RunLock, publish, start_run, write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb")
+NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb")
 KERNEL_NAME = "cifar10-transfer"  # registered by `make install`
 DECK_NAME = "computer_vision_image_classification.pdf"
 
@@ -108,9 +108,9 @@ def _weights_argument(weights: str) -> str:
 def reproduce(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
               data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
               resume: bool = False) -> list[Path]:
-    """Run both notebooks, render the deck and README table, then publish everything at once."""
+    """Run the three notebooks, render the deck and README blocks, then publish everything at once."""
     from .deck import render_deck
-    from .report import load_results, update_readme
+    from .report import CURVES_FILE, load_curves, load_results, update_readme
 
     out = Path(out)
     check_run_weights(make_config(profile, overrides), weights)  # refuse bad settings before any work
@@ -123,26 +123,28 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
             os.environ["CIFAR10_DIR"] = arguments["data_dir"]
         common = {"data": source, "data_dir": None, "out_dir": "."}
         _execute_notebook(NOTEBOOKS[0], run_dir, {**common, "profile": profile})
-        _execute_notebook(NOTEBOOKS[1], run_dir, {**common, "profile": profile,
-                                                  "overrides": arguments["overrides"],
+        for notebook in NOTEBOOKS[1:]:
+            _execute_notebook(notebook, run_dir, {**common, "profile": profile, "overrides": arguments["overrides"],
                                                   "weights": _weights_argument(weights)})
         results = load_results(run_dir / "results" / "results.json")
-        render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME)
+        curves = load_curves(run_dir / "results" / CURVES_FILE)
+        render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves)
         published = publish(run_dir, out, ["results", "images", "presentation", MODELS_DIR])
         if (out / "README.md").is_file():
-            update_readme(out / "README.md", results)
+            update_readme(out / "README.md", results, curves)
     return published
 
 
 def report(out: str | Path = ".") -> Path:
     """Re-render the deck and the README table from OUT/results/results.json, without training."""
     from .deck import render_deck
-    from .report import load_results, update_readme
+    from .report import CURVES_FILE, load_curves, load_results, update_readme
 
     out = Path(out)
     results = load_results(out / "results" / "results.json")
+    curves = load_curves(out / "results" / CURVES_FILE)
     deck = out / "presentation" / DECK_NAME
-    render_deck(results, out / "images", deck)
+    render_deck(results, out / "images", deck, curves)
     if (out / "README.md").is_file():
-        update_readme(out / "README.md", results)
+        update_readme(out / "README.md", results, curves)
     return deck

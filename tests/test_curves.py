@@ -1,0 +1,76 @@
+"""Learning curves: every point is a stage run, the JSON has every field, and cached features are reused."""
+
+import json
+
+import pytest
+
+from cifar10_transfer import deck, report
+from cifar10_transfer.config import make_config
+from cifar10_transfer.curves import curve_findings, curve_summary, run_learning_curves, save_curve_figures
+from cifar10_transfer.data import synthetic_dataset
+
+TINY = ["curve_sizes=100,200", "curve_seeds=2", "resolution_sizes=32,48", "image_size=32", "test_size=200",
+        "batch_size=50"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The same tiny study run twice into one OUT: the second must find every feature cached."""
+    out = tmp_path_factory.mktemp("curves")
+    dataset, config = synthetic_dataset(seed=3), make_config("smoke", TINY)
+    first = run_learning_curves(dataset, config, "none", out / ".runs" / "first", "smoke")
+    second = run_learning_curves(dataset, config, "none", out / ".runs" / "second", "smoke")
+    return out, first, second
+
+
+def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_seconds(two_runs):
+    out, first, _ = two_runs
+    written = json.loads((out / ".runs" / "first" / "results" / "learning_curves.json").read_text())
+    assert written == json.loads(json.dumps(first))
+    points = written["points"]
+    assert {(p["model"], p["train_size"], p["seed"]) for p in points} == {
+        (m, n, s) for m in ("cnn", "efficientnet_lite0_head") for n in (100, 200) for s in (3, 4)}
+    for p in points:
+        assert 0 <= p["test_accuracy"] <= 1 and p["seconds"] > 0
+    assert [r["image_size"] for r in written["resolution"]] == [32, 48]
+    for r in written["resolution"]:
+        assert r["features_per_second"] > 0 and r["feature_seconds"] > 0 and r["images"] == 500 + 200  # the study size (smoke: 500) and the test images
+    assert written["provenance"]["weights"] == "none" and written["backbone"] == "efficientnet_lite0"
+    summary = curve_summary(written)
+    assert set(summary["count"]) == {2} and len(summary) == 4
+
+
+def test_the_second_run_does_no_backbone_pass_and_gives_the_same_points(two_runs):
+    _, first, second = two_runs
+    assert first["backbone_images_computed"] > 0
+    assert second["backbone_images_computed"] == 0
+    assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
+
+
+def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_path):
+    _, first, _ = two_runs
+    paths = save_curve_figures(first, tmp_path / "images")
+    assert [p.name for p in paths] == ["learning_curve.png", "resolution_cost.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
+    findings = curve_findings(first)
+    assert any("2 seeds spread by at most" in line for line in findings)
+    assert any(line.startswith("Input size:") for line in findings)
+    block = report.curves_block(first)
+    assert "images/learning_curve.png" in block and "weights: none" in block
+    assert findings[0] in block.replace('\\', '')
+
+
+
+def test_the_deck_gains_a_slide_per_curve_figure(two_runs, tmp_path):
+    import pypdf
+
+    from test_plots_report import CLASSES, _model
+
+    _, first, _ = two_runs
+    results = {"profile": "smoke", "config": {"head_mode": "cached", "head_lr": 0.001}, "data": {"class_names": CLASSES},
+               "provenance": first["provenance"], "models": {"cnn": _model(0.5, 356810)}, "best_model": "cnn"}
+    without = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "a.pdf"))
+    with_curves = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "b.pdf", first))
+    assert len(with_curves.pages) == len(without.pages) + 2
+    text = " ".join(" ".join(page.extract_text() for page in with_curves.pages).split())
+    assert "How much labelled data transfer learning saves" in text and "Input resolution versus cost" in text
