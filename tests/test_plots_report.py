@@ -149,10 +149,10 @@ def test_model_comparison_marks_models_not_run(results):
 def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
-    assert lines[0] == "| Model | Study (reported) | This run | Difference (points) | Seconds |"
-    assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | +0.7 | 41 |"
-    assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | -0.6 | 41 |"
-    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — | — |"
+    assert lines[0] == "| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) | Seconds |"
+    assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
+    assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — | — | — |"
     provenance = lines[-1]
     assert provenance.startswith("*") and provenance.endswith("*")
     for part in ("profile seed", "weights: imagenet", "2026-11-29 02:14 UTC", "commit abc1234", "JPEG copy"):
@@ -163,8 +163,8 @@ def test_results_table_default_reason_and_computed_values(results):
     results["models"]["cnn"]["test_accuracy"] = 0.5
     del results["not_run"]
     lines = report.results_table_markdown(results).splitlines()
-    assert lines[2] == "| Baseline CNN | 60.5% | 50.0% | -10.5 | 41 |"
-    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: not selected | — | — |"
+    assert lines[2] == "| Baseline CNN | 60.5% | 50.0% | 1 seed | -10.5 | 41 |"
+    assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: not selected | — | — | — |"
 
 
 def _with_lite0(results):
@@ -179,8 +179,15 @@ def _with_lite0(results):
 
 def test_other_backbones_get_rows_after_the_studys_without_a_study_number(results):
     lines = report.results_table_markdown(_with_lite0(results)).splitlines()
-    assert lines[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | — | 41 |"
-    assert lines[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | — | 41 |"
+    assert lines[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | 1 seed | — | 41 |"
+    assert lines[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
+    curves = {"points": [{"model": m, "train_size": n, "seed": s, "test_accuracy": a}
+                         for m, base in (("cnn", 0.6), ("efficientnet_lite0_head", 0.8))
+                         for n in (500, 10000) for s, a in zip((3, 4, 5), (base, base + 0.01, base + 0.02))]}
+    with_seeds = report.results_table_markdown(results, curves).splitlines()
+    assert with_seeds[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | 41 |"
+    assert with_seeds[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | 81.0% ± 1.0 (3 seeds) | — | 41 |"
+    assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
     assert "weights: imagenet (EfficientNet-Lite0: pip package X)" in lines[-1]
     fig = plots.model_comparison(results)
     study, this_run = fig.axes[0].containers

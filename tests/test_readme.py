@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_table_matches_committed_results():
     results = json.loads((ROOT / "results" / "results.json").read_text())
-    assert report.readme_table_matches((ROOT / "README.md").read_text(), results)
+    curves = report.load_curves(ROOT / "results" / report.CURVES_FILE)
+    assert report.readme_table_matches((ROOT / "README.md").read_text(), results, curves)
 
 
 def test_readme_curves_block_matches_committed_learning_curves():

@@ -113,14 +113,14 @@ def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
             ax.annotate("", xy=(i + 0.04, 0.5), xytext=(i - 0.14, 0.5), arrowprops=dict(arrowstyle="-|>", lw=1.5))
 
 
-def _table(fig: Figure, results: dict, rect: list) -> None:
+def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -> None:
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
-    header = ["Model", "Study (reported)", "This run", "Difference (points)", "Seconds"]
+    header = ["Model", "Study (reported)", "This run", "Over seeds", "Difference (points)", "Seconds"]
     # At most two lines per cell so rows never overflow; the full reason is on the limitations slide.
-    cells = [[r["model"], r["study"], textwrap.fill(textwrap.shorten(r["run"], 72, placeholder="…"), 36), r["diff"],
-              r["seconds"]] for r in table_rows(results)]
+    cells = [[textwrap.fill(r["model"], 26), r["study"], textwrap.fill(textwrap.shorten(r["run"], 60, placeholder="…"), 30),
+              textwrap.fill(r["seeds"], 18), r["diff"], r["seconds"]] for r in table_rows(results, curves)]
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
-                     colWidths=[0.22, 0.16, 0.32, 0.18, 0.12])
+                     colWidths=[0.22, 0.12, 0.26, 0.16, 0.14, 0.10])
     table.auto_set_font_size(False)
     table.set_fontsize(13)
     for (row, _), cell in table.get_celld().items():
@@ -264,7 +264,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         ("Transfer learning in two stages", stages),
         ("Augmentation", augmentation),
         ("Results: this run vs the study", lambda fig: (
-            _table(fig, results, [0.05, 0.56, 0.9, 0.28]),
+            _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves),
             _picture(fig, images / "model_comparison.png", [0.15, 0.07, 0.7, 0.47]))),
         ("Training curves", training_curves),
         *_curve_slides(curves, images),

@@ -85,15 +85,28 @@ def stage_label(results: dict, name: str) -> str:
     return text
 
 
-def table_rows(results: dict) -> list[dict]:
+def _seed_spread(results: dict, curves: dict | None) -> dict:
+    """(mean, std, seeds) per stage from the learning curves at this run's training-set size."""
+    if curves is None:
+        return {}
+    from .curves import seed_spread
+
+    return seed_spread(curves, results["config"].get("train_size"))
+
+
+def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
     """One row per stage (the study's, then the others trained), as display strings shared by
-    the README and the deck."""
-    rows = []
+    the README and the deck. With notebook 03's `curves`, stages it ran at this run's size
+    also show their mean ± standard deviation over seeds; the others say "1 seed"."""
+    rows, spread = [], _seed_spread(results, curves)
     for entry in table_stages(results["models"]):
         m, study = results["models"].get(entry.name), entry.study_accuracy
+        mean, std, seeds = spread.get(entry.name, (None, None, 1))
         rows.append({"model": stage_label(results, entry.name),
                      "study": format_accuracy(study) if study is not None else "—",
                      "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {not_run_reason(results, entry.name)}",
+                     "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds)" if mean is not None
+                     else ("1 seed" if m else "—"),
                      "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None else "—",
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
     return rows
@@ -126,12 +139,12 @@ def _md_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_[]|<>" else c for c in str(text))
 
 
-def results_table_markdown(results: dict) -> str:
+def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     """The README results table (study vs this run) followed by one italic provenance line."""
-    lines = ["| Model | Study (reported) | This run | Difference (points) | Seconds |",
-             "|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['diff']} | {r['seconds']} |"
-              for r in table_rows(results)]
+    lines = ["| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) | Seconds |",
+             "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} | {r['seconds']} |"
+              for r in table_rows(results, curves)]
     prov = results["provenance"]
     details = [f"profile {results.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {weights_description(results)}", f"hardware: {prov.get('hardware', 'unknown')}",
@@ -139,9 +152,10 @@ def results_table_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
 
-def readme_block(results: dict) -> str:
+def readme_block(results: dict, curves: dict | None = None) -> str:
     """What the README shows between its results markers: the table, then the computed findings."""
-    return results_table_markdown(results) + "\n\n" + "\n".join(f"- {_md_escape(line)}" for line in findings(results))
+    return (results_table_markdown(results, curves) + "\n\n"
+            + "\n".join(f"- {_md_escape(line)}" for line in findings(results)))
 
 
 def _marked_block(text: str, start_marker: str = README_START, end_marker: str = README_END) -> tuple[int, int] | None:
@@ -157,7 +171,7 @@ def update_readme(readme_path: str | os.PathLike, results: dict, curves: dict | 
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path} does not exist: create it with the lines {README_START} and {README_END}.") from None
-    blocks = [(README_START, README_END, readme_block(results))]
+    blocks = [(README_START, README_END, readme_block(results, curves))]
     if curves is not None:
         blocks.append((CURVES_START, CURVES_END, curves_block(curves)))
     for start_marker, end_marker, content in blocks:
@@ -169,10 +183,10 @@ def update_readme(readme_path: str | os.PathLike, results: dict, curves: dict | 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def readme_table_matches(readme_text: str, results: dict) -> bool:
-    """Whether the README's results block holds exactly what these results render to."""
+def readme_table_matches(readme_text: str, results: dict, curves: dict | None = None) -> bool:
+    """Whether the README's results block holds exactly what these results (and curves) render to."""
     block = _marked_block(readme_text)
-    return block is not None and readme_text[block[0]: block[1]].strip() == readme_block(results)
+    return block is not None and readme_text[block[0]: block[1]].strip() == readme_block(results, curves)
 
 
 def readme_curves_match(readme_text: str, curves: dict) -> bool:
