@@ -115,14 +115,14 @@ def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
 
 def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -> None:
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
-    header = ["Model", "Study (reported)", "This run", "Over seeds", "Difference (points)", "Seconds"]
-    # At most two lines per cell so rows never overflow; the full reason is on the limitations slide.
-    cells = [[textwrap.fill(r["model"], 26), r["study"], textwrap.fill(textwrap.shorten(r["run"], 60, placeholder="…"), 30),
-              textwrap.fill(r["seeds"], 18), r["diff"], r["seconds"]] for r in table_rows(results, curves)]
+    header = ["Model", "Study", "This run", "Over seeds", "vs study (points)", "Seconds"]
+    # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
+    cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 46, placeholder="…"), r["seeds"], r["diff"],
+              r["seconds"]] for r in table_rows(results, curves)]
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
-                     colWidths=[0.22, 0.12, 0.26, 0.16, 0.14, 0.10])
+                     colWidths=[0.24, 0.08, 0.32, 0.17, 0.12, 0.07])
     table.auto_set_font_size(False)
-    table.set_fontsize(13)
+    table.set_fontsize(11)
     for (row, _), cell in table.get_celld().items():
         cell.set_edgecolor(PALETTE["muted"])
         if row == 0:
