@@ -196,7 +196,7 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     sentences = report.findings(results)
     assert sentences[0] == "Best model: EfficientNet-Lite0 fine-tuned with 90.0% test accuracy."
     assert ("EfficientNet-Lite0 fine-tuned vs the baseline CNN: +28.8 points (90.0% vs 61.2%), "
-            "for 41 s of training against 41 s (1x).") in sentences
+            "for 83 s of training (both stages) against 41 s (2x).") in sentences
 
 
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):

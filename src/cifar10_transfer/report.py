@@ -217,11 +217,13 @@ def findings(results: dict) -> list[str]:
         out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
     cnn = models.get("cnn")
     for name in (n for n in models if stage(n).backbone and cnn):
-        m = models[name]
+        m, head = models[name], models.get(name.replace("_finetuned", "_head"))
+        # stage 2 starts from stage 1, so its cost includes both
+        seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if head and head is not m else (m["seconds"], "")
         out.append(f"{stage_label(results, name)} vs the baseline CNN: {points_difference(m['test_accuracy'], cnn['test_accuracy']):+.1f} "
                    f"points ({format_accuracy(m['test_accuracy'])} vs {format_accuracy(cnn['test_accuracy'])}), "
-                   f"for {m['seconds']:,.0f} s of training against {cnn['seconds']:,.0f} s "
-                   f"({m['seconds'] / max(cnn['seconds'], 1e-9):,.0f}x).")
+                   f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
+                   f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")
     for name in (n for n in models if stage(n).study_accuracy is not None):
         reported = stage(name).study_accuracy
         out.append(f"{label(name)}: {format_accuracy(models[name]['test_accuracy'])} here vs "
