@@ -53,3 +53,15 @@ def test_committed_artifacts_hold_no_machine_paths():
     assert len(texts) >= 5
     assert {str(path.relative_to(ROOT)): MACHINE_PATH.findall(text) for path, text in texts.items()
             if MACHINE_PATH.search(text)} == {}
+
+
+def test_committed_curves_agree_with_the_main_table_within_their_seed_spread():
+    from cifar10_transfer.curves import seed_spread
+
+    results = json.loads((ROOT / "results" / "results.json").read_text())
+    curves = report.load_curves(ROOT / "results" / report.CURVES_FILE)
+    assert curves is not None and "JPEG copy" in curves["provenance"]["data"]
+    spread = seed_spread(curves, results["config"]["train_size"])
+    for name in ("cnn", f"{curves['backbone']}_head"):
+        mean, std, seeds = spread[name]
+        assert seeds == 3 and abs(results["models"][name]["test_accuracy"] - mean) <= max(2 * std, 0.005), name
