@@ -89,8 +89,9 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
              layers=175, finetune_layers=30, finetune_lr=1e-5,
              imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
              curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
-    # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran about
-    # 2x slower in bfloat16 than float32 on CPUs, so auto keeps it float32 there.
+    # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran slower
+    # in bfloat16 than in float32 on an avx512_bf16 CPU (0.87x, make bench), so auto keeps it
+    # float32 on CPUs.
     # Fine-tuning default, chosen on a validation split (benchmarks/finetune_recipe_pilot.py): the
     # last 72 layers (blocks 8-15, the 14x14 and 7x7 stages, plus the head conv) at 1e-4 beat
     # the study's recipe (last 30 layers at 1e-5) and the last 30 layers at 1e-4.
