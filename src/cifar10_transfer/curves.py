@@ -24,6 +24,7 @@ from .experiment import Experiment
 from .features import FeatureCache
 from .plots import PALETTE, save_figure, styled
 from .provenance import collect_provenance, weights_label
+from .publish import write_atomic
 from .study import label
 
 CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run reuses the features
@@ -56,7 +57,7 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
         experiment = Experiment(config.replace(image_size=size, models=head), dataset, weights,
                                 Path(workdir) / f"size{size}", feature_cache=cache, save_models=False)
         run = experiment.run_stage(head)
-        speed = cache.speed(experiment._transfers[config.curve_backbone], dataset, "train", size)
+        speed = cache.speed(experiment.transfer(config.curve_backbone), dataset, "train", size)
         images = sum(experiment.splits.sizes().values())
         points.append({"image_size": size, "test_accuracy": run.metrics["test_accuracy"],
                        "features_per_second": speed["images_per_second"],
@@ -67,8 +68,6 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
 def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_dir: str | Path,
                         profile: str) -> dict:
     """Both studies, as the content of results/learning_curves.json (written to out_dir/results)."""
-    from .publish import write_atomic
-
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()

@@ -218,6 +218,10 @@ class Experiment:
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
 
+    def transfer(self, backbone: str):
+        """The TransferModel that stage 1 of `backbone` built (KeyError before that stage ran)."""
+        return self._transfers[backbone]
+
     def _transfer_details(self, spec) -> dict:
         source = spec.imagenet_source if self.weights == "imagenet" else weights_label(self.weights)
         return {"backbone": spec.name, "weights": weights_label(self.weights), "weights_source": source}
