@@ -22,10 +22,11 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     results = experiment.run_all()
     head, finetuned = results["models"]["resnet50_head"], results["models"]["resnet50_finetuned"]
     transfer, cache, s = experiment._transfers["resnet50"], experiment.feature_cache, experiment.splits
-    assert cache.computed == 80 + 20 + 50 + 80  # stage 1: train, val, test and flipped train images
+    # stage 1: train, val, test and flipped train images; stage 2: two augmented views of the train images
+    assert cache.computed == 80 + 20 + 50 + 80 + 2 * 80
     # fine-tuning changed the backbone's weights, so its features are a new entry, computed afresh
-    flipped = cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25, flip=True)
-    assert flipped.shape == (80, 2048) and cache.computed == 80 + 20 + 50 + 80 + 80
+    flipped = cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25, view="flip")
+    assert flipped.shape == (80, 2048) and cache.computed == 80 + 20 + 50 + 80 + 2 * 80 + 80
     assert not np.allclose(flipped, cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25))
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
@@ -53,7 +54,9 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
     assert (finetuned["finetune_layers"], finetuned["finetune_lr"]) == (20, 0.001)
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
-    assert len(list((tmp_path / "cache").iterdir())) == 2  # the training and the test set's entries
+    # the training and the test set's entries, and the two augmented views of the training images
+    assert len(list((tmp_path / "cache").iterdir())) == 2 + 2
+    assert finetuned["finetune_views"] == 2
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}

@@ -47,7 +47,7 @@ def test_a_change_of_weights_size_flip_split_or_data_gets_its_own_entry(tmp_path
     other_data = Dataset(dataset.x_train[::-1], dataset.y_train, dataset.x_test, dataset.y_test,
                          dataset.class_names, "reversed")
     keys = {cache.key(other_weights, dataset, "train", 32), cache.key(transfer, dataset, "train", 48),
-            cache.key(transfer, dataset, "train", 32, flip=True), cache.key(transfer, dataset, "test", 32),
+            cache.key(transfer, dataset, "train", 32, view="flip"), cache.key(transfer, dataset, "test", 32),
             cache.key(transfer, other_data, "train", 32)}
     assert base not in keys and len(keys) == 5
     assert cache.key(transfer, dataset, "train", 32) == base  # and the same inputs give the same key
@@ -57,7 +57,7 @@ def test_an_unfinished_computation_is_redone(tmp_path, dataset, transfer):
     cache = FeatureCache(tmp_path)
     cache.pooled(transfer, dataset, "test", np.arange(4), 32, 4)
     entry = tmp_path / cache.key(transfer, dataset, "test", 32)
-    np.save(entry / "done.npy", np.zeros(20, dtype=bool))  # as if killed before marking the rows done
+    np.save(entry / "pooled.done.npy", np.zeros(20, dtype=bool))  # as if killed before marking the rows done
     cache.pooled(transfer, dataset, "test", np.arange(4), 32, 4)
     assert cache.computed == 8
     assert cache.speed(transfer, dataset, "test", 32)["images"] == 8  # summed over both computations

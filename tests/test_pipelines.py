@@ -77,7 +77,7 @@ def test_transfer_pipeline_resizes_and_applies_the_backbones_preprocessing():
 
 
 def test_every_pipeline_runs_without_the_tf_data_autotuner():
-    # the autotuner made passes wait 2.4 s at their end on a 2-core CPU (see pipelines._prefetched)
+    # the autotuner made passes wait 2.4 s at their end on a 2-core CPU (see pipelines.prefetched)
     x, y = _images(8)
     pipelines = [cnn_dataset(x, y, 4, shuffle=True), array_dataset(x.reshape(8, -1), y, 4),
                  transfer_dataset(x, y, 64, 4, RESNET),

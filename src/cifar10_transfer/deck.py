@@ -72,6 +72,13 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
         y -= 0.5 * fs / 72 / SLIDE_H
 
 
+def _stage2_way(views: int) -> str:
+    """How stage 2 saw its training images (results.json `finetune_views`; absent before it existed)."""
+    if not views:
+        return "online: the whole backbone every step"
+    return f"frozen prefix cached, {views} augmented cop{'y' if views == 1 else 'ies'} per image"
+
+
 def _bullets(fig: Figure, items: list, box=BODY, size: int = 20) -> None:
     _flow(fig, [("•", 0.0, item, 0.35) for item in items], box, size)
 
@@ -202,7 +209,8 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
         recipes = [f"{label(n).rsplit(' ', 1)[0]}: last {models[n]['finetune_layers']} layers at learning rate "
-                   f"{models[n]['finetune_lr']:g}" for n in models if "finetune_layers" in models[n]]
+                   f"{models[n]['finetune_lr']:g}; {_stage2_way(models[n].get('finetune_views', 0))}"
+                   for n in models if "finetune_layers" in models[n]]
         for box, heading, kind, items in (
                 ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
                  [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",

@@ -25,6 +25,7 @@ from .evaluation import evaluate_predictions
 from .features import FeatureCache
 from .models import build_cnn, build_transfer, compile_classifier, unfreeze
 from .predict import MODELS_DIR, save_for_prediction
+from .prefix import BackboneCut, CachedRows, ViewSchedule, cut_backbone
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
@@ -99,7 +100,7 @@ class Experiment:
         self.started = datetime.now(timezone.utc)
         self._strategy, self._seeded = strategy, False
         self.runs: dict[str, ModelRun] = {}
-        self._transfers = {}
+        self._transfers, self._cuts = {}, {}
 
     @cached_property
     def splits(self) -> Splits:
@@ -166,13 +167,17 @@ class Experiment:
         stage_dir = self._stage_dir(f"{backbone}_head")
         if config.head_mode == "cached":
             started = time.perf_counter()
-            features = {split: self.feature_cache.pooled(transfer, self.dataset, "test" if split == "test" else "train",
-                                                         index, config.image_size, config.batch_size)
-                        for split, index in (("train", s.train_index), ("val", s.val_index), ("test", s.test_index))}
+            # val and test pass the frozen prefix once for both stages when stage 2 runs on the cache
+            also = self._cut(backbone).tensors if self._finetunes_on_cache(backbone) else None
+            with self.strategy.scope():
+                features = {split: self.feature_cache.pooled(
+                    transfer, self.dataset, "test" if split == "test" else "train", index, config.image_size,
+                    config.batch_size, also=None if split == "train" else also)
+                    for split, index in (("train", s.train_index), ("val", s.val_index), ("test", s.test_index))}
             x_train, y_train = features["train"], s.y_train
             if config.cache_flips:
                 flipped = self.feature_cache.pooled(transfer, self.dataset, "train", s.train_index, config.image_size,
-                                                    config.batch_size, flip=True)
+                                                    config.batch_size, view="flip")
                 x_train, y_train = np.concatenate([x_train, flipped]), np.concatenate([y_train, y_train])
             with self.strategy.scope():
                 compile_classifier(transfer.head, config.head_lr, self.jit_compile)
@@ -208,15 +213,62 @@ class Experiment:
         learning_rate = config.finetune_lr or spec.finetune_lr
         with self.strategy.scope():
             unfreeze(transfer, n_layers, learning_rate, self.jit_compile)
-        stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
-                          self._images(spec, s.x_val, s.y_val), config.finetune_epochs,
-                          self._stage_dir(f"{backbone}_finetuned"), len(s.y_train),
-                          callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR),))
-        probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{backbone}_finetuned test",
-                                len(s.y_test), config.batch_size)
-        details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate}
+        if self._finetunes_on_cache(backbone):
+            stage, probabilities = self._fine_tune_on_cache(transfer, self._cut(backbone), learning_rate)
+        else:
+            stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
+                              self._images(spec, s.x_val, s.y_val), config.finetune_epochs,
+                              self._stage_dir(f"{backbone}_finetuned"), len(s.y_train),
+                              callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR),))
+            probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test),
+                                    f"{backbone}_finetuned test", len(s.y_test), config.batch_size)
+        details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate,
+                   "finetune_views": config.finetune_views if self._finetunes_on_cache(backbone) else 0}
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
+
+    def _finetunes_on_cache(self, backbone: str) -> bool:
+        c = self.config
+        return c.finetune_views > 0 and f"{backbone}_finetuned" in c.model_list
+
+    def _cut(self, backbone: str) -> BackboneCut:
+        if backbone not in self._cuts:
+            transfer = self._transfers[backbone]
+            with self.strategy.scope():
+                self._cuts[backbone] = cut_backbone(transfer, self.config.finetune_layers
+                                                    or transfer.spec.finetune_layers)
+        return self._cuts[backbone]
+
+    def _fine_tune_on_cache(self, transfer, cut: BackboneCut, learning_rate: float):
+        """Stage 2 over cut tensors from the cache: `finetune_views` augmented copies of the
+        training images (computed here on first use; their cost counts in the stage's
+        seconds), validation and test images as stage 1 left them (see `prefix`)."""
+        config, s = self.config, self.splits
+        started = time.perf_counter()
+
+        def fill(split, index, view="plain"):
+            return self.feature_cache.fill(transfer, self.dataset, split, index, config.image_size,
+                                           config.batch_size, cut.tensors, view)
+
+        # without augmentation, the one plain copy is exactly what online stage 2 would see
+        view_names = ([f"augment-{config.seed}-{k}" for k in range(config.finetune_views)] if config.augment
+                      else ["plain"])
+        with self.strategy.scope():
+            compile_classifier(cut.suffix, learning_rate, self.jit_compile)
+            views = [fill("train", s.train_index, view) for view in view_names]
+            val, test = fill("train", s.val_index), fill("test", s.test_index)
+        view_seconds = time.perf_counter() - started
+        names, shapes = list(cut.tensors), {name: tuple(t.shape[1:]) for name, t in cut.tensors.items()}
+        train = CachedRows(views, names, s.train_index, s.y_train, config.batch_size, True, config.seed)
+        name = f"{transfer.spec.name}_finetuned"
+        stage = fit_stage(cut.suffix, train.dataset(shapes),
+                          CachedRows([val], names, s.val_index, s.y_val, config.batch_size).dataset(shapes),
+                          config.finetune_epochs, self._stage_dir(name), len(s.y_train),
+                          callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR), ViewSchedule(train)))
+        probabilities = predict(cut.suffix, CachedRows([test], names, s.test_index, s.y_test,
+                                                       config.batch_size).dataset(shapes),
+                                f"{name} test", len(s.y_test), config.batch_size)
+        return replace(stage, seconds=stage.seconds + view_seconds), probabilities
 
     def transfer(self, backbone: str):
         """The TransferModel that stage 1 of `backbone` built (KeyError before that stage ran)."""

@@ -1,13 +1,16 @@
-"""Pooled backbone features, computed once per image and kept on disk.
+"""Backbone outputs computed once per image and kept on disk: pooled features and cut tensors.
 
-One cache entry holds the features of every image of one data split (the training or the
-test set) under one backbone, its weights, its input pipeline (size, preprocessing, flip)
-and its compute precision. The entry's key is a hash of all of these, measured rather
-than named: the backbone's weight values, and the pipeline's output on a fixed probe
-image. A change of weights, preprocessing or image size therefore lands in a new entry and
-can never reuse stale features. Rows are filled on demand, so a run that uses 10,000 of
-the 50,000 training images computes only those, and the next run with other sizes or
-seeds computes only what is still missing.
+One cache entry covers every image of one data split (the training or the test set) under
+one backbone, its weights, its input pipeline (size, preprocessing, view) and its compute
+precision. Inside it, each backbone tensor that a caller asked for has its own file of
+rows: `pooled` (the pooled features of stage 1 and the learning curves) or a tensor that
+crosses a cut between frozen and trainable layers (stage 2 on the cached prefix, named
+after the layer that produces it, so a cut point is a set of files). The entry's key is a
+hash of everything it depends on, measured rather than named: the backbone's weight
+values, and the view pipeline's output on a fixed probe image. A change of weights,
+preprocessing, augmentation or image size therefore lands in a new entry and can never
+reuse stale rows. Rows are filled on demand, chunk by chunk: a run that uses 10,000 of
+the 50,000 training images computes only those, and a killed run keeps its finished chunks.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ import json
 import time
 from pathlib import Path
 
+import keras
+import ml_dtypes
 import numpy as np
 
 from .data import Dataset
-from .pipelines import transfer_dataset
+from .pipelines import view_dataset
 from .publish import atomic_write, write_atomic
 
 _PROBE = np.arange(2 * 32 * 32 * 3, dtype=np.uint32).reshape(2, 32, 32, 3).astype(np.uint8)  # fixed test image
+CHUNK = 512  # images per computation and write: bounds memory (ResNet50's cut: ~0.45 MB per image in bfloat16)
 
 
 def _digest(*parts) -> str:
@@ -33,8 +39,14 @@ def _digest(*parts) -> str:
     return digest.hexdigest()
 
 
+def pooled_output(transfer):
+    """The backbone's pooled features as a tensor of its own graph, pooled in the model's precision."""
+    pool = transfer.model.get_layer("pool")
+    return keras.layers.GlobalAveragePooling2D(dtype=pool.dtype_policy)(transfer.backbone.output)
+
+
 class FeatureCache:
-    """Pooled features of dataset images under `root`, one folder per key (see the module doc).
+    """Backbone outputs of dataset images under `root`, one folder per key (see the module doc).
 
     `computed` counts the images this cache object ran through a backbone, so callers (and
     tests) can tell a cache hit from a backbone pass.
@@ -45,50 +57,87 @@ class FeatureCache:
         self.computed = 0
         self._fingerprints: dict[int, str] = {}
 
-    def key(self, transfer, dataset: Dataset, split: str, image_size: int, flip: bool = False) -> str:
-        """The entry of `split` ("train" or "test") of `dataset` under this model and pipeline."""
+    def key(self, transfer, dataset: Dataset, split: str, image_size: int, view: str = "plain") -> str:
+        """The entry of `split` ("train" or "test") of `dataset` under this model and view pipeline."""
         if id(dataset) not in self._fingerprints:
             self._fingerprints[id(dataset)] = dataset.fingerprint()
         weights = _digest(*(np.ascontiguousarray(w.numpy()).tobytes() for w in transfer.backbone.weights))
-        probe = next(iter(transfer_dataset(_PROBE, np.zeros(2), image_size, 2, transfer.spec.preprocess,
-                                           flip=flip)))[0].numpy()
-        return _digest(transfer.spec.name, weights, probe.tobytes(), image_size, flip,
+        probe = next(iter(view_dataset(_PROBE, np.arange(2), image_size, 2, transfer.spec.preprocess, view)))[0]
+        return _digest(transfer.spec.name, weights, probe.numpy().tobytes(), image_size, view,
                        transfer.backbone.compute_dtype, self._fingerprints[id(dataset)], split)[:20]
 
-    def pooled(self, transfer, dataset: Dataset, split: str, indices: np.ndarray, image_size: int,
-               batch_size: int, flip: bool = False) -> np.ndarray:
-        """Features of `dataset`'s `split` images at `indices` (N x feature_dim, float32), computing
-        only the ones not cached yet."""
-        from .training import predict
+    def fill(self, transfer, dataset: Dataset, split: str, indices: np.ndarray, image_size: int,
+             batch_size: int, tensors: dict, view: str = "plain") -> Path:
+        """Compute, in one backbone pass, the `tensors` (name: tensor of the backbone's graph) of the
+        images at `indices` that are not cached yet; return the entry folder for `read`."""
+        from .training import ProgressLines
 
         images = dataset.x_train if split == "train" else dataset.x_test
-        entry = self.root / self.key(transfer, dataset, split, image_size, flip)
-        features, done = self._open(entry, len(images), transfer.spec.feature_dim)
-        missing = np.setdiff1d(np.asarray(indices), np.flatnonzero(done))
-        if len(missing):
-            started = time.perf_counter()
-            data = transfer_dataset(images[missing], np.zeros(len(missing)), image_size, batch_size,
-                                    transfer.spec.preprocess, flip=flip)
-            label = f"features {transfer.spec.name} {split}{' flipped' if flip else ''}"
-            features[missing] = predict(transfer.features, data, label, len(missing), batch_size)
-            features.flush()
-            done[missing] = True
-            atomic_write(entry / "done.npy", lambda tmp: np.save(tmp, done))  # only after the rows are on disk
-            self.computed += len(missing)
-            self._record_speed(entry, len(missing), time.perf_counter() - started)
-        return np.array(features[np.asarray(indices)])
+        entry = self.root / self.key(transfer, dataset, split, image_size, view)
+        entry.mkdir(parents=True, exist_ok=True)
+        done = {name: self._done(entry, name, len(images)) for name in tensors}
+        complete = np.logical_and.reduce(list(done.values()))
+        missing = np.asarray(indices)[~complete[np.asarray(indices)]]
+        missing = np.unique(missing)
+        if not len(missing):
+            return entry
+        started = time.perf_counter()
+        extractor = keras.Model(transfer.backbone.input, tensors)
+        for name, tensor in tensors.items():
+            self._create(entry / f"{name}.npy", (len(images), *tensor.shape[1:]),
+                         "float32" if name == "pooled" else tensor.dtype)
+        progress = ProgressLines(f"{transfer.spec.name} {split} {view} ({', '.join(tensors)})",
+                                 len(missing), CHUNK)
+        progress.on_predict_begin()
+        for number, start in enumerate(range(0, len(missing), CHUNK)):
+            rows = missing[start:start + CHUNK]
+            values = extractor.predict(view_dataset(images[rows], rows, image_size, batch_size,
+                                                    transfer.spec.preprocess, view), verbose=0)
+            for name in tensors:
+                array = _as_stored(np.lib.format.open_memmap(entry / f"{name}.npy", mode="r+"))
+                array[rows] = np.asarray(values[name]).astype(array.dtype)
+                array.flush()
+                del array  # unmapped after each chunk: resident memory stays one chunk
+                done[name][rows] = True
+                # marked only after the rows are on disk
+                atomic_write(entry / f"{name}.done.npy", lambda tmp, mask=done[name]: np.save(tmp, mask))
+            progress.on_predict_batch_end(number)
+        self.computed += len(missing)
+        self._record_speed(entry, len(missing), time.perf_counter() - started)
+        return entry
 
     @staticmethod
-    def _open(entry: Path, n_images: int, feature_dim: int):
-        entry.mkdir(parents=True, exist_ok=True)
-        path, done_path = entry / "features.npy", entry / "done.npy"
-        if path.is_file():
-            features = np.lib.format.open_memmap(path, mode="r+")
-            done = np.load(done_path) if done_path.is_file() else np.zeros(n_images, dtype=bool)
-        else:
-            features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_images, feature_dim))
-            done = np.zeros(n_images, dtype=bool)
-        return features, done
+    def read(entry: Path, name: str, indices: np.ndarray) -> np.ndarray:
+        """Rows `indices` of tensor `name` in a filled entry, in the order asked, in its stored dtype."""
+        array = np.load(entry / f"{name}.npy", mmap_mode="r")
+        indices = np.asarray(indices)
+        order = np.argsort(indices, kind="stable")
+        rows = np.empty((len(indices), *array.shape[1:]), array.dtype)
+        rows[order] = array[indices[order]]  # ascending reads from disk
+        return _as_stored(rows)
+
+    def pooled(self, transfer, dataset: Dataset, split: str, indices: np.ndarray, image_size: int,
+               batch_size: int, view: str = "plain", also: dict | None = None) -> np.ndarray:
+        """Pooled features of `dataset`'s `split` images at `indices` (N x feature_dim, float32),
+        computing only the ones not cached yet, together with the tensors `also` asks for."""
+        tensors = {"pooled": pooled_output(transfer), **(also or {})}
+        entry = self.fill(transfer, dataset, split, indices, image_size, batch_size, tensors, view)
+        return self.read(entry, "pooled", indices)
+
+    @staticmethod
+    def _done(entry: Path, name: str, n_images: int) -> np.ndarray:
+        path = entry / f"{name}.done.npy"
+        return np.load(path) if path.is_file() else np.zeros(n_images, dtype=bool)
+
+    @staticmethod
+    def _create(path: Path, shape: tuple, dtype: str) -> None:
+        def create(temporary: str) -> None:
+            # bfloat16 is stored as 2-byte records (NumPy has no such type); `_as_stored` views them back
+            stored = np.dtype("V2") if dtype == "bfloat16" else np.dtype(dtype)
+            np.lib.format.open_memmap(temporary, mode="w+", dtype=stored, shape=shape).flush()
+
+        if not path.is_file():
+            atomic_write(path, create)
 
     @staticmethod
     def _record_speed(entry: Path, images: int, seconds: float) -> None:
@@ -99,6 +148,11 @@ class FeatureCache:
         write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
 
     def speed(self, transfer, dataset: Dataset, split: str, image_size: int) -> dict | None:
-        """Images computed into the entry, their seconds and `images_per_second`; None if none were."""
+        """Images computed into the plain entry, their seconds and `images_per_second`; None if none were."""
         path = self.root / self.key(transfer, dataset, split, image_size) / "speed.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _as_stored(array: np.ndarray) -> np.ndarray:
+    """`array` viewed in the dtype it was stored from: 2-byte records are bfloat16."""
+    return array.view(ml_dtypes.bfloat16) if array.dtype.kind == "V" else array

@@ -89,7 +89,7 @@ def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = F
     ds = _batched(x, y, batch_size, shuffle, seed)
     ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
-    return _prefetched(ds)
+    return prefetched(ds)
 
 
 def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int, preprocess,
@@ -112,17 +112,41 @@ def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: 
     if flip:
         ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
     ds = ds.map(lambda images, labels: (preprocess(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    return _prefetched(ds)
+    return prefetched(ds)
+
+
+def view_dataset(x: np.ndarray, indices: np.ndarray, image_size: int, batch_size: int, preprocess,
+                 view: str = "plain") -> tf.data.Dataset:
+    """Batches of one cached view of images `x` (dataset rows `indices`), labels all zero.
+
+    `view` is "plain" (resized only), "flip" (mirrored) or "augment-<seed>-<k>": the k-th
+    augmented copy, drawn by `augment_batch` (the online augmentation, same distribution)
+    with a key made of the seed, k and the image's dataset row. An image's copy therefore
+    does not depend on which other images share its batch, and a rerun rebuilds it exactly.
+    """
+    kind, *numbers = view.split("-")
+    if kind in ("plain", "flip") and not numbers:
+        return transfer_dataset(x, np.zeros(len(x)), image_size, batch_size, preprocess, flip=kind == "flip")
+    if kind != "augment" or len(numbers) != 2 or not all(n.isdigit() for n in numbers):
+        raise UserError(f"unknown view {view!r}; use plain, flip or augment-<seed>-<k>.")
+    seed, copy = map(int, numbers)
+    keys = np.stack([np.full(len(x), copy), seed * 1_000_000 + np.asarray(indices)], axis=1).astype(np.int64)
+    resize = lambda image: tf.image.resize(tf.cast(image, tf.float32)[None], (image_size, image_size))
+    ds = tf.data.Dataset.from_tensor_slices((x, keys)).map(
+        lambda image, key: augment_batch(resize(image), key)[0], num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda images: (preprocess(images), tf.zeros(tf.shape(images)[0])),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return prefetched(ds)
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
                   seed: int = 0) -> tf.data.Dataset:
     """Batches of in-memory arrays as they are (cached features), shuffled per epoch when `shuffle`."""
-    return _prefetched(_batched(x, y, batch_size, shuffle, seed))
+    return prefetched(_batched(x, y, batch_size, shuffle, seed))
 
 
-def _prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
-    """Prefetch, with tf.data's autotuning model switched off.
+def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Prefetch (every pipeline of the package ends here), with tf.data's autotuning model switched off.
 
     Why (TF 2.21, 2-core CPU): with the autotuner, many passes over a dataset waited about
     2.4 s at their end, which hid the bfloat16 speed-up in short timings and made CNN
