@@ -7,8 +7,13 @@ Every target is a ratio of two measurements taken in this one run, on this machi
     their features on the same images; stage 1 (head only) wall-clock, head_mode=cached
     against end_to_end at equal epochs; stage 2 (fine-tuning) images/s at the backbone's
     default depth;
+  - for each backbone (stage2): the seed profile's wall-clock three ways (the study's,
+    the previous default, stage 2 on the cached frozen prefix with K = 1, 2, 3 views),
+    projected from per-image costs measured in this run (benchmarks/stage_costs.py);
   - peak resident memory of a real `train` run (seed profile, ResNet50 stages of one epoch:
-    memory does not depend on the number of epochs) at two training-set sizes.
+    memory does not depend on the number of epochs) at two training-set sizes;
+  - (accuracy) EfficientNet-Lite0's fine-tuned test accuracy at the seed profile, online
+    against two cached views.
 
 It writes benchmarks/results/latest.json and the README's Performance block. With
 --weights auto, a backbone uses ImageNet weights where they are on this machine (the
@@ -48,6 +53,8 @@ from cifar10_transfer.publish import write_atomic  # noqa: E402
 from cifar10_transfer.features import FeatureCache  # noqa: E402
 from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
+from stage_costs import (ACCURACY_BACKBONE, accuracy, accuracy_markdown, per_image_costs, project,  # noqa: E402
+                         projection_markdown)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_START, BENCH_END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -253,6 +260,13 @@ def markdown(report: dict) -> str:
                      f"{r[str(sizes[0])]:.2f} GB / {r[str(sizes[-1])]:.2f} GB (growth {r['growth_gb']:.2f} GB)"))
         notes.append(("memory", r["run"]))
     table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
+    for name, entry in report.get("stage2", {}).items():
+        who = f"{get_backbone(name).label}, {entry['precision']}, last {entry['finetune_layers']} layers"
+        table += "\n\n" + projection_markdown(who, entry)
+        notes.append((f"{get_backbone(name).label} ways", entry["run"]))
+    if "accuracy" in report:
+        table += "\n\n" + accuracy_markdown(report["accuracy"])
+        notes.append(("accuracy", report["accuracy"]["run"]))
     data = sorted({part["run"]["data"] for part in _parts(report)})
     jpeg_note = ", whose JPEG re-encoding costs about a point of accuracy" if any("JPEG" in d for d in data) else ""
     runs: dict[str, list[str]] = {}
@@ -265,7 +279,8 @@ def markdown(report: dict) -> str:
 
 
 def _parts(report: dict) -> list[dict]:
-    return [report[key] for key in ("cnn", "peak_rss_gb") if key in report] + list(report.get("backbones", {}).values())
+    return ([report[key] for key in ("cnn", "peak_rss_gb", "accuracy") if key in report]
+            + list(report.get("backbones", {}).values()) + list(report.get("stage2", {}).values()))
 
 
 def update_readme(block: str) -> None:
@@ -280,6 +295,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--stage1-train", type=int, default=250, help="images in stage 1 (80%% train, 20%% val)")
     parser.add_argument("--stage1-epochs", type=int, default=10)
+    parser.add_argument("--stage2-train", type=int, default=500,
+                        help="images for the per-image costs of the three ways (80%% of them are timed)")
     parser.add_argument("--features", type=int, default=96, help="images for the feature-extraction timing")
     parser.add_argument("--weights", default="auto",
                         help="auto (ImageNet where installed or cached here, else none), none, or a file")
@@ -291,8 +308,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
-    parser.add_argument("--parts", default="cnn,backbones,rss",
-                        help="what to measure: cnn, backbones, rss (comma-separated)")
+    parser.add_argument("--parts", default="cnn,backbones,stage2,rss,accuracy",
+                        help="what to measure: cnn, backbones, stage2 (three ways, projected), rss, "
+                             "accuracy (EfficientNet-Lite0 online vs two views, seed profile: about an hour)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other parts of --out, each labelled with its own run")
     parser.add_argument("--rss-run", type=int, help=argparse.SUPPRESS)
@@ -309,11 +327,13 @@ def main() -> None:
         return
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
+        args.stage2_train = 60
         args.cnn_epochs, args.cnn_train_size = 2, 1000
     parts = {part.strip() for part in args.parts.split(",")}
     dataset = _dataset(args.data, args.data_dir)
     data_flags = _data_flags(args.data, args.data_dir)
     splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage1_train}"]))
+    stage2_splits = split_dataset(dataset, make_config("seed", [f"train_size={args.stage2_train}"]))
     out = Path(args.out)
     report = json.loads(out.read_text()) if args.merge and out.is_file() else {}
 
@@ -333,6 +353,19 @@ def main() -> None:
             entry.update(image_size=args.image_size, stage1_epochs=args.stage1_epochs,
                          stage1_images=len(splits.y_train), run=measured(started))
             report.setdefault("backbones", {})[name] = entry
+        for name in (n.strip() for n in args.backbones.split(",") if n.strip() and "stage2" in parts):
+            started = datetime.now(timezone.utc)
+            spec = get_backbone(name)
+            entry = per_image_costs(spec, dataset, stage2_splits, args.image_size, bench_weights(spec, args.weights),
+                                    Path(tmp) / f"stage2-{name}")
+            entry.update(projection=project(entry), image_size=args.image_size, run=measured(started))
+            report.setdefault("stage2", {})[name] = entry
+        if "accuracy" in parts:
+            started = datetime.now(timezone.utc)
+            quick = {"image_size": 32, "train_size": 200, "test_size": 100} if args.quick else {}
+            report["accuracy"] = accuracy(dataset, bench_weights(get_backbone(ACCURACY_BACKBONE), args.weights),
+                                          Path(tmp) / "accuracy", "smoke" if args.quick else "seed", quick)
+            report["accuracy"]["run"] = measured(started)
         if "rss" in parts:
             started = datetime.now(timezone.utc)
             report["peak_rss_gb"] = peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags)

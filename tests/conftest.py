@@ -66,6 +66,15 @@ def write_image_folders(root: Path, per_class: int = 3, suffix: str = ".png") ->
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def decoded_images_cache(tmp_path_factory) -> Path:
+    """One cache of decoded image folders per test session, out of the user's home; the
+    notebooks and CLI processes that tests start inherit it."""
+    path = tmp_path_factory.mktemp("decoded")
+    os.environ["CIFAR10_TRANSFER_CACHE"] = str(path)
+    return path / "image-folders"
+
+
 @pytest.fixture
 def official_dir(tmp_path) -> Path:
     return write_official_batches(tmp_path / "cifar-10-batches-py")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import cifar10_transfer.data as data_module
 from cifar10_transfer.data import load_dataset, safe_extract, synthetic_dataset
 from cifar10_transfer.errors import UserError
 from conftest import CLASSES, PER_BATCH, fake_batch, write_batch, write_image_folders, write_official_tarball
@@ -77,6 +78,30 @@ def test_image_folder_values_and_conversions(image_root):
     assert (cats[:, 0, 0] == [77, 77, 77]).all(axis=1).any()  # grayscale became RGB
     assert (cats[:, 0, 0] == [10, 20, 30]).all(axis=1).any()  # RGBA lost its alpha
     assert dataset.x_train[0, 0, 0, 0] == 0 and dataset.x_train[3, 0, 0, 0] == 20  # airplane 0, automobile 20
+
+
+def test_decoded_image_folders_are_kept_and_redone_when_a_file_changes(image_root, monkeypatch, tmp_path):
+    monkeypatch.setenv("CIFAR10_TRANSFER_CACHE", str(tmp_path / "cache"))
+    Image.new("RGB", (64, 48), (200, 100, 50)).save(image_root / "train" / "dog" / "big.png")
+    first = load_dataset(data_dir=image_root)
+    assert len(list((tmp_path / "cache" / "image-folders").glob("*.npz"))) == 1
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data_module, "read_image", no_decoding)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = load_dataset(data_dir=image_root)
+    np.testing.assert_array_equal(again.x_train, first.x_train)
+    np.testing.assert_array_equal(again.y_test, first.y_test)
+    assert again.description == first.description and again.fingerprint() == first.fingerprint()
+    assert any("1 images were not 32x32" in str(w.message) for w in caught)  # said again, from the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("CIFAR10_TRANSFER_CACHE", str(tmp_path / "cache"))
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(image_root / "train" / "cat" / "0000.png")  # same name, new pixels
+    changed = load_dataset(data_dir=image_root)
+    assert (changed.x_train[changed.y_train == CLASSES.index("cat")][0, 0, 0] == [1, 2, 3]).all()
 
 
 def test_synthetic_is_deterministic_and_labelled():

@@ -66,3 +66,11 @@ def test_constructing_an_experiment_does_no_work(tmp_path):
     experiment = _experiment(tmp_path / "lazy")
     assert experiment._strategy is None and not experiment._seeded and "splits" not in vars(experiment)
     assert not (tmp_path / "lazy").exists()
+
+
+def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
+    alone = _experiment(tmp_path / "alone", "models=efficientnet_lite0_head").run_all()["models"]
+    after_cnn = _experiment(tmp_path / "after", "models=cnn,efficientnet_lite0_head").run_all()["models"]
+    head = "efficientnet_lite0_head"
+    assert alone[head]["history"] == after_cnn[head]["history"]
+    assert alone[head]["test_accuracy"] == after_cnn[head]["test_accuracy"]

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
+from .publish import atomic_write
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
                "dog", "frog", "horse", "ship", "truck")
@@ -242,7 +243,7 @@ def load_image_folders(root: Path, location: str | None = None) -> Dataset:
     if train_names != [p.name for p in splits["test"]]:
         raise UserError(f"train and test class folders differ under {root}: "
                         f"{sorted(set(train_names) ^ {p.name for p in splits['test']})}.")
-    arrays, resized, jpeg_files, total_files = {}, 0, 0, 0
+    listing = {}
     for split, class_dirs in splits.items():
         files, labels = [], []
         for label, class_dir in enumerate(class_dirs):
@@ -251,18 +252,59 @@ def load_image_folders(root: Path, location: str | None = None) -> Dataset:
                 raise UserError(f"class folder {class_dir} is empty.")
             files += members
             labels += [label] * len(members)
-        jpeg_files += sum(path.suffix.lower() in (".jpg", ".jpeg") for path in files)
-        total_files += len(files)
-        # Decode straight into one preallocated array: no list of 60,000 small arrays and no
-        # second full copy from stacking them.
-        images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-        with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            resized += sum(pool.map(lambda item: read_image(item[1], images[item[0]]), enumerate(files)))
-        arrays[split] = (images, np.asarray(labels, dtype=np.int64))
+        listing[split] = (files, np.asarray(labels, dtype=np.int64))
+    every_file = listing["train"][0] + listing["test"][0]
+    jpeg = sum(path.suffix.lower() in (".jpg", ".jpeg") for path in every_file) * 2 > len(every_file)
+    description = f"CIFAR-10 ({'JPEG copy, image folders' if jpeg else 'image folders'}, " \
+                  f"{location or root.resolve().name + '/'})"
+    decoded = _decoded_path(root, every_file)
+    if decoded.is_file():
+        with np.load(decoded) as stored:
+            arrays = {split: (stored[f"x_{split}"], listing[split][1]) for split in listing}
+            resized = int(stored["resized"])
+    else:
+        arrays, resized = {}, 0
+        for split, (files, labels) in listing.items():
+            # Decode straight into one preallocated array: no list of 60,000 small arrays and no
+            # second full copy from stacking them.
+            images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+            with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+                resized += sum(pool.map(lambda item: read_image(item[1], images[item[0]]), enumerate(files)))
+            arrays[split] = (images, labels)
+        _keep_decoded(decoded, arrays, resized)
     if resized:
         warnings.warn(f"{resized} images were not 32x32 and were resized to 32x32.", stacklevel=2)
-    kind = "JPEG copy, image folders" if jpeg_files * 2 > total_files else "image folders"
-    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), f"CIFAR-10 ({kind}, {location or root.resolve().name + '/'})")
+    return Dataset(*arrays["train"], *arrays["test"], tuple(train_names), description)
+
+
+def decoded_cache_dir() -> Path:
+    """Where decoded image folders are kept: $CIFAR10_TRANSFER_CACHE, else $XDG_CACHE_HOME or
+    ~/.cache, then cifar10-transfer/; under it, image-folders/."""
+    base = os.environ.get("CIFAR10_TRANSFER_CACHE")
+    root = Path(base) if base else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cifar10-transfer"
+    return root / "image-folders"
+
+
+def _decoded_path(root: Path, files: list[Path]) -> Path:
+    """The decoded copy of exactly these files: keyed by each one's relative path, size and mtime."""
+    listing = hashlib.sha256()
+    for path in files:
+        status = path.stat()
+        listing.update(f"{path.relative_to(root)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return decoded_cache_dir() / f"{listing.hexdigest()[:24]}.npz"
+
+
+def _keep_decoded(path: Path, arrays: dict, resized: int) -> None:
+    # Decoding 60,000 JPEGs took about 17 s on 2 cores, and each notebook and test loads them again.
+    def save(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, resized=resized, **{f"x_{split}": x for split, (x, _) in arrays.items()})
+
+    try:
+        atomic_write(path, save)
+    except OSError as exc:
+        warnings.warn(f"could not keep decoded images in {path.parent} ({exc.strerror}); "
+                      "the next load decodes them again.", stacklevel=3)
 
 
 def read_image(path: Path, out: np.ndarray) -> bool:

@@ -72,8 +72,8 @@ class Experiment:
     """Train and evaluate the selected stages of `config` on `dataset`.
 
     Constructing one does no work: the split is drawn on first use, and the process-wide
-    state (the distribution strategy, seeds and op determinism) is set when the first
-    stage starts.
+    state (the distribution strategy, op determinism) is set when the first stage starts.
+    Every stage starts from the same seeds.
 
     Args:
         config: the validated run configuration.
@@ -117,11 +117,12 @@ class Experiment:
     def jit_compile(self) -> bool:
         return resolve_jit(self.config.jit_compile, self.config.deterministic)
 
-    def _seed_once(self) -> None:
-        if not self._seeded:
-            self.strategy  # noqa: B018 -- created before seeding starts TensorFlow's runtime
-            seed_everything(self.config.seed, self.config.deterministic)
-            self._seeded = True
+    def _seed_stage(self) -> None:
+        """Seed every stage alike, so that its result does not depend on which stages ran
+        before it (a head trained alone equals the head of a full run)."""
+        self.strategy  # noqa: B018 -- created before seeding starts TensorFlow's runtime
+        seed_everything(self.config.seed, self.config.deterministic)
+        self._seeded = True
 
     def _stage_dir(self, name: str) -> Path:
         return self.workdir / "stages" / name
@@ -285,7 +286,7 @@ class Experiment:
             return None
         if name in self.runs:
             return self.runs[name]
-        self._seed_once()
+        self._seed_stage()
         spec, kind = parse_stage(name)
         print(f"{name}: started", flush=True)
         started = time.perf_counter()

@@ -56,6 +56,7 @@ class FeatureCache:
         self.root = Path(root)
         self.computed = 0
         self._fingerprints: dict[int, str] = {}
+        self._extractors: dict[tuple, tuple] = {}
 
     def key(self, transfer, dataset: Dataset, split: str, image_size: int, view: str = "plain") -> str:
         """The entry of `split` ("train" or "test") of `dataset` under this model and view pipeline."""
@@ -82,7 +83,7 @@ class FeatureCache:
         if not len(missing):
             return entry
         started = time.perf_counter()
-        extractor = keras.Model(transfer.backbone.input, tensors)
+        extractor = self._extractor(transfer, tensors)
         for name, tensor in tensors.items():
             self._create(entry / f"{name}.npy", (len(images), *tensor.shape[1:]),
                          "float32" if name == "pooled" else tensor.dtype)
@@ -96,15 +97,24 @@ class FeatureCache:
             for name in tensors:
                 array = _as_stored(np.lib.format.open_memmap(entry / f"{name}.npy", mode="r+"))
                 array[rows] = np.asarray(values[name]).astype(array.dtype)
-                array.flush()
-                del array  # unmapped after each chunk: resident memory stays one chunk
+                # Unmapped after each chunk, so resident memory stays one chunk. No flush: the
+                # rows are in the page cache, which survives a killed process, and waiting for
+                # the disk doubled the time of a pass here.
+                del array
                 done[name][rows] = True
-                # marked only after the rows are on disk
                 atomic_write(entry / f"{name}.done.npy", lambda tmp, mask=done[name]: np.save(tmp, mask))
             progress.on_predict_batch_end(number)
         self.computed += len(missing)
         self._record_speed(entry, len(missing), time.perf_counter() - started)
         return entry
+
+    def _extractor(self, transfer, tensors: dict) -> keras.Model:
+        """One model per backbone and set of tensors, so its predict function is traced once."""
+        key = (id(transfer.backbone), tuple(tensors))
+        found = self._extractors.get(key)
+        if found is None or found[0] is not transfer.backbone:  # an id can be reused after a model is gone
+            found = self._extractors[key] = (transfer.backbone, keras.Model(transfer.backbone.input, tensors))
+        return found[1]
 
     @staticmethod
     def read(entry: Path, name: str, indices: np.ndarray) -> np.ndarray:
