@@ -40,11 +40,31 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
     assert set(summary["count"]) == {2} and len(summary) == 4
 
 
-def test_the_second_run_does_no_backbone_pass_and_gives_the_same_points(two_runs):
+def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_points(two_runs):
     _, first, second = two_runs
-    assert first["backbone_images_computed"] > 0
-    assert second["backbone_images_computed"] == 0
+    assert first["backbone_images_computed"] > 0 and first["stages_trained"] == 8 + 2
+    assert second["backbone_images_computed"] == 0 and second["stages_trained"] == 0
     assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
+    # a reused stage reports what training it took (a head's feature seconds are this run's)
+    cnn_seconds = [[p["seconds"] for p in run["points"] if p["model"] == "cnn"] for run in (first, second)]
+    assert cnn_seconds[0] == cnn_seconds[1]
+
+
+def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
+    from cifar10_transfer.curves import stages_root
+
+    dataset, config = synthetic_dataset(seed=3), make_config("smoke", TINY)
+    weights = tmp_path / "w.weights.h5"
+    weights.write_bytes(b"one")
+    base = stages_root(tmp_path / ".runs" / "a", dataset, config, "none")
+    assert stages_root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
+    others = {stages_root(tmp_path / ".runs" / "a", dataset, config.replace(curve_seeds=3), "none"),
+              stages_root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
+              stages_root(tmp_path / ".runs" / "a", dataset, config, "imagenet"),
+              stages_root(tmp_path / ".runs" / "a", dataset, config, str(weights))}
+    weights.write_bytes(b"two")
+    others.add(stages_root(tmp_path / ".runs" / "a", dataset, config, str(weights)))
+    assert base not in others and len(others) == 5
 
 
 def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_path):

