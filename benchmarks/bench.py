@@ -195,7 +195,7 @@ def backbone_report(spec, dataset, splits, args, workdir: Path) -> dict:
 
 # one epoch per stage: memory does not depend on the number of epochs
 RSS_RUN = ["models=resnet50_head,resnet50_finetuned", "head_epochs=1", "finetune_epochs=1"]
-QUICK_RSS_RUN = ["image_size=32", "test_size=500"]
+QUICK_RSS_RUN = ["image_size=32", "test_size=100"]
 
 
 def rss_run(train_size: int, quick: bool, data: str, data_dir: str | None) -> float:
@@ -328,7 +328,7 @@ def main() -> None:
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
         args.stage2_train = 60
-        args.cnn_epochs, args.cnn_train_size = 2, 1000
+        args.cnn_epochs, args.cnn_train_size = 2, 300
     parts = {part.strip() for part in args.parts.split(",")}
     dataset = _dataset(args.data, args.data_dir)
     data_flags = _data_flags(args.data, args.data_dir)
@@ -368,7 +368,7 @@ def main() -> None:
             report["accuracy"]["run"] = measured(started)
         if "rss" in parts:
             started = datetime.now(timezone.utc)
-            report["peak_rss_gb"] = peak_rss([500, 1000] if args.quick else [2000, 10_000], args.quick, data_flags)
+            report["peak_rss_gb"] = peak_rss([200, 400] if args.quick else [2000, 10_000], args.quick, data_flags)
             report["peak_rss_gb"]["run"] = measured(started)
     write_atomic(out, json.dumps(report, indent=2) + "\n")
     block = markdown(report)

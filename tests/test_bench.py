@@ -8,6 +8,10 @@ from pathlib import Path
 from cifar10_transfer.backbones import BACKBONES, imagenet_status
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench  # noqa: E402
+import stage_costs  # noqa: E402
 
 
 def _bench(*args, timeout=900):
@@ -18,7 +22,7 @@ def _bench(*args, timeout=900):
 def test_quick_benchmark_writes_every_measurement_and_merges_parts(tmp_path):
     out = tmp_path / "bench.json"
     readme_before = (ROOT / "README.md").read_text()
-    result = _bench("--backbones", "resnet50", "--out", out)
+    result = _bench("--parts", "cnn,rss", "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
 
@@ -26,29 +30,53 @@ def test_quick_benchmark_writes_every_measurement_and_merges_parts(tmp_path):
     for label, variant in report["cnn"].items():
         assert label == "run" or (variant["images_per_second"] > 0 and 0 <= variant["test_accuracy"] <= 1)
     rss = report["peak_rss_gb"]
-    assert 0 < rss["500"] < 8 and 0 < rss["1000"] < 8
-    assert rss["growth_gb"] == rss["1000"] - rss["500"]
+    assert 0 < rss["200"] < 8 and 0 < rss["400"] < 8
+    assert rss["growth_gb"] == rss["400"] - rss["200"]
     assert report["cnn"]["run"]["hardware"] and report["cnn"]["run"]["device"]
     assert report["cnn"]["run"]["data"].startswith("synthetic")
     assert "| measurement | value |" in result.stdout  # the README block is printed
     assert (ROOT / "README.md").read_text() == readme_before  # --no-readme leaves it alone
 
-    merged = _bench("--parts", "backbones", "--backbones", "efficientnet_lite0", "--merge", "--out", out)
+    merged = _bench("--parts", "backbones,stage2,accuracy", "--backbones", "efficientnet_lite0", "--merge",
+                    "--out", out)
     assert merged.returncode == 0, merged.stderr[-3000:]
     both = json.loads(out.read_text())
     assert both["cnn"] == report["cnn"] and both["peak_rss_gb"] == report["peak_rss_gb"]  # kept as measured
-    assert set(both["backbones"]) == {"resnet50", "efficientnet_lite0"}
-    assert both["backbones"]["efficientnet_lite0"]["weights"] == "imagenet"  # installed with pip
-    resnet_cached = imagenet_status(BACKBONES["resnet50"]) == "cached"
-    assert both["backbones"]["resnet50"]["weights"] == ("imagenet" if resnet_cached else "none")
-    for entry in both["backbones"].values():
-        features = entry["feature_extraction"]
-        assert len(features["float32"]["rounds"]) == len(features["mixed_bfloat16"]["rounds"]) == 3
-        assert features["speedup_bfloat16"] > 0
-        assert features["cosine_similarity"]["min"] > 0.98  # same weights, two precisions
-        assert entry["stage1"]["cached"]["seconds"] > 0 and entry["stage1"]["end_to_end"]["seconds"] > 0
-        assert entry["fine_tuning"]["images_per_second"] > 0
-    assert "EfficientNet-Lite0 (ImageNet): features" in merged.stdout and "ResNet50" in merged.stdout
+    entry = both["backbones"]["efficientnet_lite0"]
+    assert entry["weights"] == "imagenet"  # installed with pip
+    features = entry["feature_extraction"]
+    assert len(features["float32"]["rounds"]) == len(features["mixed_bfloat16"]["rounds"]) == 3
+    assert features["speedup_bfloat16"] > 0
+    assert features["cosine_similarity"]["min"] > 0.98  # same weights, two precisions
+    assert entry["stage1"]["cached"]["seconds"] > 0 and entry["stage1"]["end_to_end"]["seconds"] > 0
+    assert entry["fine_tuning"]["images_per_second"] > 0
+    ways = both["stage2"]["efficientnet_lite0"]
+    assert all(cost > 0 for cost in ways["seconds_per_image"].values())
+    assert set(ways["projection"]) == {"study", "cached_head_online", "views_1", "views_2", "views_3"}
+    assert ways["projection"]["study"]["fraction_of_study"] == 1.0
+    assert {"0", "2"} <= set(both["accuracy"]) and all(0 <= both["accuracy"][k]["test_accuracy"] <= 1
+                                                       for k in ("0", "2"))
+    assert "EfficientNet-Lite0 (ImageNet): features" in merged.stdout
+    assert "stage 2 on the cached prefix, K = 2" in merged.stdout and "finetune_views=2" in merged.stdout
+
+
+def test_projection_multiplies_per_image_costs_by_the_seed_profile_counts():
+    costs = {"seconds_per_image": {"cnn_train": 0.001, "full_forward": 0.03, "end_to_end_train": 0.04,
+                                   "head_train": 0.0001, "prefix_and_pooled_forward": 0.03, "view_forward": 0.025,
+                                   "online_train": 0.05, "suffix_train": 0.01, "suffix_forward": 0.004}}
+    ways = stage_costs.project(costs)
+    assert ways["study"]["stage1"] == 10 * (8000 * 0.04 + 2000 * 0.03) + 10000 * 0.03
+    assert ways["cached_head_online"]["stage2"] == ways["study"]["stage2"] == 10 * (8000 * 0.05 + 2000 * 0.03) \
+        + 10000 * 0.03
+    assert ways["views_2"]["stage2"] - ways["views_1"]["stage2"] == 8000 * 0.025  # one more copy per image
+    assert all(way["cnn"] == 10 * 8000 * 0.001 for way in ways.values())
+
+
+def test_auto_weights_time_a_backbone_with_imagenet_weights_only_where_they_are_here():
+    assert bench.bench_weights(BACKBONES["efficientnet_lite0"], "auto") == "imagenet"  # installed with pip
+    expected = "imagenet" if imagenet_status(BACKBONES["resnet50"]) == "cached" else "none"
+    assert bench.bench_weights(BACKBONES["resnet50"], "auto") == expected
+    assert bench.bench_weights(BACKBONES["resnet50"], "none") == "none"
 
 
 def test_benchmark_without_reachable_data_fails_in_one_line(tmp_path):

@@ -54,9 +54,9 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
     assert (finetuned["finetune_layers"], finetuned["finetune_lr"]) == (20, 0.001)
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
-    # the training and the test set's entries, and the two augmented views of the training images
-    assert len(list((tmp_path / "cache").iterdir())) == 2 + 2
-    assert finetuned["finetune_views"] == 2
+    # the training and the test set's entries: its default stage 2 is online, no views cached
+    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert finetuned["finetune_views"] == 0
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}
@@ -74,3 +74,18 @@ def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
     head = "efficientnet_lite0_head"
     assert alone[head]["history"] == after_cnn[head]["history"]
     assert alone[head]["test_accuracy"] == after_cnn[head]["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_online_stage_two_validates_and_tests_through_the_cached_prefix(tmp_path):
+    experiment = _experiment(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
+                             "finetune_views=0", "finetune_epochs=2")
+    finetuned = experiment.run_all()["models"]["efficientnet_lite0_finetuned"]
+    assert experiment.feature_cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
+    transfer, s = experiment.transfer("efficientnet_lite0"), experiment.splits
+    direct = transfer.model.evaluate(experiment._images(transfer.spec, s.x_val, s.y_val), verbose=0,
+                                     return_dict=True)
+    assert finetuned["history"]["val_loss"][-1] == pytest.approx(direct["loss"], rel=1e-4)
+    assert finetuned["val_accuracy"] == pytest.approx(direct["accuracy"])
+    online_test = transfer.model.predict(experiment._images(transfer.spec, s.x_test, s.y_test), verbose=0)
+    assert finetuned["test_accuracy"] == pytest.approx(float((online_test.argmax(1) == s.y_test).mean()))

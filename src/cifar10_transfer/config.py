@@ -46,8 +46,9 @@ class RunConfig:
     head_lr: float = 1e-3  # Adam learning rate of stage 1
     finetune_lr: float | None = None  # Adam learning rate of stage 2; None: the backbone's default
     # (ResNet50: 1e-5, the study's)
-    finetune_views: int = 2  # stage 2 on the cached frozen prefix: K seeded augmented copies per
-    # training image, epoch e reads copy e mod K; 0: online, the whole backbone every step (the study's way)
+    finetune_views: int | None = None  # stage 2 on the cached frozen prefix: K seeded augmented copies
+    # per training image, epoch e reads copy e mod K; 0: online, the whole backbone every step (the
+    # study's way); None: each backbone's default (ResNet50: 2, EfficientNet-Lite0: 0)
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -118,7 +119,7 @@ def _validate(config: RunConfig) -> None:
     for name in positive:
         if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"config {name}={getattr(config, name)} must be positive.")
-    if config.finetune_views < 0:
+    if config.finetune_views is not None and config.finetune_views < 0:
         raise UserError(f"config finetune_views={config.finetune_views} must be 0 (online) or more.")
     if not 0 < config.val_fraction < 1:
         raise UserError(f"config val_fraction={config.val_fraction} must lie strictly between 0 and 1.")

@@ -25,7 +25,7 @@ from .evaluation import evaluate_predictions
 from .features import FeatureCache
 from .models import build_cnn, build_transfer, compile_classifier, unfreeze
 from .predict import MODELS_DIR, save_for_prediction
-from .prefix import BackboneCut, CachedRows, ViewSchedule, cut_backbone
+from .prefix import BackboneCut, CachedRows, SuffixValidation, ViewSchedule, cut_backbone
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
@@ -168,8 +168,8 @@ class Experiment:
         stage_dir = self._stage_dir(f"{backbone}_head")
         if config.head_mode == "cached":
             started = time.perf_counter()
-            # val and test pass the frozen prefix once for both stages when stage 2 runs on the cache
-            also = self._cut(backbone).tensors if self._finetunes_on_cache(backbone) else None
+            # val and test pass the frozen prefix once for both stages when stage 2 runs
+            also = self._cut(backbone).tensors if f"{backbone}_finetuned" in config.model_list else None
             with self.strategy.scope():
                 features = {split: self.feature_cache.pooled(
                     transfer, self.dataset, "test" if split == "test" else "train", index, config.image_size,
@@ -203,34 +203,25 @@ class Experiment:
     def fine_tune(self, backbone: str) -> ModelRun:
         """Stage 2: unfreeze the backbone's last layers (not BatchNorm) and train on.
 
-        Depth and learning rate are `config.finetune_layers` and `config.finetune_lr`, or
-        the backbone's registry defaults where those are None.
+        Depth, learning rate and cached views are `config.finetune_layers`, `finetune_lr`
+        and `finetune_views`, or the backbone's registry defaults where those are None.
         """
         if f"{backbone}_head" not in self.runs:
             self.train_head(backbone)
-        config, s, transfer = self.config, self.splits, self._transfers[backbone]
+        config, transfer = self.config, self._transfers[backbone]
         spec = transfer.spec
         n_layers = config.finetune_layers or spec.finetune_layers
         learning_rate = config.finetune_lr or spec.finetune_lr
+        views = spec.finetune_views if config.finetune_views is None else config.finetune_views
+        cut = self._cut(backbone)
         with self.strategy.scope():
             unfreeze(transfer, n_layers, learning_rate, self.jit_compile)
-        if self._finetunes_on_cache(backbone):
-            stage, probabilities = self._fine_tune_on_cache(transfer, self._cut(backbone), learning_rate)
-        else:
-            stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
-                              self._images(spec, s.x_val, s.y_val), config.finetune_epochs,
-                              self._stage_dir(f"{backbone}_finetuned"), len(s.y_train),
-                              callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR),))
-            probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test),
-                                    f"{backbone}_finetuned test", len(s.y_test), config.batch_size)
+            compile_classifier(cut.suffix, learning_rate, self.jit_compile)
+        stage, probabilities = self._fine_tune_stage(transfer, cut, views)
         details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate,
-                   "finetune_views": config.finetune_views if self._finetunes_on_cache(backbone) else 0}
+                   "finetune_views": views}
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
-
-    def _finetunes_on_cache(self, backbone: str) -> bool:
-        c = self.config
-        return c.finetune_views > 0 and f"{backbone}_finetuned" in c.model_list
 
     def _cut(self, backbone: str) -> BackboneCut:
         if backbone not in self._cuts:
@@ -240,36 +231,41 @@ class Experiment:
                                                     or transfer.spec.finetune_layers)
         return self._cuts[backbone]
 
-    def _fine_tune_on_cache(self, transfer, cut: BackboneCut, learning_rate: float):
-        """Stage 2 over cut tensors from the cache: `finetune_views` augmented copies of the
-        training images (computed here on first use; their cost counts in the stage's
-        seconds), validation and test images as stage 1 left them (see `prefix`)."""
-        config, s = self.config, self.splits
-        started = time.perf_counter()
+    def _fine_tune_stage(self, transfer, cut: BackboneCut, views: int):
+        """Stage 2, validated and tested through the suffix over cut tensors from the cache
+        (stage 1 computed them). With `views` > 0 it trains the suffix on that many cached
+        augmented copies of the training images (computed here on first use; their cost
+        counts in the stage's seconds), with 0 the whole model online (see `prefix`)."""
+        config, s, spec = self.config, self.splits, transfer.spec
+        name, started = f"{spec.name}_finetuned", time.perf_counter()
 
         def fill(split, index, view="plain"):
             return self.feature_cache.fill(transfer, self.dataset, split, index, config.image_size,
                                            config.batch_size, cut.tensors, view)
 
         # without augmentation, the one plain copy is exactly what online stage 2 would see
-        view_names = ([f"augment-{config.seed}-{k}" for k in range(config.finetune_views)] if config.augment
-                      else ["plain"])
+        view_names = [f"augment-{config.seed}-{k}" for k in range(views)] if config.augment else ["plain"]
         with self.strategy.scope():
-            compile_classifier(cut.suffix, learning_rate, self.jit_compile)
-            views = [fill("train", s.train_index, view) for view in view_names]
             val, test = fill("train", s.val_index), fill("test", s.test_index)
-        view_seconds = time.perf_counter() - started
-        names, shapes = list(cut.tensors), {name: tuple(t.shape[1:]) for name, t in cut.tensors.items()}
-        train = CachedRows(views, names, s.train_index, s.y_train, config.batch_size, True, config.seed)
-        name = f"{transfer.spec.name}_finetuned"
-        stage = fit_stage(cut.suffix, train.dataset(shapes),
-                          CachedRows([val], names, s.val_index, s.y_val, config.batch_size).dataset(shapes),
-                          config.finetune_epochs, self._stage_dir(name), len(s.y_train),
-                          callbacks=(keras.callbacks.ReduceLROnPlateau(**REDUCE_LR), ViewSchedule(train)))
+            entries = [fill("train", s.train_index, view) for view in view_names] if views else []
+        cache_seconds = time.perf_counter() - started
+        names, shapes = list(cut.tensors), {key: tuple(t.shape[1:]) for key, t in cut.tensors.items()}
+        val_data = CachedRows([val], names, s.val_index, s.y_val, config.batch_size).dataset(shapes)
+        reduce_lr = keras.callbacks.ReduceLROnPlateau(**REDUCE_LR)
+        if views:
+            rows = CachedRows(entries, names, s.train_index, s.y_train, config.batch_size, True, config.seed)
+            model, train, validation = cut.suffix, rows.dataset(shapes), val_data
+            callbacks = (reduce_lr, ViewSchedule(rows))
+        else:
+            model, train, validation = (transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
+                                        None)
+            callbacks = (SuffixValidation(cut.suffix, val_data), reduce_lr)
+        stage = fit_stage(model, train, validation, config.finetune_epochs, self._stage_dir(name), len(s.y_train),
+                          callbacks=callbacks)
         probabilities = predict(cut.suffix, CachedRows([test], names, s.test_index, s.y_test,
                                                        config.batch_size).dataset(shapes),
                                 f"{name} test", len(s.y_test), config.batch_size)
-        return replace(stage, seconds=stage.seconds + view_seconds), probabilities
+        return replace(stage, seconds=stage.seconds + cache_seconds), probabilities
 
     def transfer(self, backbone: str):
         """The TransferModel that stage 1 of `backbone` built (KeyError before that stage ran)."""

@@ -7,12 +7,14 @@ computed once per image and view and kept in the `FeatureCache`; the suffix (the
 layers, the pooling and the head) is a model over those tensors that shares its layers,
 and therefore its weights, with the online model. Validation and test images are never
 augmented, so one pass serves every epoch; training images get `finetune_views` seeded
-augmented copies, and epoch e reads copy e mod K.
+augmented copies, and epoch e reads copy e mod K. Online stage 2 (K = 0) still validates
+and tests through the suffix over the cached prefix.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +116,23 @@ class ViewSchedule(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs["view"] = self.rows.view
+
+
+class SuffixValidation(keras.callbacks.Callback):
+    """Validation of online stage 2 through the suffix over cached prefix tensors.
+
+    The suffix shares its layers with the online model, so it scores the same weights with
+    the same function, without a backbone pass over the validation images each epoch. It
+    writes `val_loss` and `val_accuracy` as Keras would (so `ReduceLROnPlateau`, listed
+    after it, sees them) and adds its seconds to the epoch's.
+    """
+
+    def __init__(self, suffix: keras.Model, data):
+        super().__init__()
+        self.suffix, self.data = suffix, data
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        scores = self.suffix.evaluate(self.data, verbose=0, return_dict=True)
+        logs.update({f"val_{key}": value for key, value in scores.items()})
+        logs["epoch_seconds"] = logs.get("epoch_seconds", 0.0) + time.perf_counter() - started
