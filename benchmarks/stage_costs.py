@@ -156,5 +156,9 @@ def accuracy_markdown(result: dict) -> str:
     for k, r in ((k, r) for k, r in result.items() if k.isdigit()):
         way = "online (finetune_views=0)" if k == "0" else f"cached prefix, finetune_views={k}"
         lines.append(f"| {way} | {100 * r['test_accuracy']:.1f}% | {100 * r['best_val_accuracy']:.1f}% |")
+    if "0" in result and "2" in result:
+        gap = 100 * (result["2"]["test_accuracy"] - result["0"]["test_accuracy"])
+        lines.append(f"\nTwo cached views against online stage 2: {gap:+.1f} points of test accuracy, "
+                     "from the same stage 1.")
     return "\n".join(lines)
 
