@@ -19,7 +19,7 @@ def _bench(*args, timeout=900):
                            "--no-readme", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
-def test_quick_benchmark_writes_every_measurement_and_merges_parts(tmp_path):
+def test_quick_benchmark_measures_the_cnn_variants_and_memory(tmp_path):
     out = tmp_path / "bench.json"
     readme_before = (ROOT / "README.md").read_text()
     result = _bench("--parts", "cnn,rss", "--out", out)
@@ -36,28 +36,6 @@ def test_quick_benchmark_writes_every_measurement_and_merges_parts(tmp_path):
     assert report["cnn"]["run"]["data"].startswith("synthetic")
     assert "| measurement | value |" in result.stdout  # the README block is printed
     assert (ROOT / "README.md").read_text() == readme_before  # --no-readme leaves it alone
-
-    merged = _bench("--parts", "backbones,stage2,accuracy", "--backbones", "efficientnet_lite0", "--merge",
-                    "--out", out)
-    assert merged.returncode == 0, merged.stderr[-3000:]
-    both = json.loads(out.read_text())
-    assert both["cnn"] == report["cnn"] and both["peak_rss_gb"] == report["peak_rss_gb"]  # kept as measured
-    entry = both["backbones"]["efficientnet_lite0"]
-    assert entry["weights"] == "imagenet"  # installed with pip
-    features = entry["feature_extraction"]
-    assert len(features["float32"]["rounds"]) == len(features["mixed_bfloat16"]["rounds"]) == 3
-    assert features["speedup_bfloat16"] > 0
-    assert features["cosine_similarity"]["min"] > 0.98  # same weights, two precisions
-    assert entry["stage1"]["cached"]["seconds"] > 0 and entry["stage1"]["end_to_end"]["seconds"] > 0
-    assert entry["fine_tuning"]["images_per_second"] > 0
-    ways = both["stage2"]["efficientnet_lite0"]
-    assert all(cost > 0 for cost in ways["seconds_per_image"].values())
-    assert set(ways["projection"]) == {"study", "cached_head_online", "views_1", "views_2", "views_3"}
-    assert ways["projection"]["study"]["fraction_of_study"] == 1.0
-    assert {"0", "2"} <= set(both["accuracy"]) and all(0 <= both["accuracy"][k]["test_accuracy"] <= 1
-                                                       for k in ("0", "2"))
-    assert "EfficientNet-Lite0 (ImageNet): features" in merged.stdout
-    assert "stage 2 on the cached prefix, K = 2" in merged.stdout and "finetune_views=2" in merged.stdout
 
 
 def test_projection_multiplies_per_image_costs_by_the_seed_profile_counts():
