@@ -72,10 +72,12 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
         y -= 0.5 * fs / 72 / SLIDE_H
 
 
-def _stage2_way(views: int) -> str:
-    """How stage 2 saw its training images (results.json `finetune_views`; absent before it existed)."""
-    if not views:
+def _stage2_way(views: int | None) -> str:
+    """How stage 2 saw its images (results.json `finetune_views`; None in results made before it existed)."""
+    if views is None:
         return "online: the whole backbone every step"
+    if views == 0:
+        return "online; validation and test through the cached frozen prefix"
     return f"frozen prefix cached, {views} augmented cop{'y' if views == 1 else 'ies'} per image"
 
 
@@ -209,7 +211,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
         recipes = [f"{label(n).rsplit(' ', 1)[0]}: last {models[n]['finetune_layers']} layers at learning rate "
-                   f"{models[n]['finetune_lr']:g}; {_stage2_way(models[n].get('finetune_views', 0))}"
+                   f"{models[n]['finetune_lr']:g}; {_stage2_way(models[n].get('finetune_views'))}"
                    for n in models if "finetune_layers" in models[n]]
         for box, heading, kind, items in (
                 ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
