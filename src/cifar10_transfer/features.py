@@ -77,9 +77,8 @@ class FeatureCache:
         entry = self.root / self.key(transfer, dataset, split, image_size, view)
         entry.mkdir(parents=True, exist_ok=True)
         done = {name: self._done(entry, name, len(images)) for name in tensors}
-        complete = np.logical_and.reduce(list(done.values()))
-        missing = np.asarray(indices)[~complete[np.asarray(indices)]]
-        missing = np.unique(missing)
+        indices = np.asarray(indices)
+        missing = np.unique(indices[~np.logical_and.reduce(list(done.values()))[indices]])
         if not len(missing):
             return entry
         started = time.perf_counter()
