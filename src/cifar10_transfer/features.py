@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import time
 from pathlib import Path
 
@@ -94,12 +96,7 @@ class FeatureCache:
             values = extractor.predict(view_dataset(images[rows], rows, image_size, batch_size,
                                                     transfer.spec.preprocess, view), verbose=0)
             for name in tensors:
-                array = _as_stored(np.lib.format.open_memmap(entry / f"{name}.npy", mode="r+"))
-                array[rows] = np.asarray(values[name]).astype(array.dtype)
-                # Unmapped after each chunk, so resident memory stays one chunk. No flush: the
-                # rows are in the page cache, which survives a killed process, and waiting for
-                # the disk doubled the time of a pass here.
-                del array
+                _write_rows(entry / f"{name}.npy", rows, np.asarray(values[name]))
                 done[name][rows] = True
                 atomic_write(entry / f"{name}.done.npy", lambda tmp, mask=done[name]: np.save(tmp, mask))
             progress.on_predict_batch_end(number)
@@ -160,6 +157,27 @@ class FeatureCache:
         """Images computed into the plain entry, their seconds and `images_per_second`; None if none were."""
         path = self.root / self.key(transfer, dataset, split, image_size) / "speed.json"
         return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_rows(path: Path, rows: np.ndarray, values: np.ndarray) -> None:
+    """Write `values` into rows `rows` (ascending dataset indices) of the .npy file at `path`.
+
+    Why positioned writes and not a memory map: assigning rows of a memory-mapped sparse file
+    faults in and zero-fills every page first, which made writing 400 images of ResNet50's
+    cut tensors take about 1 s here, against 0.05 s written this way. Consecutive rows go
+    out in one write. No fsync: the rows are in the page cache, which survives a killed
+    process, and waiting for the disk doubled the time of a pass here.
+    """
+    with open(path, "r+b") as file:
+        version = np.lib.format.read_magic(file)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)(file)
+        offset, row_bytes = file.tell(), dtype.itemsize * math.prod(shape[1:])
+        data = np.ascontiguousarray(values.astype(_as_stored(np.empty(0, dtype)).dtype))
+        if data.nbytes != len(rows) * row_bytes:
+            raise ValueError(f"{path.name}: rows of {data.nbytes // max(len(rows), 1)} bytes, stored {row_bytes}")
+        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
+            os.pwrite(file.fileno(), data[run[0]:run[-1] + 1].tobytes(), offset + int(rows[run[0]]) * row_bytes)
 
 
 def _as_stored(array: np.ndarray) -> np.ndarray:
