@@ -6,7 +6,8 @@ import pytest
 
 from cifar10_transfer import deck, report
 from cifar10_transfer.config import make_config
-from cifar10_transfer.curves import curve_findings, curve_summary, run_learning_curves, save_curve_figures
+from cifar10_transfer.curves import (curve_findings, curve_summary, run_learning_curves, run_times,
+                                    save_curve_figures)
 from cifar10_transfer.data import synthetic_dataset
 
 TINY = ["curve_sizes=100,200", "curve_seeds=2", "resolution_sizes=32,48", "image_size=32", "test_size=200",
@@ -44,6 +45,13 @@ def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_
     _, first, second = two_runs
     assert first["backbone_images_computed"] > 0 and first["stages_trained"] == 8 + 2
     assert second["backbone_images_computed"] == 0 and second["stages_trained"] == 0
+    # both runs are recorded beside the stages, the first (which trained them) first
+    assert [run["stages_trained"] for run in second["runs"]] == [10, 0]
+    assert second["runs"][0]["seconds"] == first["seconds"] and second["runs"][1]["seconds"] == second["seconds"]
+    assert run_times(second) == (f"first run {first['seconds'] / 60:.1f} min, {first['backbone_images_computed']:,} "
+                                 "images through the backbone, 10 stages trained; rerun with the features and stages "
+                                 f"kept {second['seconds'] / 60:.1f} min, 0 images through the backbone, "
+                                 "0 stages trained")
     assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
     # a reused stage reports what training it took (a head's feature seconds are this run's)
     cnn_seconds = [[p["seconds"] for p in run["points"] if p["model"] == "cnn"] for run in (first, second)]
@@ -77,7 +85,7 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
     assert any(line.startswith("Input size:") for line in findings)
     block = report.curves_block(first)
     assert "images/learning_curve.png" in block and "weights: none" in block
-    assert findings[0] in block.replace('\\', '')
+    assert findings[0] in block.replace('\\', '') and run_times(first) in block.replace('\\', '')
 
 
 

@@ -88,13 +88,36 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     stages = stages_root(out_dir, dataset, config, weights)
     points = learning_curve_points(dataset, config, weights, stages / "curves", cache)
     resolution = resolution_points(dataset, config, weights, stages / "resolution", cache)
+    provenance = collect_provenance(dataset, weights_label(weights), started)
+    this_run = {"finished": provenance["finished"], "seconds": time.perf_counter() - clock,
+                "backbone_images_computed": cache.computed,
+                "stages_trained": sum(not point["reused"] for point in points + resolution)}
     results = {"profile": profile, "config": config.to_dict(), "backbone": config.curve_backbone,
-               "provenance": collect_provenance(dataset, weights_label(weights), started),
-               "seconds": time.perf_counter() - clock, "backbone_images_computed": cache.computed,
-               "stages_trained": sum(not point["reused"] for point in points + resolution),
-               "points": points, "resolution": resolution}
+               "provenance": provenance, **{k: v for k, v in this_run.items() if k != "finished"},
+               "runs": _record_run(stages, this_run), "points": points, "resolution": resolution}
     write_atomic(out_dir / "results" / "learning_curves.json", json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _record_run(stages: Path, run: dict) -> list[dict]:
+    """Every finished run of these stages, this one last: what the first one (which trained
+    them) and each rerun cost. Kept beside the stages, so the history ends where they do."""
+    path = stages / "runs.json"
+    runs = [*(json.loads(path.read_text()) if path.is_file() else []), run]
+    write_atomic(path, json.dumps(runs, indent=2) + "\n")
+    return runs
+
+
+def run_times(curves: dict) -> str:
+    """The wall-clock of the first finished run of these curves and, after reruns, of the latest one."""
+    runs = curves.get("runs") or [curves]  # files written before runs were recorded hold one run
+
+    def describe(run: dict) -> str:
+        return (f"{run['seconds'] / 60:.1f} min, {run['backbone_images_computed']:,} images through the backbone"
+                + (f", {run['stages_trained']} stages trained" if "stages_trained" in run else ""))
+
+    text = f"first run {describe(runs[0])}"
+    return text + (f"; rerun with the features and stages kept {describe(runs[-1])}" if len(runs) > 1 else "")
 
 
 def curve_summary(curves: dict) -> pd.DataFrame:

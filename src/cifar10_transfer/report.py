@@ -56,14 +56,14 @@ def load_curves(path: str | os.PathLike) -> dict | None:
 
 def curves_block(curves: dict) -> str:
     """What the README shows between its curves markers: both figures and the computed findings."""
-    from .curves import curve_findings
+    from .curves import curve_findings, run_times
 
     prov = curves["provenance"]
     lines = ["![learning curve](images/learning_curve.png)", "", "![resolution cost](images/resolution_cost.png)", ""]
     lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
     details = [f"profile {curves.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
-               f"{curves['seconds'] / 60:.0f} min, {curves['backbone_images_computed']:,} images through the backbone",
+               run_times(curves),
                f"finished {finished_date(prov)}", f"commit {short_commit(prov)}"]
     return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
