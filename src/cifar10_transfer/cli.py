@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .config import PROFILES
+from .config import PROFILES, make_config
 from .errors import UserError
 
 
@@ -87,6 +87,16 @@ def _predict(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _needs_tensorflow(args: argparse.Namespace) -> bool:
+    """Whether the command imports TensorFlow: `report` never does, `data check` only to download.
+    The others import it first, muted, before any of their output."""
+    if args.command == "report":
+        return False
+    if args.command == "data":
+        return args.data == "cifar10" and not (args.data_dir or os.environ.get("CIFAR10_DIR"))
+    return True
+
+
 def _import_tensorflow_quietly() -> None:
     """Import TensorFlow and list its devices with file descriptor 2 muted.
 
@@ -111,9 +121,11 @@ def _import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m cifar10_transfer`."""
     args = build_parser().parse_args(argv)
-    if not args.debug:
-        _import_tensorflow_quietly()
     try:
+        if args.command in ("train", "reproduce"):
+            make_config(args.profile, args.overrides)  # bad settings fail before TensorFlow loads (seconds)
+        if not args.debug and _needs_tensorflow(args):
+            _import_tensorflow_quietly()
         return run(args)
     except UserError as exc:
         if args.debug:

@@ -14,6 +14,7 @@ import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,12 +22,13 @@ from matplotlib.ticker import PercentFormatter
 
 from .config import RunConfig
 from .data import Dataset
-from .experiment import Experiment
-from .features import FeatureCache
 from .plots import PALETTE, save_figure, styled
 from .provenance import code_fingerprint, collect_provenance, weights_identity, weights_label
 from .publish import write_atomic
 from .study import label
+
+if TYPE_CHECKING:  # the training modules load on use: `report` reads curves without TensorFlow
+    from .features import FeatureCache
 
 CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run reuses the features
 STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
@@ -46,6 +48,8 @@ def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
                           cache: FeatureCache) -> list[dict]:
     """The CNN and the `curve_backbone` head at every size of `curve_sizes`, `curve_seeds` seeds each."""
+    from .experiment import Experiment
+
     head = f"{config.curve_backbone}_head"
     points = []
     for size in config.curve_size_list:
@@ -65,6 +69,8 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
                       cache: FeatureCache) -> list[dict]:
     """The `curve_backbone` head at the study's size and seed for each of `resolution_sizes`:
     test accuracy and how fast the backbone turned images into features at that size."""
+    from .experiment import Experiment
+
     head = f"{config.curve_backbone}_head"
     points = []
     for size in config.resolution_size_list:
@@ -82,6 +88,8 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
 def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_dir: str | Path,
                         profile: str) -> dict:
     """Both studies, as the content of results/learning_curves.json (written to out_dir/results)."""
+    from .features import FeatureCache
+
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()

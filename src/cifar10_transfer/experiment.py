@@ -287,7 +287,8 @@ class Experiment:
         print(f"{name}: started", flush=True)
         started = time.perf_counter()
         run = self.train_cnn() if spec is None else (self.train_head if kind == "head" else self.fine_tune)(spec.name)
-        print(f"{name}: finished in {time.perf_counter() - started:,.0f} s, test accuracy "
+        done = "loaded (trained by an earlier run) and evaluated" if run.stage.reused else "finished"
+        print(f"{name}: {done} in {time.perf_counter() - started:,.0f} s, test accuracy "
               f"{run.metrics['test_accuracy']:.4f}", flush=True)
         return run
 

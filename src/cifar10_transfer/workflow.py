@@ -53,13 +53,13 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
           data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
           resume: bool = False) -> Path:
     """Train the selected models, evaluate them and publish OUT/results/results.json."""
-    from .experiment import Experiment
-    from .training import make_strategy
-
     out = Path(out)
-    config = make_config(profile, overrides)
-    strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
+    config = make_config(profile, overrides)  # bad settings fail here, before TensorFlow is imported
     with RunLock(out):
+        from .experiment import Experiment
+        from .training import make_strategy
+
+        strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         dataset = load_dataset(source, arguments["data_dir"], config.seed)
         run_dir = start_run(out, arguments, resume)
