@@ -31,7 +31,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 test: install ## run the test suite (real-data tests read the CIFAR10_DIR variable)
-	$(PY) -m pytest -q -n 2 --dist loadscope --durations=10
+	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=10
 
 reproduce: install ## run both notebooks and regenerate figures, results, deck and README table
 	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS)

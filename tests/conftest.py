@@ -94,3 +94,18 @@ def real_data_dir() -> Path:
     if os.environ.get("CI"):
         pytest.fail("CI=true but CIFAR10_DIR does not point at the real CIFAR-10 copy; see .ci/run.")
     pytest.skip("real CIFAR-10 not available: set CIFAR10_DIR (CI extracts ../shared/data/cifar10-jpeg.tar.gz)")
+
+
+# The modules that take longest, first. pytest-xdist hands whole modules (--dist loadscope)
+# to its workers in collection order (`make test` passes --no-loadscope-reorder), so a long
+# module never starts last on one worker while the others idle. From `make test --durations`.
+LONGEST_FIRST = ("test_real_data.py", "test_experiment.py", "test_bench_backbones.py", "test_bench.py",
+                 "test_cli.py", "test_training.py", "test_prefix.py", "test_curves.py", "test_models.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order inside a module
