@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -168,14 +167,13 @@ def _write_rows(path: Path, rows: np.ndarray, values: np.ndarray) -> None:
     out in one write. No fsync: the rows are in the page cache, which survives a killed
     process, and waiting for the disk doubled the time of a pass here.
     """
+    stored = np.load(path, mmap_mode="r")  # header only: where the rows start, their shape and dtype
+    offset, row_bytes, row_shape = stored.offset, stored.strides[0], stored.shape[1:]
+    data = np.ascontiguousarray(values.astype(_as_stored(stored).dtype))
+    del stored
+    if data.shape[1:] != row_shape:
+        raise ValueError(f"{path.name}: rows of shape {data.shape[1:]}, stored {row_shape}")
     with open(path, "r+b") as file:
-        version = np.lib.format.read_magic(file)
-        shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)(file)
-        offset, row_bytes = file.tell(), dtype.itemsize * math.prod(shape[1:])
-        data = np.ascontiguousarray(values.astype(_as_stored(np.empty(0, dtype)).dtype))
-        if data.nbytes != len(rows) * row_bytes:
-            raise ValueError(f"{path.name}: rows of {data.nbytes // max(len(rows), 1)} bytes, stored {row_bytes}")
         for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
             os.pwrite(file.fileno(), data[run[0]:run[-1] + 1].tobytes(), offset + int(rows[run[0]]) * row_bytes)
 
