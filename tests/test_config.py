@@ -45,6 +45,8 @@ def test_overrides_are_typed():
     ("finetune_layers=500", "larger than the 175 layers of the ResNet50 backbone"),
     ("finetune_layers=0", "must be positive"),
     ("finetune_lr=-1", "must be positive"),
+    ("finetune_schedule=step", "unknown"),
+    ("finetune_label_smoothing=1", r"must lie in \[0, 1\)"),
     ("models=efficientnet_lite0_head,cnn,vit", "unknown"),
     ("models=cnn,vit", "unknown"),
     ("precision=float8", "unknown"),

@@ -30,6 +30,7 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     assert not np.allclose(flipped, cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25))
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
+    assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("plateau", 0.0)
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
 
 
@@ -57,6 +58,7 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
     # the training and the test set's entries: its default stage 2 is online, no views cached
     assert len(list((tmp_path / "cache").iterdir())) == 2
     assert finetuned["finetune_views"] == 0
+    assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("cosine", 0.1)
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}

@@ -8,8 +8,9 @@ import tensorflow as tf
 
 from cifar10_transfer.backbones import BACKBONES, load_backbone
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.models import (MODEL_REGISTRY, build_cnn, build_model, build_resnet50, build_transfer,
-                                     save_backbone_weights, unfreeze)
+from cifar10_transfer.models import (MODEL_REGISTRY, SmoothedSparseCrossentropy, build_cnn, build_model,
+                                     build_resnet50, build_transfer, compile_classifier, save_backbone_weights,
+                                     unfreeze)
 from cifar10_transfer.pipelines import transfer_dataset
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "cifar10_transfer"
@@ -94,6 +95,24 @@ def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():
 def test_unfreeze_refuses_bad_layer_counts(n):
     with pytest.raises(UserError, match="must be between 1 and 175, the number of ResNet50 backbone layers"):
         unfreeze(build_resnet50(32, "none"), n, 1e-5)
+
+
+def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)
+    labels = np.array([0, 1])
+    targets = np.full((2, 3), 0.1 / 3) + np.eye(3)[labels] * 0.9  # 0.9 + 0.1/3 on the label
+    expected = -(targets * np.log(probabilities)).sum(axis=1).mean()
+    assert float(SmoothedSparseCrossentropy(0.1)(labels, probabilities)) == pytest.approx(expected, rel=1e-5)
+    plain = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
+    assert float(SmoothedSparseCrossentropy(0.0)(labels, probabilities)) == pytest.approx(float(plain), rel=1e-5)
+
+
+def test_a_model_compiled_with_label_smoothing_saves_and_loads(tmp_path):
+    model = build_cnn()
+    compile_classifier(model, 1e-3, False, label_smoothing=0.2)
+    model.save(tmp_path / "cnn.keras")
+    loaded = keras.saving.load_model(tmp_path / "cnn.keras")
+    assert isinstance(loaded.loss, SmoothedSparseCrossentropy) and loaded.loss.smoothing == 0.2
 
 
 def test_cached_head_equals_end_to_end_model():

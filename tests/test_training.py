@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,11 +16,12 @@ import pytest
 from cifar10_transfer.backbones import BACKBONES
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
+from cifar10_transfer.errors import UserError
 from cifar10_transfer.experiment import Experiment
 from cifar10_transfer.models import build_cnn, compile_classifier
 from cifar10_transfer.pipelines import cnn_dataset
 from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
-                                       resolve_jit, resolve_precision)
+                                       resolve_jit, resolve_precision, stage2_schedule)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -125,6 +127,26 @@ def test_a_completed_stage_is_loaded_not_trained_again(tmp_path):
     assert replace(second, reused=False) == first
     for a, b in zip(model.weights, again.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):
+    keras.utils.set_random_seed(0)
+    data = synthetic_dataset(seed=0, train_per_class=10, test_per_class=5)
+    model = build_cnn()
+    compile_classifier(model, 2e-3, False)
+    result = fit_stage(model, cnn_dataset(data.x_train, data.y_train, 32), cnn_dataset(data.x_test, data.y_test, 32),
+                       4, tmp_path / "stage", len(data.y_train), callbacks=(stage2_schedule("cosine", 2e-3, 4),),
+                       verbose=0)
+    expected = [2e-3 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(4)]  # 2e-3 ... 2.9e-4
+    assert result.history["learning_rate"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_plateau_schedule_is_the_studys_and_unknown_ones_are_refused():
+    plateau = stage2_schedule("plateau", 1e-5, 10)
+    assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.5, 2)
+    with pytest.raises(UserError, match="unknown stage 2 schedule 'step'"):
+        stage2_schedule("step", 1e-5, 10)
 
 
 def _cnn_results(tmp_path, name):

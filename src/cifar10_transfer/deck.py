@@ -72,6 +72,15 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
         y -= 0.5 * fs / 72 / SLIDE_H
 
 
+def _schedule_words(model: dict) -> str:
+    """How stage 2's learning rate moved, from the run's details (runs before the schedule
+    was recorded used the study's plateau rule)."""
+    words = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
+    smoothing = model.get("finetune_label_smoothing") or 0
+    return (words[model.get("finetune_schedule", "plateau")]
+            + (f", label smoothing {smoothing:g}" if smoothing else ""))
+
+
 def _stage2_way(views: int | None) -> str:
     """How stage 2 saw its images (results.json `finetune_views`; None in results made before it existed)."""
     if views is None:
@@ -211,7 +220,8 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
         recipes = [f"{label(n).rsplit(' ', 1)[0]}: last {models[n]['finetune_layers']} layers at learning rate "
-                   f"{models[n]['finetune_lr']:g}; {_stage2_way(models[n].get('finetune_views'))}"
+                   f"{models[n]['finetune_lr']:g}{_schedule_words(models[n])}; "
+                   f"{_stage2_way(models[n].get('finetune_views'))}"
                    for n in models if "finetune_layers" in models[n]]
         for box, heading, kind, items in (
                 ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
@@ -219,7 +229,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
                   f"head_mode={mode}: {how}"]),
                 ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
                  ["Last backbone layers unfrozen, BatchNorm stays frozen; "
-                  f"{cfg.get('finetune_epochs')} epochs, ReduceLROnPlateau lowers the rate when validation stalls",
+                  f"{cfg.get('finetune_epochs')} epochs",
                   *recipes])):
             fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
             _bullets(fig, items + [outcome(s.name) for s in rows if s.name.endswith("_" + kind)], box=box, size=16)

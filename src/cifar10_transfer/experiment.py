@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from functools import cached_property
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from .backbones import get_backbone, imagenet_status, parse_stage
@@ -31,10 +30,9 @@ from .provenance import collect_provenance, weights_label
 from .publish import write_atomic
 from .study import STUDY_STAGES
 from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict,
-                       resolve_jit, resolve_precision, seed_everything)
+                       resolve_jit, resolve_precision, seed_everything, stage2_schedule)
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
-REDUCE_LR = dict(monitor="val_loss", factor=0.5, patience=2)  # stage 2's schedule, as in the study
 
 
 @dataclass
@@ -203,8 +201,10 @@ class Experiment:
     def fine_tune(self, backbone: str) -> ModelRun:
         """Stage 2: unfreeze the backbone's last layers (not BatchNorm) and train on.
 
-        Depth, learning rate and cached views are `config.finetune_layers`, `finetune_lr`
-        and `finetune_views`, or the backbone's registry defaults where those are None.
+        Depth, learning rate, its schedule, label smoothing and cached views are
+        `config.finetune_layers`, `finetune_lr`, `finetune_schedule`,
+        `finetune_label_smoothing` and `finetune_views`, or the backbone's registry defaults
+        where those are None.
         """
         if f"{backbone}_head" not in self.runs:
             self.train_head(backbone)
@@ -213,13 +213,17 @@ class Experiment:
         n_layers = config.finetune_layers or spec.finetune_layers
         learning_rate = config.finetune_lr or spec.finetune_lr
         views = spec.finetune_views if config.finetune_views is None else config.finetune_views
+        schedule = config.finetune_schedule or spec.finetune_schedule
+        smoothing = (spec.finetune_label_smoothing if config.finetune_label_smoothing is None
+                     else config.finetune_label_smoothing)
         cut = self._cut(backbone)
         with self.strategy.scope():
-            unfreeze(transfer, n_layers, learning_rate, self.jit_compile)
-            compile_classifier(cut.suffix, learning_rate, self.jit_compile)
-        stage, probabilities = self._fine_tune_stage(transfer, cut, views)
+            unfreeze(transfer, n_layers, learning_rate, self.jit_compile, smoothing)
+            compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
+        stage, probabilities = self._fine_tune_stage(
+            transfer, cut, views, stage2_schedule(schedule, learning_rate, config.finetune_epochs))
         details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate,
-                   "finetune_views": views}
+                   "finetune_views": views, "finetune_schedule": schedule, "finetune_label_smoothing": smoothing}
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
 
@@ -231,11 +235,12 @@ class Experiment:
                                                     or transfer.spec.finetune_layers)
         return self._cuts[backbone]
 
-    def _fine_tune_stage(self, transfer, cut: BackboneCut, views: int):
+    def _fine_tune_stage(self, transfer, cut: BackboneCut, views: int, schedule):
         """Stage 2, validated and tested through the suffix over cut tensors from the cache
         (stage 1 computed them). With `views` > 0 it trains the suffix on that many cached
         augmented copies of the training images (computed here on first use; their cost
-        counts in the stage's seconds), with 0 the whole model online (see `prefix`)."""
+        counts in the stage's seconds), with 0 the whole model online (see `prefix`).
+        `schedule` is the learning-rate callback."""
         config, s, spec = self.config, self.splits, transfer.spec
         name, started = f"{spec.name}_finetuned", time.perf_counter()
 
@@ -251,15 +256,14 @@ class Experiment:
         cache_seconds = time.perf_counter() - started
         names, shapes = list(cut.tensors), {key: tuple(t.shape[1:]) for key, t in cut.tensors.items()}
         val_data = CachedRows([val], names, s.val_index, s.y_val, config.batch_size).dataset(shapes)
-        reduce_lr = keras.callbacks.ReduceLROnPlateau(**REDUCE_LR)
         if views:
             rows = CachedRows(entries, names, s.train_index, s.y_train, config.batch_size, True, config.seed)
             model, train, validation = cut.suffix, rows.dataset(shapes), val_data
-            callbacks = (reduce_lr, ViewSchedule(rows))
+            callbacks = (schedule, ViewSchedule(rows))
         else:
             model, train, validation = (transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
                                         None)
-            callbacks = (SuffixValidation(cut.suffix, val_data), reduce_lr)
+            callbacks = (SuffixValidation(cut.suffix, val_data), schedule)
         stage = fit_stage(model, train, validation, config.finetune_epochs, self._stage_dir(name), len(s.y_train),
                           callbacks=callbacks)
         probabilities = predict(cut.suffix, CachedRows([test], names, s.test_index, s.y_test,

@@ -103,7 +103,7 @@ def save_backbone_weights(backbone: keras.Model, path: str | Path) -> Path:
 
 
 def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
-             jit_compile: bool | str = "auto") -> list[str]:
+             jit_compile: bool | str = "auto", label_smoothing: float = 0.0) -> list[str]:
     """Unfreeze the backbone's last `n_layers` layers, except BatchNorm, and recompile.
 
     Args:
@@ -113,6 +113,7 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
         learning_rate: Adam learning rate for stage 2, small so the pretrained
             features are nudged rather than overwritten.
         jit_compile: passed to `Model.compile`.
+        label_smoothing: share of each label spread over all classes in the loss (0: none).
 
     Returns:
         The names of the backbone layers that are now trainable.
@@ -137,14 +138,35 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
         layer.trainable = index >= total - n_layers and not isinstance(layer, layers.BatchNormalization)
         if layer.trainable and layer.weights:
             unfrozen.append(layer.name)
-    compile_classifier(transfer.model, learning_rate, jit_compile)
+    compile_classifier(transfer.model, learning_rate, jit_compile, label_smoothing)
     return unfrozen
 
 
-def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool | str = "auto") -> None:
-    """Compile with Adam, sparse categorical cross-entropy and accuracy (every stage uses these)."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=jit_compile)
+@keras.saving.register_keras_serializable(package="cifar10_transfer")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Categorical cross-entropy on integer labels with label smoothing (Keras's sparse
+    cross-entropy has no smoothing): the target puts 1 - smoothing + smoothing / classes on
+    the label and smoothing / classes on every other class."""
+
+    def __init__(self, smoothing: float, name: str = "smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = smoothing
+
+    def call(self, y_true, y_pred):
+        labels = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), y_pred.shape[-1])
+        return keras.losses.categorical_crossentropy(labels, y_pred, label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool | str = "auto",
+                       label_smoothing: float = 0.0) -> None:
+    """Compile with Adam, sparse categorical cross-entropy and accuracy (every stage uses these);
+    with `label_smoothing` > 0 the cross-entropy is taken against smoothed targets."""
+    loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"],
+                  jit_compile=jit_compile)
 
 
 MODEL_REGISTRY = {"cnn": build_cnn, **{name: partial(build_transfer, name) for name in BACKBONES}}

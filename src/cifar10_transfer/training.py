@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import sys
 import time
@@ -170,6 +171,19 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs["epoch_seconds"] = time.perf_counter() - self._start
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+
+def stage2_schedule(schedule: str, learning_rate: float, epochs: int) -> keras.callbacks.Callback:
+    """The stage 2 learning-rate callback: "plateau" halves the rate after 2 epochs without a
+    lower val_loss (the study's ReduceLROnPlateau); "cosine" sets epoch e (from 0) to
+    learning_rate * (1 + cos(pi * e / epochs)) / 2, from the full rate down to near 0 at the
+    last epoch, a function of the epoch alone so a resumed stage continues the same curve."""
+    if schedule == "plateau":
+        return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
+    if schedule == "cosine":
+        return keras.callbacks.LearningRateScheduler(
+            lambda epoch, _: learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
+    raise UserError(f"unknown stage 2 schedule {schedule!r}; choose from plateau, cosine.")
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
