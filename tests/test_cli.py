@@ -71,6 +71,19 @@ def test_bad_input_gets_one_line_and_exit_2(args, fragments, tmp_path):
                          else cli(*args), *fragments)
 
 
+@pytest.mark.parametrize("args", [
+    ["--set", "bogus=1"],
+    ["--set", "models=resnet50_head", "--weights", "/no/such.h5"],
+    ["--out", "/proc/forbidden"],
+])
+def test_train_refuses_bad_settings_before_importing_tensorflow(args):
+    probe = ("import sys; from cifar10_transfer.cli import main; "
+             f"code = main(['train', '--data', 'synthetic', *{args!r}]); "
+             "print(code, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+
+
 def test_corrupt_data_directory(tmp_path):
     batches = write_official_batches(tmp_path / "cifar-10-batches-py")
     (batches / "data_batch_2").write_bytes(b"garbage")

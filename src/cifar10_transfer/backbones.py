@@ -162,6 +162,17 @@ def imagenet_status(backbone: Backbone) -> str:
     return "downloadable"
 
 
+def check_weights_file(weights: str) -> Path | None:
+    """The path of `--weights` when it names a file (None for imagenet and none); UserError
+    when that file does not exist. Needs no TensorFlow, so it can run before any work."""
+    if weights in ("imagenet", "none"):
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist; pass imagenet, none or an existing file.")
+    return path
+
+
 def load_backbone(backbone: Backbone, image_size: int, weights: str):
     """Build `backbone` with `weights`: "imagenet", "none" (random init) or a weights file path.
 
@@ -181,9 +192,7 @@ def load_backbone(backbone: Backbone, image_size: int, weights: str):
             raise UserError(f"ImageNet weights for {backbone.label} ({backbone.imagenet_source}) could not be "
                             f"loaded ({type(exc).__name__}); {where}pass --weights PATH "
                             "(or --weights none for a random-init run).") from exc
-    path = Path(weights)
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist; pass imagenet, none or an existing file.")
+    path = check_weights_file(weights)
     model = backbone.build(image_size, False)
     if backbone.load_checkpoint is not None and not path.name.endswith(".h5"):
         backbone.load_checkpoint(model, path)

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from .config import PROFILES, make_config
+from .config import PROFILES
 from .errors import UserError
 
 
@@ -123,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("train", "reproduce"):
-            make_config(args.profile, args.overrides)  # bad settings fail before TensorFlow loads (seconds)
+            from . import workflow
+
+            workflow.preflight(args.profile, args.overrides, args.weights, args.out)  # before TensorFlow loads
         if not args.debug and _needs_tensorflow(args):
             _import_tensorflow_quietly()
         return run(args)

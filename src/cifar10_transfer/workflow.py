@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backbones import check_weights_file
 from .config import make_config
 from .data import load_dataset
 from .errors import UserError
@@ -39,6 +40,16 @@ def _arguments(profile, overrides, source, data_dir, weights) -> dict:
     return {"profile": profile, "overrides": list(overrides or []), "data": source,
             "data_dir": str(Path(data_dir).resolve()) if data_dir else os.environ.get("CIFAR10_DIR") or None,
             "weights": weights}
+
+
+def preflight(profile: str, overrides: list[str] | None, weights: str, out: str | Path) -> None:
+    """The checks of `train` and `reproduce` that need no TensorFlow, so that a bad setting,
+    a missing weights file or an unusable output directory fails in a fraction of a second
+    (the CLI runs them before it imports TensorFlow). UserError on the first that fails."""
+    make_config(profile, overrides)
+    check_weights_file(weights)
+    with RunLock(Path(out)):  # writable and not in use by another run; released at once
+        pass
 
 
 def check_run_weights(config, weights: str) -> None:
