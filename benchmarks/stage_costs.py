@@ -130,7 +130,9 @@ def accuracy(dataset, weights: str, workdir: Path, profile: str = "seed", overri
         out[str(k)] = {"test_accuracy": tuned["test_accuracy"], "val_accuracy": tuned["val_accuracy"],
                        "best_val_accuracy": max(tuned["history"]["val_accuracy"]),
                        "stage2_seconds": tuned["seconds"], "head_test_accuracy": head["test_accuracy"],
-                       "finetune_layers": tuned["finetune_layers"], "finetune_lr": tuned["finetune_lr"]}
+                       "finetune_layers": tuned["finetune_layers"], "finetune_lr": tuned["finetune_lr"],
+                       "finetune_schedule": tuned["finetune_schedule"],
+                       "finetune_label_smoothing": tuned["finetune_label_smoothing"]}
     return out
 
 
@@ -151,8 +153,13 @@ def projection_markdown(name_label: str, entry: dict) -> str:
 
 def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
-    lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile) | test accuracy | best val accuracy |",
-             "|---|---|---|"]
+    tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
+    # runs measured before the schedule was recorded used the study's plateau rule
+    recipe = (f"last {tuned['finetune_layers']} layers at {tuned['finetune_lr']:g}, "
+              f"{tuned.get('finetune_schedule', 'plateau')} schedule, label smoothing "
+              f"{tuned.get('finetune_label_smoothing', 0.0):g}")
+    lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile; {recipe}) | test accuracy "
+             "| best val accuracy |", "|---|---|---|"]
     for k, r in ((k, r) for k, r in result.items() if k.isdigit()):
         way = "online (finetune_views=0)" if k == "0" else f"cached prefix, finetune_views={k}"
         lines.append(f"| {way} | {100 * r['test_accuracy']:.1f}% | {100 * r['best_val_accuracy']:.1f}% |")

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench  # noqa: E402
+import recipe_runs  # noqa: E402
 import stage_costs  # noqa: E402
 
 
@@ -64,3 +65,22 @@ def test_benchmark_without_reachable_data_fails_in_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "Traceback" not in result.stderr and not (tmp_path / "b.json").exists()
+
+
+def _recipe_results(commit, val, schedule=None):
+    entry = {"finetune_layers": 72, "finetune_lr": 1e-4, "finetune_views": 0, "epochs": 2, "val_accuracy": val,
+             "history": {"val_accuracy": [val - 0.01, val]}, "test_accuracy": val - 0.002, "seconds": 100.0}
+    if schedule:
+        entry.update(finetune_schedule=schedule, finetune_label_smoothing=0.1)
+    return {"models": {"efficientnet_lite0_finetuned": entry},
+            "provenance": {"git_commit": commit * 8, "finished": "2026-11-29T20:39:33+00:00",
+                           "data": "CIFAR-10 (JPEG copy)", "hardware": "a CPU"}}
+
+
+def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
+    old = recipe_runs.recipe_row(_recipe_results("a", 0.874), "efficientnet_lite0")
+    new = recipe_runs.recipe_row(_recipe_results("b", 0.882, "cosine"), "efficientnet_lite0")
+    assert (old["finetune_schedule"], old["finetune_label_smoothing"], old["commit"]) == ("plateau", 0.0, "aaaaaaa")
+    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [old, new]}).splitlines()
+    assert table[2].startswith("| last 72 layers, 0.0001, plateau | 87.4% / 87.4% | 87.2% |")
+    assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) | 88.2% / 88.2%")

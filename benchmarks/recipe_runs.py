@@ -1,0 +1,89 @@
+"""Stage 2 recipes of one backbone compared across full seed-profile runs, on validation.
+
+Each argument is a run's results.json: a path, or `COMMIT` for the results/results.json
+committed there (`git show COMMIT:results/results.json`). The script keeps each run's
+`<backbone>_finetuned` entry (recipe, final and best validation accuracy, test accuracy,
+seconds, commit), writes them to benchmarks/results/finetune_recipes.json and renders the
+README block between the `recipes` markers. A recipe is chosen on validation accuracy only;
+test accuracy is listed so that every run's outcome is on record.
+
+Usage: python benchmarks/recipe_runs.py [--backbone efficientnet_lite0] RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from cifar10_transfer.backbones import get_backbone
+from cifar10_transfer.publish import write_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "results" / "finetune_recipes.json"
+START, END = "<!-- recipes:start -->", "<!-- recipes:end -->"
+
+
+def load_run(run: str) -> dict:
+    """A results.json by path, or the one committed at `run` when no such file exists."""
+    path = Path(run)
+    if path.is_file():
+        return json.loads(path.read_text())
+    shown = subprocess.run(["git", "show", f"{run}:results/results.json"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode != 0:
+        raise SystemExit(f"error: {run} is neither a results.json nor a commit that holds results/results.json.")
+    return json.loads(shown.stdout)
+
+
+def recipe_row(results: dict, backbone: str) -> dict:
+    """One run's stage 2: its recipe (runs before the schedule was recorded used the plateau
+    rule without label smoothing) and what it reached."""
+    entry = results["models"][f"{backbone}_finetuned"]
+    return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
+            "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
+            "finetune_schedule": entry.get("finetune_schedule", "plateau"),
+            "finetune_label_smoothing": entry.get("finetune_label_smoothing", 0.0),
+            "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
+            "val_accuracy": entry["val_accuracy"], "best_val_accuracy": max(entry["history"]["val_accuracy"]),
+            "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
+            "data": results["provenance"]["data"], "hardware": results["provenance"]["hardware"]}
+
+
+def markdown(report: dict) -> str:
+    """The README table: one row per run, the recipe chosen by final validation accuracy marked."""
+    rows = report["runs"]
+    chosen = max(rows, key=lambda row: row["val_accuracy"])
+    lines = [f"| {get_backbone(report['backbone']).label} stage 2 recipe | val accuracy (final / best epoch) "
+             "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
+    for row in rows:
+        smoothing = f", label smoothing {row['finetune_label_smoothing']:g}" if row["finetune_label_smoothing"] else ""
+        mark = " (chosen)" if row is chosen else ""
+        lines.append(f"| last {row['finetune_layers']} layers, {row['finetune_lr']:g}, {row['finetune_schedule']}"
+                     f"{smoothing}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
+                     f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
+                     f"{row['finished'][:10]} |")
+    data = sorted({row["data"] for row in rows})
+    note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, 10+10+10 epochs), {' / '.join(data)} "
+            "(JPEG re-encoding costs about a point of accuracy), "
+            f"{' / '.join(sorted({row['hardware'] for row in rows}))}. Chosen on final validation accuracy.*")
+    return "\n".join(lines) + "\n\n" + note
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("runs", nargs="+", help="results.json paths or commits that hold results/results.json")
+    args = parser.parse_args()
+    report = {"backbone": args.backbone, "runs": [recipe_row(load_run(run), args.backbone) for run in args.runs]}
+    write_atomic(OUT, json.dumps(report, indent=2) + "\n")
+    block = markdown(report)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = text.index(START) + len(START), text.index(END)
+    write_atomic(readme, text[:start] + "\n" + block + "\n" + text[end:])
+    print(block)
+
+
+if __name__ == "__main__":
+    main()
