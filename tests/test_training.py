@@ -177,7 +177,7 @@ def test_every_stage_writes_tensorboard_logs(tmp_path):
 def _cli(*args, out):
     return [sys.executable, "-m", "cifar10_transfer", "train", "--profile", "smoke", "--data", "synthetic",
             "--weights", "none", "--out", str(out), "--set", "models=cnn", "--set", "cnn_epochs=4",
-            "--set", "train_size=6000", "--set", "test_size=1000", *args]
+            "--set", "train_size=3000", "--set", "test_size=500", *args]
 
 
 @pytest.mark.slow
