@@ -84,6 +84,15 @@ def test_train_refuses_bad_settings_before_importing_tensorflow(args):
     assert result.stdout.split() == ["2", "False"], result.stderr
 
 
+def test_reproduce_imports_tensorflow_only_to_check_a_weights_file():
+    from cifar10_transfer.cli import _needs_tensorflow, build_parser
+
+    parse = build_parser().parse_args
+    assert not _needs_tensorflow(parse(["reproduce"])) and not _needs_tensorflow(parse(["report"]))
+    assert _needs_tensorflow(parse(["reproduce", "--weights", "backbone.weights.h5"]))
+    assert _needs_tensorflow(parse(["train", "--weights", "none"]))
+
+
 def test_corrupt_data_directory(tmp_path):
     batches = write_official_batches(tmp_path / "cifar-10-batches-py")
     (batches / "data_batch_2").write_bytes(b"garbage")

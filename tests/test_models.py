@@ -147,6 +147,19 @@ def test_bad_weights_are_refused(tmp_path):
         build_resnet50(32, str(other))
 
 
+def test_weights_a_backbone_plainly_cannot_get_are_refused_without_loading(monkeypatch, tmp_path):
+    from cifar10_transfer import backbones
+
+    backbones.check_weights_available(BACKBONES["efficientnet_lite0"], "imagenet")  # installed with pip
+    backbones.check_weights_available(BACKBONES["resnet50"], "none")
+    with pytest.raises(UserError, match="does not exist"):
+        backbones.check_weights_available(BACKBONES["resnet50"], str(tmp_path / "missing.weights.h5"))
+    monkeypatch.setattr(backbones, "imagenet_status", lambda backbone: "unavailable offline")
+    with pytest.raises(UserError, match=r"ResNet50 .* could not be loaded \(not cached, storage.googleapis.com "
+                                        r"unreachable\); put resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 in"):
+        backbones.check_weights_available(BACKBONES["resnet50"], "imagenet")
+
+
 def test_unreachable_imagenet_weights_name_the_cache_and_the_alternative(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("no network")

