@@ -124,7 +124,7 @@ def test_converted_efficientnet_lite0_sees_imagenet_dogs_in_cifar_dogs(real_data
     from cifar10_transfer import efficientnet_lite as lite
     from cifar10_transfer.backbones import keras_models_dir
 
-    dogs = sorted((real_data_dir / "test" / "dog").iterdir())[:200]
+    dogs = sorted((real_data_dir / "test" / "dog").iterdir())[:100]  # binomial sd 5 points: 0.5 vs 0.3 stays clear
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in dogs]).astype(np.float32)
     inputs = lite.preprocess(tf.image.resize(images, (224, 224)))
     shares = {}
