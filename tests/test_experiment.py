@@ -45,10 +45,18 @@ def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
     assert first["models"]["resnet50_head"]["weights"] == "none"
 
 
+@pytest.fixture(scope="module")
+def lite0_run(tmp_path_factory):
+    """One EfficientNet-Lite0 run of both stages at its default online stage 2, read by two tests."""
+    workdir = tmp_path_factory.mktemp("lite0")
+    experiment = _experiment(workdir, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
+                             "finetune_lr=0.001", "finetune_epochs=2")
+    return workdir, experiment, experiment.run_all()
+
+
 @pytest.mark.slow
-def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
-    results = _experiment(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
-                          "finetune_lr=0.001").run_all()
+def test_a_second_backbone_runs_both_stages_under_its_own_names(lite0_run):
+    workdir, _, results = lite0_run
     head, finetuned = results["models"]["efficientnet_lite0_head"], results["models"]["efficientnet_lite0_finetuned"]
     assert set(results["models"]) == {"efficientnet_lite0_head", "efficientnet_lite0_finetuned"}
     assert head["trainable_params"] == 1280 * 256 + 256 + 2570
@@ -56,7 +64,7 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(tmp_path):
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
     # the training and the test set's entries: its default stage 2 is online, no views cached
-    assert len(list((tmp_path / "cache").iterdir())) == 2
+    assert len(list((workdir / "cache").iterdir())) == 2
     assert finetuned["finetune_views"] == 0
     assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("cosine", 0.1)
     # the study's stages are listed as not run, with the reason
@@ -79,10 +87,9 @@ def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
 
 
 @pytest.mark.slow
-def test_online_stage_two_validates_and_tests_through_the_cached_prefix(tmp_path):
-    experiment = _experiment(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
-                             "finetune_views=0", "finetune_epochs=2")
-    finetuned = experiment.run_all()["models"]["efficientnet_lite0_finetuned"]
+def test_online_stage_two_validates_and_tests_through_the_cached_prefix(lite0_run):
+    _, experiment, results = lite0_run
+    finetuned = results["models"]["efficientnet_lite0_finetuned"]
     assert experiment.feature_cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
     transfer, s = experiment.transfer("efficientnet_lite0"), experiment.splits
     direct = transfer.model.evaluate(experiment._images(transfer.spec, s.x_val, s.y_val), verbose=0,
