@@ -51,6 +51,7 @@ from cifar10_transfer.models import build_transfer, compile_classifier, unfreeze
 from cifar10_transfer.pipelines import array_dataset, split_dataset, transfer_dataset  # noqa: E402
 from cifar10_transfer.provenance import device, hardware  # noqa: E402
 from cifar10_transfer.publish import write_atomic  # noqa: E402
+from cifar10_transfer.report import replace_marked_blocks  # noqa: E402
 from cifar10_transfer.features import FeatureCache  # noqa: E402
 from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
@@ -295,9 +296,7 @@ def _parts(report: dict) -> list[dict]:
 
 def update_readme(block: str) -> None:
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.index(BENCH_START) + len(BENCH_START), text.index(BENCH_END)
-    write_atomic(readme, text[:start] + "\n" + block + "\n" + text[end:])
+    replace_marked_blocks(readme, readme.read_text(encoding="utf-8"), [(BENCH_START, BENCH_END, block)])
 
 
 def main() -> None:

@@ -17,8 +17,9 @@ import json
 import subprocess
 from pathlib import Path
 
-from cifar10_transfer.backbones import get_backbone
+from cifar10_transfer.backbones import get_backbone, recorded_stage2_recipe
 from cifar10_transfer.publish import write_atomic
+from cifar10_transfer.report import replace_marked_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_recipes.json"
@@ -37,13 +38,12 @@ def load_run(run: str) -> dict:
 
 
 def recipe_row(results: dict, backbone: str) -> dict:
-    """One run's stage 2: its recipe (runs before the schedule was recorded used the plateau
-    rule without label smoothing) and what it reached."""
+    """One run's stage 2: its recipe and what it reached."""
     entry = results["models"][f"{backbone}_finetuned"]
+    schedule, smoothing = recorded_stage2_recipe(entry)
     return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
-            "finetune_schedule": entry.get("finetune_schedule", "plateau"),
-            "finetune_label_smoothing": entry.get("finetune_label_smoothing", 0.0),
+            "finetune_schedule": schedule, "finetune_label_smoothing": smoothing,
             "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
             "val_accuracy": entry["val_accuracy"], "best_val_accuracy": max(entry["history"]["val_accuracy"]),
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
@@ -79,9 +79,7 @@ def main() -> None:
     write_atomic(OUT, json.dumps(report, indent=2) + "\n")
     block = markdown(report)
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = text.index(START) + len(START), text.index(END)
-    write_atomic(readme, text[:start] + "\n" + block + "\n" + text[end:])
+    replace_marked_blocks(readme, readme.read_text(encoding="utf-8"), [(START, END, block)])
     print(block)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import keras
 
+from cifar10_transfer.backbones import recorded_stage2_recipe
 from cifar10_transfer.config import make_config
 from cifar10_transfer.experiment import Experiment
 from cifar10_transfer.features import FeatureCache, pooled_output
@@ -154,10 +155,9 @@ def projection_markdown(name_label: str, entry: dict) -> str:
 def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
     tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
-    # runs measured before the schedule was recorded used the study's plateau rule
-    recipe = (f"last {tuned['finetune_layers']} layers at {tuned['finetune_lr']:g}, "
-              f"{tuned.get('finetune_schedule', 'plateau')} schedule, label smoothing "
-              f"{tuned.get('finetune_label_smoothing', 0.0):g}")
+    schedule, smoothing = recorded_stage2_recipe(tuned)
+    recipe = (f"last {tuned['finetune_layers']} layers at {tuned['finetune_lr']:g}, {schedule} schedule, "
+              f"label smoothing {smoothing:g}")
     lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile; {recipe}) | test accuracy "
              "| best val accuracy |", "|---|---|---|"]
     for k, r in ((k, r) for k, r in result.items() if k.isdigit()):

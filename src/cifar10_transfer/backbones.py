@@ -46,6 +46,12 @@ class Backbone:
     load_checkpoint: Callable | None = None  # (backbone, path) for a weights file that is not Keras's
 
 
+def recorded_stage2_recipe(entry: dict) -> tuple[str, float]:
+    """(schedule, label smoothing) that a results entry's stage 2 ran with; entries written
+    before the two were recorded ran the study's plateau rule without smoothing."""
+    return entry.get("finetune_schedule", "plateau"), entry.get("finetune_label_smoothing") or 0.0
+
+
 def keras_models_dir() -> Path:
     """Where Keras caches downloaded weights (KERAS_HOME, else ~/.keras), plus `models/`."""
     return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "models"

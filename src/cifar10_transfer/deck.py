@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
+from .backbones import recorded_stage2_recipe
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
@@ -73,12 +74,10 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
 
 
 def _schedule_words(model: dict) -> str:
-    """How stage 2's learning rate moved, from the run's details (runs before the schedule
-    was recorded used the study's plateau rule)."""
+    """How stage 2's learning rate moved and its label smoothing, from the run's details."""
     words = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
-    smoothing = model.get("finetune_label_smoothing") or 0
-    return (words[model.get("finetune_schedule", "plateau")]
-            + (f", label smoothing {smoothing:g}" if smoothing else ""))
+    schedule, smoothing = recorded_stage2_recipe(model)
+    return words[schedule] + (f", label smoothing {smoothing:g}" if smoothing else "")
 
 
 def _stage2_way(views: int | None) -> str:

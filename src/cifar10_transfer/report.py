@@ -174,6 +174,12 @@ def update_readme(readme_path: str | os.PathLike, results: dict, curves: dict | 
     blocks = [(README_START, README_END, readme_block(results, curves))]
     if curves is not None:
         blocks.append((CURVES_START, CURVES_END, curves_block(curves)))
+    replace_marked_blocks(path, text, blocks)
+
+
+def replace_marked_blocks(path: Path, text: str, blocks: list[tuple[str, str, str]]) -> None:
+    """Write `text` to `path` (atomically) with the lines between each (start marker, end
+    marker) pair replaced by its content; UserError naming the markers when a pair is missing."""
     for start_marker, end_marker, content in blocks:
         block = _marked_block(text, start_marker, end_marker)
         if block is None:

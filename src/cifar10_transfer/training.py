@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .backbones import Backbone
+from .backbones import SCHEDULES, Backbone
 from .errors import UserError
 from .publish import write_atomic
 
@@ -183,7 +183,7 @@ def stage2_schedule(schedule: str, learning_rate: float, epochs: int) -> keras.c
     if schedule == "cosine":
         return keras.callbacks.LearningRateScheduler(
             lambda epoch, _: learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
-    raise UserError(f"unknown stage 2 schedule {schedule!r}; choose from plateau, cosine.")
+    raise UserError(f"unknown stage 2 schedule {schedule!r}; choose from {', '.join(SCHEDULES)}.")
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
