@@ -44,6 +44,7 @@ def test_overrides_are_typed():
     ("val_fraction=0", "strictly between 0 and 1"),
     ("finetune_layers=500", "larger than the 175 layers of the ResNet50 backbone"),
     ("finetune_layers=0", "must be positive"),
+    ("finetune_layers=174", "caches the frozen prefix of ResNet50, but finetune_layers=174 unfreezes all of it"),
     ("finetune_lr=-1", "must be positive"),
     ("finetune_schedule=step", "unknown"),
     ("finetune_label_smoothing=1", r"must lie in \[0, 1\)"),
@@ -79,6 +80,8 @@ def test_stage_names_come_from_the_registry():
     assert make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=141"]).finetune_layers == 141
     with pytest.raises(UserError, match="larger than the 141 layers of the EfficientNet-Lite0 backbone"):
         make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=142"])
+    # its stage 2 is online (no cached views), so it may unfreeze everything after the input
+    assert make_config("seed", ["models=efficientnet_lite0_finetuned", "finetune_layers=140"]).finetune_layers == 140
 
 
 def test_config_round_trips_through_json():

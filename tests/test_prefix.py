@@ -45,8 +45,9 @@ def test_a_cut_inside_a_residual_block_caches_both_crossing_tensors():
     cut = cut_backbone(transfer, 30)  # the study's depth cuts conv5_block1 after its first BatchNorm
     assert list(cut.tensors) == ["conv5_block1_1_bn", "conv4_block6_out"]  # the branch and the block input
     assert list(cut_backbone(transfer, 1).tensors) == ["conv5_block3_add"]  # after the last addition: one
-    with pytest.raises(ValueError):
-        cut_backbone(transfer, len(transfer.backbone.layers))
+    # every layer after the input unfrozen: the prefix would be the images, so there is no cut
+    assert cut_backbone(transfer, len(transfer.backbone.layers) - 1) is None
+    assert cut_backbone(transfer, len(transfer.backbone.layers)) is None
 
 
 def test_views_are_seeded_per_image_and_differ_between_copies(tmp_path):

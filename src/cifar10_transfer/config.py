@@ -156,10 +156,15 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
-    for name in config.backbones:
-        if config.finetune_layers is not None and config.finetune_layers > BACKBONES[name].layers:
-            raise UserError(f"config finetune_layers={config.finetune_layers} is larger than the "
-                            f"{BACKBONES[name].layers} layers of the {BACKBONES[name].label} backbone.")
+    for spec in map(BACKBONES.get, config.backbones):
+        depth = config.finetune_layers or spec.finetune_layers
+        views = spec.finetune_views if config.finetune_views is None else config.finetune_views
+        if depth > spec.layers:
+            raise UserError(f"config finetune_layers={depth} is larger than the "
+                            f"{spec.layers} layers of the {spec.label} backbone.")
+        if views and depth >= spec.layers - 1 and f"{spec.name}_finetuned" in names:  # nothing frozen to cache
+            raise UserError(f"config finetune_views={views} caches the frozen prefix of {spec.label}, but "
+                            f"finetune_layers={depth} unfreezes all of it; set finetune_views=0.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

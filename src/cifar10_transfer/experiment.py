@@ -167,7 +167,8 @@ class Experiment:
         if config.head_mode == "cached":
             started = time.perf_counter()
             # val and test pass the frozen prefix once for both stages when stage 2 runs
-            also = self._cut(backbone).tensors if f"{backbone}_finetuned" in config.model_list else None
+            cut = self._cut(backbone) if f"{backbone}_finetuned" in config.model_list else None
+            also = cut.tensors if cut else None
             with self.strategy.scope():
                 features = {split: self.feature_cache.pooled(
                     transfer, self.dataset, "test" if split == "test" else "train", index, config.image_size,
@@ -219,7 +220,8 @@ class Experiment:
         cut = self._cut(backbone)
         with self.strategy.scope():
             unfreeze(transfer, n_layers, learning_rate, self.jit_compile, smoothing)
-            compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
+            if cut:
+                compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
         stage, probabilities = self._fine_tune_stage(
             transfer, cut, views, stage2_schedule(schedule, learning_rate, config.finetune_epochs))
         details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate,
@@ -227,7 +229,7 @@ class Experiment:
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
 
-    def _cut(self, backbone: str) -> BackboneCut:
+    def _cut(self, backbone: str) -> BackboneCut | None:
         if backbone not in self._cuts:
             transfer = self._transfers[backbone]
             with self.strategy.scope():
@@ -235,14 +237,21 @@ class Experiment:
                                                     or transfer.spec.finetune_layers)
         return self._cuts[backbone]
 
-    def _fine_tune_stage(self, transfer, cut: BackboneCut, views: int, schedule):
+    def _fine_tune_stage(self, transfer, cut: BackboneCut | None, views: int, schedule):
         """Stage 2, validated and tested through the suffix over cut tensors from the cache
         (stage 1 computed them). With `views` > 0 it trains the suffix on that many cached
         augmented copies of the training images (computed here on first use; their cost
         counts in the stage's seconds), with 0 the whole model online (see `prefix`).
+        Without a cut (the whole backbone unfrozen) everything runs online on images.
         `schedule` is the learning-rate callback."""
         config, s, spec = self.config, self.splits, transfer.spec
         name, started = f"{spec.name}_finetuned", time.perf_counter()
+        train_images = self._images(spec, s.x_train, s.y_train, True, config.augment)
+        if cut is None:
+            stage = fit_stage(transfer.model, train_images, self._images(spec, s.x_val, s.y_val),
+                              config.finetune_epochs, self._stage_dir(name), len(s.y_train), callbacks=(schedule,))
+            return stage, predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{name} test",
+                                  len(s.y_test), config.batch_size)
 
         def fill(split, index, view="plain"):
             return self.feature_cache.fill(transfer, self.dataset, split, index, config.image_size,
@@ -261,8 +270,7 @@ class Experiment:
             model, train, validation = cut.suffix, rows.dataset(shapes), val_data
             callbacks = (schedule, ViewSchedule(rows))
         else:
-            model, train, validation = (transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
-                                        None)
+            model, train, validation = transfer.model, train_images, None
             callbacks = (SuffixValidation(cut.suffix, val_data), schedule)
         stage = fit_stage(model, train, validation, config.finetune_epochs, self._stage_dir(name), len(s.y_train),
                           callbacks=callbacks)
