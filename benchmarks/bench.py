@@ -6,14 +6,15 @@ Every target is a ratio of two measurements taken in this one run, on this machi
     mixed_bfloat16 (median of timings taken in alternation), and the cosine similarity of
     their features on the same images; stage 1 (head only) wall-clock, head_mode=cached
     against end_to_end at equal epochs; stage 2 (fine-tuning) images/s at the backbone's
-    default depth;
+    default depth (or --finetune-layers);
   - for each backbone (stage2): the seed profile's wall-clock three ways (the study's,
-    the previous default, stage 2 on the cached frozen prefix with K = 1, 2, 3 views),
-    projected from per-image costs measured in this run (benchmarks/stage_costs.py);
+    the previous default, stage 2 on the cached frozen prefix with K = 1, 2, 3 views, where
+    the depth leaves a frozen prefix), projected from per-image costs measured in this run
+    (benchmarks/stage_costs.py);
   - peak resident memory of a real `train` run (seed profile, ResNet50 stages of one epoch:
     memory does not depend on the number of epochs) at two training-set sizes;
   - (accuracy) EfficientNet-Lite0's fine-tuned test accuracy at the seed profile, online
-    against two cached views.
+    and (where the depth leaves a frozen prefix) with two cached views.
 
 It writes benchmarks/results/latest.json and the README's Performance block. With
 --weights auto, a backbone uses ImageNet weights where they are on this machine (the
@@ -42,7 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar10_transfer.backbones import BACKBONES, get_backbone, imagenet_status  # noqa: E402
+from cifar10_transfer.backbones import (BACKBONES, depth_words, get_backbone, has_frozen_prefix,  # noqa: E402
+                                         imagenet_status)
 from cifar10_transfer.config import make_config  # noqa: E402
 from cifar10_transfer.data import load_dataset  # noqa: E402
 from cifar10_transfer.errors import UserError  # noqa: E402
@@ -171,19 +173,19 @@ def stage1(spec, dataset, splits, image_size: int, epochs: int, weights: str, wo
     return out
 
 
-def fine_tuning(spec, splits, image_size: int, weights: str, workdir: Path) -> dict:
-    """Stage 2 throughput at the backbone's default depth and `auto` precision, augmentation on;
-    the second epoch is timed."""
+def fine_tuning(spec, splits, image_size: int, weights: str, workdir: Path, finetune_layers: int) -> dict:
+    """Stage 2 throughput with the last `finetune_layers` layers unfrozen, at `auto` precision,
+    augmentation on; the second epoch is timed."""
     keras.utils.set_random_seed(0)
     precision = resolve_precision("auto", spec)
     with precision_policy(precision):
         transfer = build_transfer(spec.name, image_size, weights)
-    unfreeze(transfer, spec.finetune_layers, spec.finetune_lr, False)
+    unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
     train = _images(spec, splits.x_train, splits.y_train, image_size, shuffle=True, augment=True, seed=3)
     val = _images(spec, splits.x_val[:32], splits.y_val[:32], image_size)
     stage = fit_stage(transfer.model, train, val, 2, workdir / "finetune", len(splits.y_train), verbose=0)
     return {"images_per_second": len(splits.y_train) / stage.history["epoch_seconds"][-1],
-            "precision": precision, "finetune_layers": spec.finetune_layers}
+            "precision": precision, "finetune_layers": finetune_layers}
 
 
 def bench_weights(spec, setting: str) -> str:
@@ -199,7 +201,8 @@ def backbone_report(spec, dataset, splits, args, workdir: Path) -> dict:
     return {"weights": weights,
             "feature_extraction": feature_extraction(spec, splits.x_train[:args.features], args.image_size, weights),
             "stage1": stage1(spec, dataset, splits, args.image_size, args.stage1_epochs, weights, workdir / "stage1"),
-            "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir)}
+            "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir,
+                                       args.finetune_layers or spec.finetune_layers)}
 
 
 # one epoch per stage: memory does not depend on the number of epochs
@@ -259,7 +262,7 @@ def markdown(report: dict) -> str:
              f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x); "
              f"head val accuracy {100 * s['end_to_end']['val_accuracy']:.1f}% / "
              f"{100 * s['cached']['val_accuracy']:.1f}%"),
-            (f"{who}: fine-tuning, last {t['finetune_layers']} layers, {t['precision']}",
+            (f"{who}: fine-tuning, {depth_words(get_backbone(name), t['finetune_layers'])}, {t['precision']}",
              f"{t['images_per_second']:.1f} images/s"),
         ]
         notes.append((get_backbone(name).label, b["run"]))
@@ -272,7 +275,8 @@ def markdown(report: dict) -> str:
         notes.append(("memory", r["run"]))
     table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
     for name, entry in report.get("stage2", {}).items():
-        who = f"{get_backbone(name).label}, {entry['precision']}, last {entry['finetune_layers']} layers"
+        spec = get_backbone(name)
+        who = f"{spec.label}, {entry['precision']}, {depth_words(spec, entry['finetune_layers'])}"
         table += "\n\n" + projection_markdown(who, entry)
         notes.append((f"{get_backbone(name).label} ways", entry["run"]))
     if "accuracy" in report:
@@ -320,6 +324,9 @@ def main() -> None:
     parser.add_argument("--parts", default="cnn,backbones,stage2,rss,accuracy",
                         help="what to measure: cnn, backbones, stage2 (three ways, projected), rss, "
                              "accuracy (EfficientNet-Lite0 online vs two views, seed profile: about an hour)")
+    parser.add_argument("--finetune-layers", type=int,
+                        help="stage 2 depth of the fine-tuning, stage2 and accuracy parts (default: each "
+                             "backbone's); cached views need one that leaves a frozen prefix")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other parts of --out, each labelled with its own run")
     parser.add_argument("--rss-run", type=int, help=argparse.SUPPRESS)
@@ -366,14 +373,18 @@ def main() -> None:
             started = datetime.now(timezone.utc)
             spec = get_backbone(name)
             entry = per_image_costs(spec, dataset, stage2_splits, args.image_size, bench_weights(spec, args.weights),
-                                    Path(tmp) / f"stage2-{name}")
+                                    Path(tmp) / f"stage2-{name}", args.finetune_layers or spec.finetune_layers)
             entry.update(projection=project(entry), image_size=args.image_size, run=measured(started))
             report.setdefault("stage2", {})[name] = entry
         if "accuracy" in parts:
             started = datetime.now(timezone.utc)
-            quick = {"image_size": 32, "train_size": 200, "test_size": 100} if args.quick else {}
-            report["accuracy"] = accuracy(dataset, bench_weights(get_backbone(ACCURACY_BACKBONE), args.weights),
-                                          Path(tmp) / "accuracy", "smoke" if args.quick else "seed", quick)
+            spec = get_backbone(ACCURACY_BACKBONE)
+            depth = args.finetune_layers or spec.finetune_layers
+            overrides = {**({"image_size": 32, "train_size": 200, "test_size": 100} if args.quick else {}),
+                         "finetune_layers": depth}
+            report["accuracy"] = accuracy(dataset, bench_weights(spec, args.weights), Path(tmp) / "accuracy",
+                                          "smoke" if args.quick else "seed", overrides,
+                                          (2, 0) if has_frozen_prefix(spec, depth) else (0,))
             report["accuracy"]["run"] = measured(started)
         if "rss" in parts:
             started = datetime.now(timezone.utc)

@@ -17,7 +17,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from cifar10_transfer.backbones import get_backbone, recorded_stage2_recipe
+from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe
 from cifar10_transfer.publish import write_atomic
 from cifar10_transfer.report import replace_marked_blocks
 
@@ -52,14 +52,15 @@ def recipe_row(results: dict, backbone: str) -> dict:
 
 def markdown(report: dict) -> str:
     """The README table: one row per run, the recipe chosen by final validation accuracy marked."""
-    rows = report["runs"]
+    rows, spec = report["runs"], get_backbone(report["backbone"])
     chosen = max(rows, key=lambda row: row["val_accuracy"])
-    lines = [f"| {get_backbone(report['backbone']).label} stage 2 recipe | val accuracy (final / best epoch) "
+    lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
         smoothing = f", label smoothing {row['finetune_label_smoothing']:g}" if row["finetune_label_smoothing"] else ""
         mark = " (chosen)" if row is chosen else ""
-        lines.append(f"| last {row['finetune_layers']} layers, {row['finetune_lr']:g}, {row['finetune_schedule']}"
+        lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
+                     f"{row['finetune_schedule']}"
                      f"{smoothing}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]} |")

@@ -2,12 +2,13 @@
 
 The ways: the study's (stage 1 end to end, stage 2 online), the previous default (stage 1
 on cached pooled features, stage 2 online) and stage 2 on the cached frozen prefix with
-K = 1, 2, 3 augmented views per training image. Every pass they are made of is timed once
-on the same small training set, after a warm-up pass that traces it, at the precision
-`auto` picks; the seed profile's seconds are those per-image costs times its image counts
-(8,000 training, 2,000 validation and 10,000 test images, 10 epochs per stage). The
-accuracy part trains EfficientNet-Lite0 at the seed profile twice, online and with two
-views, from one shared stage 1.
+K = 1, 2, 3 augmented views per training image (only at a depth that leaves a frozen
+prefix: unfreezing the whole backbone leaves nothing to cache). Every pass they are made of
+is timed once on the same small training set, after a warm-up pass that traces it, at the
+precision `auto` picks; the seed profile's seconds are those per-image costs times its
+image counts (8,000 training, 2,000 validation and 10,000 test images, 10 epochs per
+stage). The accuracy part trains EfficientNet-Lite0 at the seed profile online and, where
+the depth leaves a prefix, with two views, from one shared stage 1.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import keras
 
-from cifar10_transfer.backbones import recorded_stage2_recipe
+from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe
 from cifar10_transfer.config import make_config
 from cifar10_transfer.experiment import Experiment
 from cifar10_transfer.features import FeatureCache, pooled_output
@@ -43,8 +44,10 @@ def _fit_seconds(model, data, callbacks=()) -> float:
     return _seconds(lambda: model.fit(data, epochs=1, verbose=0, shuffle=False, callbacks=list(callbacks)))
 
 
-def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdir: Path) -> dict:
-    """Seconds per image of every pass the three ways are made of (see the module doc)."""
+def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdir: Path,
+                    finetune_layers: int) -> dict:
+    """Seconds per image of every pass the three ways are made of (see the module doc), with
+    stage 2 unfreezing the last `finetune_layers` layers."""
     n, x, y = len(splits.y_train), splits.x_train, splits.y_train
     keras.utils.set_random_seed(0)
     cnn = build_cnn()
@@ -65,7 +68,12 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
     compile_classifier(transfer.head, 1e-3, False)
     costs["head_train"] = _fit_seconds(transfer.head, array_dataset(features, y, 32, True, 3)) / n
 
-    cut = cut_backbone(transfer, spec.finetune_layers)
+    cut = cut_backbone(transfer, finetune_layers)
+    if cut is None:  # the whole backbone trains: only the online ways exist
+        unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
+        costs["online_train"] = _fit_seconds(transfer.model, images(shuffle=True, augment=True)) / n
+        return {"seconds_per_image": costs, "precision": precision, "images": n, "cut_tensors": None,
+                "finetune_layers": finetune_layers}
     cache = FeatureCache(workdir / "cache")
 
     def fill(view, tensors, rows=splits.train_index):
@@ -78,7 +86,7 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
     fill("augment-3-0", cut.tensors)  # traces the prefix-only pass
     costs["view_forward"] = _seconds(lambda: fill("augment-3-1", cut.tensors)) / n
     views = [fill(f"augment-3-{k}", cut.tensors) for k in range(2)]
-    unfreeze(transfer, spec.finetune_layers, spec.finetune_lr, False)
+    unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
     costs["online_train"] = _fit_seconds(transfer.model, images(shuffle=True, augment=True)) / n
     names, shapes = list(cut.tensors), {name: tuple(t.shape[1:]) for name, t in cut.tensors.items()}
     compile_classifier(cut.suffix, spec.finetune_lr, False)
@@ -88,11 +96,12 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
     cut.suffix.predict(plain, verbose=0)
     costs["suffix_forward"] = _seconds(lambda: cut.suffix.predict(plain, verbose=0)) / n
     return {"seconds_per_image": costs, "precision": precision, "images": n, "cut_tensors": shapes,
-            "finetune_layers": spec.finetune_layers}
+            "finetune_layers": finetune_layers}
 
 
 def project(costs: dict) -> dict:
-    """Seed-profile seconds per stage for each way, from `per_image_costs`."""
+    """Seed-profile seconds per stage for each way, from `per_image_costs` (the views ways
+    only where it measured a frozen prefix)."""
     c, p = costs["seconds_per_image"], SEED_PROFILE
     train, val, test, epochs = p["train"], p["val"], p["test"], p["epochs"]
     cnn = epochs * train * c["cnn_train"]
@@ -103,7 +112,7 @@ def project(costs: dict) -> dict:
                   online),
         "cached_head_online": ((train + val + test) * c["full_forward"] + head, online),
     }
-    for k in VIEWS:
+    for k in VIEWS if "suffix_train" in c else ():
         stage1 = train * c["full_forward"] + (val + test) * c["prefix_and_pooled_forward"] + head
         stage2 = (k * train * c["view_forward"] + epochs * (train * c["suffix_train"] + val * c["suffix_forward"])
                   + test * c["suffix_forward"])
@@ -115,7 +124,8 @@ def project(costs: dict) -> dict:
 
 def accuracy(dataset, weights: str, workdir: Path, profile: str = "seed", overrides: dict | None = None,
              views: tuple[int, ...] = (2, 0)) -> dict:
-    """EfficientNet-Lite0 fine-tuned at `profile` with each number of views (0: online).
+    """EfficientNet-Lite0 fine-tuned at `profile` with each number of views (0: online; views
+    need a depth, `overrides["finetune_layers"]` or the default, that leaves a frozen prefix).
 
     One feature cache serves every run, so stage 1's features are computed once; the head
     of every run is the same (same seed, same features), only stage 2 differs.
@@ -156,7 +166,8 @@ def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
     tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
     schedule, smoothing = recorded_stage2_recipe(tuned)
-    recipe = (f"last {tuned['finetune_layers']} layers at {tuned['finetune_lr']:g}, {schedule} schedule, "
+    recipe = (f"{depth_words(get_backbone(ACCURACY_BACKBONE), tuned['finetune_layers'])} at "
+              f"{tuned['finetune_lr']:g}, {schedule} schedule, "
               f"label smoothing {smoothing:g}")
     lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile; {recipe}) | test accuracy "
              "| best val accuracy |", "|---|---|---|"]

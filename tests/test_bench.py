@@ -49,6 +49,10 @@ def test_projection_multiplies_per_image_costs_by_the_seed_profile_counts():
         + 10000 * 0.03
     assert ways["views_2"]["stage2"] - ways["views_1"]["stage2"] == 8000 * 0.025  # one more copy per image
     assert all(way["cnn"] == 10 * 8000 * 0.001 for way in ways.values())
+    # without a frozen prefix (the whole backbone unfrozen) only the online ways exist
+    online = {"seconds_per_image": {key: costs["seconds_per_image"][key] for key in
+                                    ("cnn_train", "full_forward", "end_to_end_train", "head_train", "online_train")}}
+    assert stage_costs.project(online) == {way: ways[way] for way in ("study", "cached_head_online")}
 
 
 def test_auto_weights_time_a_backbone_with_imagenet_weights_only_where_they_are_here():

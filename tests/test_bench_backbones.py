@@ -18,8 +18,9 @@ EARLIER = {"cnn": {"float32": {"images_per_second": 1.0, "test_accuracy": 0.5},
 def test_quick_benchmark_of_a_backbone_merges_into_an_earlier_report(tmp_path):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps(EARLIER))
+    # a depth that leaves a frozen prefix, so the cached-views ways are measured too
     merged = _bench("--parts", "backbones,stage2,accuracy", "--backbones", "efficientnet_lite0", "--merge",
-                    "--out", out)
+                    "--finetune-layers", 20, "--out", out)
     assert merged.returncode == 0, merged.stderr[-3000:]
     both = json.loads(out.read_text())
     assert both["cnn"] == EARLIER["cnn"]  # kept as measured, with its own run
@@ -31,10 +32,11 @@ def test_quick_benchmark_of_a_backbone_merges_into_an_earlier_report(tmp_path):
     assert features["speedup_bfloat16"] > 0
     assert features["cosine_similarity"]["min"] > 0.98  # same weights, two precisions
     assert entry["stage1"]["cached"]["seconds"] > 0 and entry["stage1"]["end_to_end"]["seconds"] > 0
-    assert entry["fine_tuning"]["images_per_second"] > 0
+    assert entry["fine_tuning"]["images_per_second"] > 0 and entry["fine_tuning"]["finetune_layers"] == 20
     ways = both["stage2"]["efficientnet_lite0"]
     assert all(cost > 0 for cost in ways["seconds_per_image"].values())
     assert set(ways["projection"]) == {"study", "cached_head_online", "views_1", "views_2", "views_3"}
+    assert ways["finetune_layers"] == 20 and both["accuracy"]["0"]["finetune_layers"] == 20
     assert ways["projection"]["study"]["fraction_of_study"] == pytest.approx(1.0)
     assert {"0", "2"} <= set(both["accuracy"]) and all(0 <= both["accuracy"][k]["test_accuracy"] <= 1
                                                        for k in ("0", "2"))

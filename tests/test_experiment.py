@@ -99,17 +99,3 @@ def test_online_stage_two_validates_and_tests_through_the_cached_prefix(lite0_ru
     online_test = transfer.model.predict(experiment._images(transfer.spec, s.x_test, s.y_test), verbose=0)
     assert finetuned["test_accuracy"] == pytest.approx(float((online_test.argmax(1) == s.y_test).mean()))
 
-
-@pytest.mark.slow
-def test_fine_tuning_the_whole_backbone_runs_online_and_caches_no_images(tmp_path):
-    experiment = _experiment(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_layers=140")
-    finetuned = experiment.run_all()["models"]["efficientnet_lite0_finetuned"]
-    transfer, s = experiment.transfer("efficientnet_lite0"), experiment.splits
-    # stage 1's pooled features and nothing else: the only "prefix" would be the images themselves
-    assert experiment.feature_cache.computed == 80 + 20 + 50
-    assert {path.name for path in (tmp_path / "cache").rglob("*.npy")} == {"pooled.npy", "pooled.done.npy"}
-    frozen = {layer.name for layer in transfer.backbone.layers if layer.weights and not layer.trainable}
-    assert frozen == {layer.name for layer in transfer.backbone.layers if layer.name.endswith("_bn")}
-    online = transfer.model.predict(experiment._images(transfer.spec, s.x_test, s.y_test), verbose=0)
-    assert finetuned["test_accuracy"] == pytest.approx(float((online.argmax(1) == s.y_test).mean()))
-    assert finetuned["finetune_layers"] == 140

@@ -294,3 +294,17 @@ def test_render_deck_with_a_second_backbone(results, tmp_path):
     flat = " ".join(text.split())
     assert "EfficientNet-Lite0 fine-tuned: 90.0%" in flat and "last 46 layers at learning rate 0.0001" in flat
     assert "EfficientNet-Lite0 head-only: 80.0%" in flat
+
+
+def test_the_stage_two_recipe_in_words_follows_its_depth():
+    entry = {"finetune_layers": 107, "finetune_lr": 1e-4, "finetune_views": 0, "finetune_schedule": "cosine",
+             "finetune_label_smoothing": 0.1}
+    partial = deck._stage2_recipe("efficientnet_lite0_finetuned", entry)
+    assert partial.startswith("EfficientNet-Lite0: last 107 layers at learning rate 0.0001")
+    assert partial.endswith("online; validation and test through the cached frozen prefix")
+    for layers in (140, 141):  # nothing frozen after the input: there is no prefix to cache
+        whole = deck._stage2_recipe("efficientnet_lite0_finetuned", {**entry, "finetune_layers": layers})
+        assert whole.startswith("EfficientNet-Lite0: all 140 layers after the input at learning rate 0.0001")
+        assert whole.endswith("online: the whole backbone every step")
+    cached = deck._stage2_recipe("resnet50_finetuned", {**entry, "finetune_layers": 30, "finetune_views": 2})
+    assert cached.startswith("ResNet50: last 30 layers") and cached.endswith("2 augmented copies per image")

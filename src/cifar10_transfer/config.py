@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from .backbones import BACKBONES, SCHEDULES, parse_stage, stage_names
+from .backbones import BACKBONES, SCHEDULES, has_frozen_prefix, parse_stage, stage_names
 from .errors import UserError
 
 MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
@@ -162,7 +162,7 @@ def _validate(config: RunConfig) -> None:
         if depth > spec.layers:
             raise UserError(f"config finetune_layers={depth} is larger than the "
                             f"{spec.layers} layers of the {spec.label} backbone.")
-        if views and depth >= spec.layers - 1 and f"{spec.name}_finetuned" in names:  # nothing frozen to cache
+        if views and not has_frozen_prefix(spec, depth) and f"{spec.name}_finetuned" in names:
             raise UserError(f"config finetune_views={views} caches the frozen prefix of {spec.label}, but "
                             f"finetune_layers={depth} unfreezes all of it; set finetune_views=0.")
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from .backbones import recorded_stage2_recipe
+from .backbones import depth_words, has_frozen_prefix, parse_stage, recorded_stage2_recipe
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
@@ -80,13 +80,22 @@ def _schedule_words(model: dict) -> str:
     return words[schedule] + (f", label smoothing {smoothing:g}" if smoothing else "")
 
 
-def _stage2_way(views: int | None) -> str:
-    """How stage 2 saw its images (results.json `finetune_views`; None in results made before it existed)."""
-    if views is None:
+def _stage2_way(views: int | None, prefix: bool) -> str:
+    """How stage 2 saw its images (results.json `finetune_views`; None in results made before it
+    existed); `prefix`: whether its depth left a frozen prefix to cache."""
+    if views is None or not prefix:
         return "online: the whole backbone every step"
     if views == 0:
         return "online; validation and test through the cached frozen prefix"
     return f"frozen prefix cached, {views} augmented cop{'y' if views == 1 else 'ies'} per image"
+
+
+def _stage2_recipe(name: str, entry: dict) -> str:
+    """One fine-tuned stage's recipe in words, from its results entry."""
+    spec, layers = parse_stage(name)[0], entry["finetune_layers"]
+    return (f"{label(name).rsplit(' ', 1)[0]}: {depth_words(spec, layers)} at learning rate "
+            f"{entry['finetune_lr']:g}{_schedule_words(entry)}; "
+            f"{_stage2_way(entry.get('finetune_views'), has_frozen_prefix(spec, layers))}")
 
 
 def _bullets(fig: Figure, items: list, box=BODY, size: int = 20) -> None:
@@ -218,16 +227,13 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
-        recipes = [f"{label(n).rsplit(' ', 1)[0]}: last {models[n]['finetune_layers']} layers at learning rate "
-                   f"{models[n]['finetune_lr']:g}{_schedule_words(models[n])}; "
-                   f"{_stage2_way(models[n].get('finetune_views'))}"
-                   for n in models if "finetune_layers" in models[n]]
+        recipes = [_stage2_recipe(n, m) for n, m in models.items() if "finetune_layers" in m]
         for box, heading, kind, items in (
                 ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
                  [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
                   f"head_mode={mode}: {how}"]),
                 ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
-                 ["Last backbone layers unfrozen, BatchNorm stays frozen; "
+                 ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
                   f"{cfg.get('finetune_epochs')} epochs",
                   *recipes])):
             fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
