@@ -195,14 +195,18 @@ def bench_weights(spec, setting: str) -> str:
     return "imagenet" if imagenet_status(spec) in ("installed", "cached") else "none"
 
 
+def _depth(spec, args) -> int:
+    """Stage 2 depth of the fine-tuning, stage2 and accuracy parts: --finetune-layers, else the default."""
+    return args.finetune_layers or spec.finetune_layers
+
+
 def backbone_report(spec, dataset, splits, args, workdir: Path) -> dict:
     """Every per-backbone measurement."""
     weights = bench_weights(spec, args.weights)
     return {"weights": weights,
             "feature_extraction": feature_extraction(spec, splits.x_train[:args.features], args.image_size, weights),
             "stage1": stage1(spec, dataset, splits, args.image_size, args.stage1_epochs, weights, workdir / "stage1"),
-            "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir,
-                                       args.finetune_layers or spec.finetune_layers)}
+            "fine_tuning": fine_tuning(spec, splits, args.image_size, weights, workdir, _depth(spec, args))}
 
 
 # one epoch per stage: memory does not depend on the number of epochs
@@ -278,7 +282,7 @@ def markdown(report: dict) -> str:
         spec = get_backbone(name)
         who = f"{spec.label}, {entry['precision']}, {depth_words(spec, entry['finetune_layers'])}"
         table += "\n\n" + projection_markdown(who, entry)
-        notes.append((f"{get_backbone(name).label} ways", entry["run"]))
+        notes.append((f"{spec.label} ways", entry["run"]))
     if "accuracy" in report:
         table += "\n\n" + accuracy_markdown(report["accuracy"])
         notes.append(("accuracy", report["accuracy"]["run"]))
@@ -373,13 +377,13 @@ def main() -> None:
             started = datetime.now(timezone.utc)
             spec = get_backbone(name)
             entry = per_image_costs(spec, dataset, stage2_splits, args.image_size, bench_weights(spec, args.weights),
-                                    Path(tmp) / f"stage2-{name}", args.finetune_layers or spec.finetune_layers)
+                                    Path(tmp) / f"stage2-{name}", _depth(spec, args))
             entry.update(projection=project(entry), image_size=args.image_size, run=measured(started))
             report.setdefault("stage2", {})[name] = entry
         if "accuracy" in parts:
             started = datetime.now(timezone.utc)
             spec = get_backbone(ACCURACY_BACKBONE)
-            depth = args.finetune_layers or spec.finetune_layers
+            depth = _depth(spec, args)
             overrides = {**({"image_size": 32, "train_size": 200, "test_size": 100} if args.quick else {}),
                          "finetune_layers": depth}
             report["accuracy"] = accuracy(dataset, bench_weights(spec, args.weights), Path(tmp) / "accuracy",

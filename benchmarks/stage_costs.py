@@ -69,25 +69,24 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
     costs["head_train"] = _fit_seconds(transfer.head, array_dataset(features, y, 32, True, 3)) / n
 
     cut = cut_backbone(transfer, finetune_layers)
-    if cut is None:  # the whole backbone trains: only the online ways exist
-        unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
-        costs["online_train"] = _fit_seconds(transfer.model, images(shuffle=True, augment=True)) / n
-        return {"seconds_per_image": costs, "precision": precision, "images": n, "cut_tensors": None,
-                "finetune_layers": finetune_layers}
     cache = FeatureCache(workdir / "cache")
 
     def fill(view, tensors, rows=splits.train_index):
         return cache.fill(transfer, dataset, "train", rows, image_size, 32, tensors, view)
 
-    # each pass is traced first on another view of the same images: the same batch shapes
-    joint = {"pooled": pooled_output(transfer), **cut.tensors}
-    fill("flip", joint)
-    costs["prefix_and_pooled_forward"] = _seconds(lambda: fill("plain", joint)) / n
-    fill("augment-3-0", cut.tensors)  # traces the prefix-only pass
-    costs["view_forward"] = _seconds(lambda: fill("augment-3-1", cut.tensors)) / n
-    views = [fill(f"augment-3-{k}", cut.tensors) for k in range(2)]
+    if cut:  # before any training: the prefix passes run on the backbone's own weights
+        # each pass is traced first on another view of the same images: the same batch shapes
+        joint = {"pooled": pooled_output(transfer), **cut.tensors}
+        fill("flip", joint)
+        costs["prefix_and_pooled_forward"] = _seconds(lambda: fill("plain", joint)) / n
+        fill("augment-3-0", cut.tensors)  # traces the prefix-only pass
+        costs["view_forward"] = _seconds(lambda: fill("augment-3-1", cut.tensors)) / n
+        views = [fill(f"augment-3-{k}", cut.tensors) for k in range(2)]
     unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
     costs["online_train"] = _fit_seconds(transfer.model, images(shuffle=True, augment=True)) / n
+    if cut is None:  # the whole backbone trains: only the online ways exist
+        return {"seconds_per_image": costs, "precision": precision, "images": n, "cut_tensors": None,
+                "finetune_layers": finetune_layers}
     names, shapes = list(cut.tensors), {name: tuple(t.shape[1:]) for name, t in cut.tensors.items()}
     compile_classifier(cut.suffix, spec.finetune_lr, False)
     rows = CachedRows(views, names, splits.train_index, y, 32, True, 3)

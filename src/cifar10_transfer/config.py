@@ -21,6 +21,7 @@ HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing")  # the registry supplies each where config is None
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class RunConfig:
         found = (parse_stage(name)[0] for name in self.model_list)
         return list(dict.fromkeys(b.name for b in found if b is not None))
 
+    def stage2(self, spec) -> dict:
+        """Stage 2's settings for backbone `spec` (a registry entry): each of `STAGE2_KEYS` as
+        this config sets it, or the backbone's default where the config leaves it None."""
+        return {key: getattr(spec, key) if getattr(self, key) is None else getattr(self, key) for key in STAGE2_KEYS}
+
     def to_dict(self) -> dict:
         """The configuration as plain JSON-ready values."""
         return dataclasses.asdict(self)
@@ -157,8 +163,7 @@ def _validate(config: RunConfig) -> None:
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     for spec in map(BACKBONES.get, config.backbones):
-        depth = config.finetune_layers or spec.finetune_layers
-        views = spec.finetune_views if config.finetune_views is None else config.finetune_views
+        depth, views = (config.stage2(spec)[key] for key in ("finetune_layers", "finetune_views"))
         if depth > spec.layers:
             raise UserError(f"config finetune_layers={depth} is larger than the "
                             f"{spec.layers} layers of the {spec.label} backbone.")

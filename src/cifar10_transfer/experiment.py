@@ -211,21 +211,17 @@ class Experiment:
             self.train_head(backbone)
         config, transfer = self.config, self._transfers[backbone]
         spec = transfer.spec
-        n_layers = config.finetune_layers or spec.finetune_layers
-        learning_rate = config.finetune_lr or spec.finetune_lr
-        views = spec.finetune_views if config.finetune_views is None else config.finetune_views
-        schedule = config.finetune_schedule or spec.finetune_schedule
-        smoothing = (spec.finetune_label_smoothing if config.finetune_label_smoothing is None
-                     else config.finetune_label_smoothing)
+        settings = config.stage2(spec)
+        learning_rate, smoothing = settings["finetune_lr"], settings["finetune_label_smoothing"]
         cut = self._cut(backbone)
         with self.strategy.scope():
-            unfreeze(transfer, n_layers, learning_rate, self.jit_compile, smoothing)
+            unfreeze(transfer, settings["finetune_layers"], learning_rate, self.jit_compile, smoothing)
             if cut:
                 compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
         stage, probabilities = self._fine_tune_stage(
-            transfer, cut, views, stage2_schedule(schedule, learning_rate, config.finetune_epochs))
-        details = {**self._transfer_details(spec), "finetune_layers": n_layers, "finetune_lr": learning_rate,
-                   "finetune_views": views, "finetune_schedule": schedule, "finetune_label_smoothing": smoothing}
+            transfer, cut, settings["finetune_views"],
+            stage2_schedule(settings["finetune_schedule"], learning_rate, config.finetune_epochs))
+        details = {**self._transfer_details(spec), **settings}
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
                             self.runs[f"{backbone}_head"].precision, probabilities, details)
 
@@ -233,8 +229,7 @@ class Experiment:
         if backbone not in self._cuts:
             transfer = self._transfers[backbone]
             with self.strategy.scope():
-                self._cuts[backbone] = cut_backbone(transfer, self.config.finetune_layers
-                                                    or transfer.spec.finetune_layers)
+                self._cuts[backbone] = cut_backbone(transfer, self.config.stage2(transfer.spec)["finetune_layers"])
         return self._cuts[backbone]
 
     def _fine_tune_stage(self, transfer, cut: BackboneCut | None, views: int, schedule):

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from .backbones import has_frozen_prefix
 from .features import FeatureCache
 from .pipelines import prefetched
 
@@ -50,10 +51,10 @@ def cut_backbone(transfer, n_layers: int) -> BackboneCut | None:
     when every layer after the input is unfrozen: the prefix would be the images themselves,
     and caching them (224x224x3 float32: 0.6 MB per image) saves no computation.
     """
+    if not has_frozen_prefix(transfer.spec, n_layers):
+        return None
     layers = transfer.backbone.layers
     cut = len(layers) - n_layers
-    if cut <= 1:
-        return None
     if cut >= len(layers):
         raise ValueError(f"n_layers={n_layers} unfreezes no layer of {len(layers)}")
     produced = {id(layer.output): layer.name for layer in layers[:cut]}
