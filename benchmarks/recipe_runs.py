@@ -45,7 +45,7 @@ def recipe_row(results: dict, backbone: str) -> dict:
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
             "finetune_schedule": schedule, "finetune_label_smoothing": smoothing,
             "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
-            "val_accuracy": entry["val_accuracy"], "best_val_accuracy": max(entry["history"]["val_accuracy"]),
+            "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"], "best_val_accuracy": max(entry["history"]["val_accuracy"]),
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
             "data": results["provenance"]["data"], "hardware": results["provenance"]["hardware"]}
 
@@ -65,9 +65,14 @@ def markdown(report: dict) -> str:
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]} |")
     data = sorted({row["data"] for row in rows})
+    n_val = min(row["val_images"] for row in rows)
+    standard_error = 100 * (chosen["val_accuracy"] * (1 - chosen["val_accuracy"]) / n_val) ** 0.5
     note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, 10+10+10 epochs), {' / '.join(data)} "
             "(JPEG re-encoding costs about a point of accuracy), "
-            f"{' / '.join(sorted({row['hardware'] for row in rows}))}. Chosen on final validation accuracy.*")
+            f"{' / '.join(sorted({row['hardware'] for row in rows}))}. Chosen on final validation accuracy. "
+            f"Validation holds {n_val:,} images: one image is {100 / n_val:.2f} points, and the binomial "
+            f"standard error near the chosen row's accuracy is {standard_error:.1f} points, so rows closer "
+            "than that are not told apart by it.*")
     return "\n".join(lines) + "\n\n" + note
 
 

@@ -76,7 +76,7 @@ def _recipe_results(commit, val, schedule=None):
              "history": {"val_accuracy": [val - 0.01, val]}, "test_accuracy": val - 0.002, "seconds": 100.0}
     if schedule:
         entry.update(finetune_schedule=schedule, finetune_label_smoothing=0.1)
-    return {"models": {"efficientnet_lite0_finetuned": entry},
+    return {"models": {"efficientnet_lite0_finetuned": entry}, "data": {"val": 2000},
             "provenance": {"git_commit": commit * 8, "finished": "2026-11-29T20:39:33+00:00",
                            "data": "CIFAR-10 (JPEG copy)", "hardware": "a CPU"}}
 
@@ -88,3 +88,5 @@ def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
     table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [old, new]}).splitlines()
     assert table[2].startswith("| last 72 layers, 0.0001, plateau | 87.4% / 87.4% | 87.2% |")
     assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) | 88.2% / 88.2%")
+    # 2,000 validation images: 0.05 points each, standard error sqrt(0.882 * 0.118 / 2000) = 0.72 points
+    assert "Validation holds 2,000 images: one image is 0.05 points" in table[-1] and "is 0.7 points" in table[-1]
