@@ -66,6 +66,21 @@ def write_image_folders(root: Path, per_class: int = 3, suffix: str = ".png") ->
     return root
 
 
+def pytest_configure(config) -> None:
+    """Give each pytest-xdist worker its share of the cores as TensorFlow threads.
+
+    TensorFlow gives every process a thread per core, so 2 workers on 2 cores fought over 4+
+    threads. One thread each (set before any test module imports TensorFlow, and inherited by
+    the CLI and notebook processes that tests start) cut the suite's summed test time from
+    628-658 s to 580-590 s here, its wall time from 324-340 s to 300-304 s (two runs each).
+    """
+    if not hasattr(config, "workerinput"):  # the controller, or a run without workers: TensorFlow's default
+        return
+    share = str(max(1, len(os.sched_getaffinity(0)) // int(config.workerinput["workercount"])))
+    for variable in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(variable, share)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def decoded_images_cache(tmp_path_factory) -> Path:
     """One cache of decoded image folders per test session, out of the user's home; the
