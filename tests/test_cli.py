@@ -84,6 +84,14 @@ def test_train_refuses_bad_settings_before_importing_tensorflow(args):
     assert result.stdout.split() == ["2", "False"], result.stderr
 
 
+def test_the_eda_notebook_imports_no_tensorflow():
+    """Notebook 01 only looks at the data: its kernel starts without TensorFlow's seconds of import."""
+    probe = ("import sys; import cifar10_transfer.analysis, cifar10_transfer.eda; "
+             "from cifar10_transfer import load_dataset, make_config; print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False"], result.stderr
+
+
 def test_reproduce_imports_tensorflow_only_to_check_a_weights_file():
     from cifar10_transfer.cli import _needs_tensorflow, build_parser
 

@@ -7,6 +7,7 @@ path that the tests exercise.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,10 @@ import pandas as pd
 from . import plots
 from .data import Dataset
 from .evaluation import most_confident_mistakes
-from .pipelines import Splits, augmentation_examples
 from .study import stage
+
+if TYPE_CHECKING:  # pipelines loads TensorFlow, which the EDA notebook does not need
+    from .pipelines import Splits
 
 
 def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[Path]:
@@ -32,6 +35,8 @@ def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[
 def save_augmentation_figure(splits: Splits, images_dir: Path, seed: int, n_images: int = 6,
                              n_variants: int = 5) -> list[Path]:
     """Training images of different classes beside augmented copies (the backbone stages' augmentation)."""
+    from .pipelines import augmentation_examples
+
     first_of_class = [np.flatnonzero(splits.y_train == label)[0] for label in np.unique(splits.y_train)]
     originals = splits.x_train[first_of_class[:n_images]]  # one image per class, not six of the first class
     variants = augmentation_examples(originals, n_variants, seed)
