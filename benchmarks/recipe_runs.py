@@ -45,7 +45,8 @@ def recipe_row(results: dict, backbone: str) -> dict:
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
             "finetune_schedule": schedule, "finetune_label_smoothing": smoothing,
             "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
-            "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"], "best_val_accuracy": max(entry["history"]["val_accuracy"]),
+            "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"],
+            "best_val_accuracy": max(entry["history"]["val_accuracy"]),
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
             "data": results["provenance"]["data"], "hardware": results["provenance"]["hardware"]}
 
