@@ -78,7 +78,8 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_lite0_fine_tunes_its_whole_backbone_online_by_default(smoke_run):
-    finetuned = json.loads((smoke_run / "results" / "results.json").read_text())["models"]["efficientnet_lite0_finetuned"]
+    models = json.loads((smoke_run / "results" / "results.json").read_text())["models"]
+    finetuned = models["efficientnet_lite0_finetuned"]
     assert (finetuned["finetune_layers"], finetuned["finetune_views"], finetuned["finetune_lr"]) == (140, 0, 3e-4)
     assert finetuned["trainable_params"] > 3_000_000  # every convolution of the backbone, not just the head
     # nothing is frozen after the input, so no prefix was cached: pooled features only, never the images

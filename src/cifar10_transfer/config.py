@@ -21,7 +21,8 @@ HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing")  # the registry supplies each where config is None
+# stage 2 settings that the backbone's registry entry supplies where the config leaves them None
+STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing")
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,8 @@ class RunConfig:
     def stage2(self, spec) -> dict:
         """Stage 2's settings for backbone `spec` (a registry entry): each of `STAGE2_KEYS` as
         this config sets it, or the backbone's default where the config leaves it None."""
-        return {key: getattr(spec, key) if getattr(self, key) is None else getattr(self, key) for key in STAGE2_KEYS}
+        return {key: getattr(spec, key) if getattr(self, key) is None else getattr(self, key)
+                for key in STAGE2_KEYS}
 
     def to_dict(self) -> dict:
         """The configuration as plain JSON-ready values."""
