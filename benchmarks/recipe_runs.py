@@ -17,7 +17,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe
+from cifar10_transfer.backbones import batchnorm_words, depth_words, get_backbone, recorded_stage2_recipe
 from cifar10_transfer.publish import write_atomic
 from cifar10_transfer.report import replace_marked_blocks
 
@@ -40,10 +40,10 @@ def load_run(run: str) -> dict:
 def recipe_row(results: dict, backbone: str) -> dict:
     """One run's stage 2: its recipe and what it reached."""
     entry = results["models"][f"{backbone}_finetuned"]
-    schedule, smoothing = recorded_stage2_recipe(entry)
+    schedule, smoothing, batchnorm = recorded_stage2_recipe(entry)
     return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
-            "finetune_schedule": schedule, "finetune_label_smoothing": smoothing,
+            "finetune_schedule": schedule, "finetune_label_smoothing": smoothing, "finetune_batchnorm": batchnorm,
             "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
             "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"],
             "best_val_accuracy": max(entry["history"]["val_accuracy"]),
@@ -59,7 +59,7 @@ def markdown(report: dict) -> str:
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
         smoothing = f", label smoothing {row['finetune_label_smoothing']:g}" if row["finetune_label_smoothing"] else ""
-        mark = " (chosen)" if row is chosen else ""
+        mark = batchnorm_words(row["finetune_batchnorm"]) + (" (chosen)" if row is chosen else "")
         lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
                      f"{row['finetune_schedule']}"
                      f"{smoothing}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "

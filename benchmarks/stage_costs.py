@@ -164,7 +164,7 @@ def projection_markdown(name_label: str, entry: dict) -> str:
 def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
     tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
-    schedule, smoothing = recorded_stage2_recipe(tuned)
+    schedule, smoothing, _ = recorded_stage2_recipe(tuned)  # these runs keep BatchNorm frozen
     recipe = (f"{depth_words(get_backbone(ACCURACY_BACKBONE), tuned['finetune_layers'])} at "
               f"{tuned['finetune_lr']:g}, {schedule} schedule, "
               f"label smoothing {smoothing:g}")

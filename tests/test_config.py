@@ -48,6 +48,7 @@ def test_overrides_are_typed():
     ("finetune_lr=-1", "must be positive"),
     ("finetune_schedule=step", "unknown"),
     ("finetune_label_smoothing=1", r"must lie in \[0, 1\)"),
+    ("finetune_batchnorm=adapt", "unknown; choose from frozen, train"),
     ("models=efficientnet_lite0_head,cnn,vit", "unknown"),
     ("models=cnn,vit", "unknown"),
     ("precision=float8", "unknown"),

@@ -91,6 +91,31 @@ def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():
     assert trainable == set(expected)
 
 
+def test_unfreeze_trains_batchnorm_only_among_the_last_layers_when_asked():
+    transfer = build_resnet50(32, "none")
+    unfrozen = unfreeze(transfer, 30, 1e-5, train_batchnorm=True)
+    last = transfer.backbone.layers[-30:]
+    assert unfrozen == [l.name for l in last if l.weights]
+    batchnorms = [l for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert [l.name for l in batchnorms if l.trainable] == [l.name for l in last if l in batchnorms]
+    assert len([l for l in batchnorms if l.trainable]) == 9  # conv5_block1_2_bn to conv5_block3_3_bn
+
+
+@pytest.mark.parametrize("train_batchnorm", [False, True])
+def test_a_training_step_moves_batchnorm_statistics_only_when_batchnorm_trains(train_batchnorm):
+    keras.utils.set_random_seed(0)
+    transfer = build_transfer("efficientnet_lite0", 32, "none")
+    unfreeze(transfer, 20, 1e-3, False, train_batchnorm=train_batchnorm)
+    batchnorms = [l for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
+    before = [keras.ops.convert_to_numpy(l.moving_variance).copy() for l in batchnorms]
+    images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+    transfer.model.fit(images, np.arange(8) % 10, epochs=1, verbose=0)
+    moved = [not np.allclose(keras.ops.convert_to_numpy(l.moving_variance), b) for l, b in zip(batchnorms, before)]
+    in_range = [l.name in {m.name for m in transfer.backbone.layers[-20:]} for l in batchnorms]
+    assert moved == [train_batchnorm and inside for inside in in_range]
+    assert any(in_range)
+
+
 @pytest.mark.parametrize("n", [0, BACKBONES["resnet50"].layers + 1])
 def test_unfreeze_refuses_bad_layer_counts(n):
     with pytest.raises(UserError, match="must be between 1 and 175, the number of ResNet50 backbone layers"):

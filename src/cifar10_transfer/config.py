@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from .backbones import BACKBONES, SCHEDULES, has_frozen_prefix, parse_stage, stage_names
+from .backbones import BACKBONES, BATCHNORM_MODES, SCHEDULES, has_frozen_prefix, parse_stage, stage_names
 from .errors import UserError
 
 MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
@@ -22,7 +22,8 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 # stage 2 settings that the backbone's registry entry supplies where the config leaves them None
-STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing")
+STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing",
+               "finetune_batchnorm")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class RunConfig:
     head_epochs: int = 10
     finetune_epochs: int = 10
     # transfer learning
-    finetune_layers: int | None = None  # last N backbone layers unfrozen in stage 2 (BatchNorm stays
-    # frozen); None: each backbone's registry default (ResNet50: 30, the study's)
+    finetune_layers: int | None = None  # last N backbone layers unfrozen in stage 2 (BatchNorm as
+    # finetune_batchnorm says); None: each backbone's registry default (ResNet50: 30, the study's)
     head_lr: float = 1e-3  # Adam learning rate of stage 1
     finetune_lr: float | None = None  # Adam learning rate of stage 2; None: the backbone's default
     # (ResNet50: 1e-5, the study's)
@@ -56,6 +57,9 @@ class RunConfig:
     # last epoch); None: the backbone's default
     finetune_label_smoothing: float | None = None  # stage 2 loss: share of each label spread evenly
     # over the 10 classes, 0 to below 1; None: the backbone's default (ResNet50: 0, the study's)
+    finetune_batchnorm: str | None = None  # stage 2 BatchNorm in the unfrozen layers: frozen (ImageNet
+    # statistics, the study's and keras-io's way) or train (batch statistics while training, moving
+    # statistics and scale/offset adapted to the upsampled images); None: the backbone's default
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -146,6 +150,8 @@ def _validate(config: RunConfig) -> None:
     _check_choice("head_mode", config.head_mode, HEAD_MODES)
     if config.finetune_schedule is not None:
         _check_choice("finetune_schedule", config.finetune_schedule, SCHEDULES)
+    if config.finetune_batchnorm is not None:
+        _check_choice("finetune_batchnorm", config.finetune_batchnorm, BATCHNORM_MODES)
     _check_choice("precision", config.precision, PRECISIONS)
     _check_choice("jit_compile", config.jit_compile, SWITCHES)
     _check_choice("strategy", config.strategy, STRATEGIES)

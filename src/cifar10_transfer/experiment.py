@@ -200,12 +200,12 @@ class Experiment:
                             self._transfer_details(spec))
 
     def fine_tune(self, backbone: str) -> ModelRun:
-        """Stage 2: unfreeze the backbone's last layers (not BatchNorm) and train on.
+        """Stage 2: unfreeze the backbone's last layers and train on.
 
-        Depth, learning rate, its schedule, label smoothing and cached views are
+        Depth, learning rate, its schedule, label smoothing, BatchNorm and cached views are
         `config.finetune_layers`, `finetune_lr`, `finetune_schedule`,
-        `finetune_label_smoothing` and `finetune_views`, or the backbone's registry defaults
-        where those are None.
+        `finetune_label_smoothing`, `finetune_batchnorm` and `finetune_views`, or the
+        backbone's registry defaults where those are None.
         """
         if f"{backbone}_head" not in self.runs:
             self.train_head(backbone)
@@ -215,7 +215,8 @@ class Experiment:
         learning_rate, smoothing = settings["finetune_lr"], settings["finetune_label_smoothing"]
         cut = self._cut(backbone)
         with self.strategy.scope():
-            unfreeze(transfer, settings["finetune_layers"], learning_rate, self.jit_compile, smoothing)
+            unfreeze(transfer, settings["finetune_layers"], learning_rate, self.jit_compile, smoothing,
+                     settings["finetune_batchnorm"] == "train")
             if cut:
                 compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
         stage, probabilities = self._fine_tune_stage(

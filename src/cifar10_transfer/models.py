@@ -1,9 +1,9 @@
 """The models: the study's baseline CNN, and any registered backbone with a transfer-learning head.
 
 Every builder returns an uncompiled `keras.Model` (or a `TransferModel` of them). A backbone
-is always called with `training=False`, so its BatchNorm layers stay in inference mode in
-both stages (the keras-io transfer-learning recipe); the final softmax is float32 under
-mixed precision.
+is called with `training=False` and its BatchNorm layers are frozen, so they run in inference
+mode (the keras-io transfer-learning recipe) unless stage 2 is asked to train them (`unfreeze`);
+the final softmax is float32 under mixed precision.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def build_transfer(backbone: str, image_size: int = 224, weights: str = "imagene
 
     `weights` is "imagenet" (the backbone's own source), "none" (random initialisation,
     not transfer learning) or a weights file path (see `backbones.load_backbone`). The
-    backbone is called with `training=False`, so BatchNorm stays in inference mode in
-    both stages. ResNet50 at 224x224: 24,114,826 parameters, 527,114 trainable.
+    backbone is called with `training=False` and frozen, so BatchNorm runs in inference mode.
+    ResNet50 at 224x224: 24,114,826 parameters, 527,114 trainable.
     """
     spec = get_backbone(backbone)
     base = load_backbone(spec, image_size, weights)
@@ -103,8 +103,9 @@ def save_backbone_weights(backbone: keras.Model, path: str | Path) -> Path:
 
 
 def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
-             jit_compile: bool | str = "auto", label_smoothing: float = 0.0) -> list[str]:
-    """Unfreeze the backbone's last `n_layers` layers, except BatchNorm, and recompile.
+             jit_compile: bool | str = "auto", label_smoothing: float = 0.0,
+             train_batchnorm: bool = False) -> list[str]:
+    """Unfreeze the backbone's last `n_layers` layers (BatchNorm only if asked) and recompile.
 
     Args:
         transfer: the model from `build_transfer`, typically after stage 1.
@@ -114,6 +115,11 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
             features are nudged rather than overwritten.
         jit_compile: passed to `Model.compile`.
         label_smoothing: share of each label spread over all classes in the loss (0: none).
+        train_batchnorm: also train the BatchNorm layers among the last `n_layers`: while
+            training they normalise with batch statistics and update their moving
+            statistics, and their scale and offset learn (Keras 3 runs a trainable
+            BatchNorm in training mode when the model trains, whatever `training` the
+            backbone was built with).
 
     Returns:
         The names of the backbone layers that are now trainable.
@@ -122,9 +128,10 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
         UserError: if `n_layers` is not between 1 and the backbone's layer count, or the
             learning rate is not positive.
 
-    BatchNorm layers stay frozen: their statistics fit ImageNet, and updating them from
-    small batches of upscaled 32x32 images would wreck the features. The model is
-    recompiled because a change of `trainable` only takes effect on compile.
+    By default BatchNorm layers stay frozen, in inference mode with their ImageNet
+    statistics: the keras-io recipe, safe for small batches and datasets.
+    `train_batchnorm` trades that for statistics of the upsampled training images. The
+    model is recompiled because a change of `trainable` only takes effect on compile.
     """
     total = len(transfer.backbone.layers)
     if not 1 <= n_layers <= total:
@@ -135,7 +142,8 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
     transfer.backbone.trainable = True
     unfrozen = []
     for index, layer in enumerate(transfer.backbone.layers):
-        layer.trainable = index >= total - n_layers and not isinstance(layer, layers.BatchNormalization)
+        batchnorm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = index >= total - n_layers and (train_batchnorm or not batchnorm)
         if layer.trainable and layer.weights:
             unfrozen.append(layer.name)
     compile_classifier(transfer.model, learning_rate, jit_compile, label_smoothing)
