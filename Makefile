@@ -22,11 +22,16 @@ help: ## list the targets
 
 install: $(STAMP) ## create .venv with the pinned requirements, the package and its Jupyter kernel
 
+# uv installs the pinned wheels in seconds from its cache, where pip took 45-90 s on a 2-core
+# machine. Bytecode is compiled at install, so that no process recompiles TensorFlow's modules
+# where PYTHONDONTWRITEBYTECODE is set.
+UV_VERSION := 0.13.9
+
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.txt
+	$(VENV)/bin/uv pip install --quiet --no-deps --python $(PY) -e .
 	$(PY) -m ipykernel install --sys-prefix --name cifar10-transfer --display-name "Python (cifar10-transfer)" >/dev/null
 	touch $(STAMP)
 
