@@ -55,6 +55,7 @@ def markdown(report: dict) -> str:
     """The README table: one row per run, the recipe chosen by final validation accuracy marked."""
     rows, spec = report["runs"], get_backbone(report["backbone"])
     chosen = max(rows, key=lambda row: row["val_accuracy"])
+    machines = sorted({row["hardware"] for row in rows})
     lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
@@ -64,13 +65,15 @@ def markdown(report: dict) -> str:
                      f"{row['finetune_schedule']}"
                      f"{smoothing}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
-                     f"{row['finished'][:10]} |")
+                     f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
     n_val = min(row["val_images"] for row in rows)
     standard_error = 100 * (chosen["val_accuracy"] * (1 - chosen["val_accuracy"]) / n_val) ** 0.5
     note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, 10+10+10 epochs), {' / '.join(data)} "
             "(JPEG re-encoding costs about a point of accuracy), "
-            f"{' / '.join(sorted({row['hardware'] for row in rows}))}. Chosen on final validation accuracy. "
+            f"{' / '.join(machines)}"
+            f"{' (seconds compare only rows on the same machine)' if len(machines) > 1 else ''}. "
+            "Chosen on final validation accuracy. "
             f"Validation holds {n_val:,} images: one image is {100 / n_val:.2f} points, and the binomial "
             f"standard error near the chosen row's accuracy is {standard_error:.1f} points, so rows closer "
             "than that are not told apart by it.*")

@@ -71,14 +71,14 @@ def test_benchmark_without_reachable_data_fails_in_one_line(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "b.json").exists()
 
 
-def _recipe_results(commit, val, schedule=None):
+def _recipe_results(commit, val, schedule=None, hardware="a CPU"):
     entry = {"finetune_layers": 72, "finetune_lr": 1e-4, "finetune_views": 0, "epochs": 2, "val_accuracy": val,
              "history": {"val_accuracy": [val - 0.01, val]}, "test_accuracy": val - 0.002, "seconds": 100.0}
     if schedule:
         entry.update(finetune_schedule=schedule, finetune_label_smoothing=0.1)
     return {"models": {"efficientnet_lite0_finetuned": entry}, "data": {"val": 2000},
             "provenance": {"git_commit": commit * 8, "finished": "2026-11-29T20:39:33+00:00",
-                           "data": "CIFAR-10 (JPEG copy)", "hardware": "a CPU"}}
+                           "data": "CIFAR-10 (JPEG copy)", "hardware": hardware}}
 
 
 def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
@@ -90,3 +90,17 @@ def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
     assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) | 88.2% / 88.2%")
     # 2,000 validation images: 0.05 points each, standard error sqrt(0.882 * 0.118 / 2000) = 0.72 points
     assert "Validation holds 2,000 images: one image is 0.05 points" in table[-1] and "is 0.7 points" in table[-1]
+
+
+def test_recipe_runs_name_batchnorm_training_and_each_rows_machine_when_machines_differ():
+    frozen = recipe_runs.recipe_row(_recipe_results("a", 0.882, "cosine"), "efficientnet_lite0")
+    results = _recipe_results("b", 0.874, "cosine", hardware="another CPU")
+    results["models"]["efficientnet_lite0_finetuned"]["finetune_batchnorm"] = "train"
+    trained = recipe_runs.recipe_row(results, "efficientnet_lite0")
+    assert (frozen["finetune_batchnorm"], trained["finetune_batchnorm"]) == ("frozen", "train")
+    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [frozen, trained]}).splitlines()
+    assert table[2].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) |")
+    assert table[2].endswith("| commit aaaaaaa, 2026-11-29, a CPU |")
+    assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1, BatchNorm trained | 87.4%")
+    assert table[3].endswith("| commit bbbbbbb, 2026-11-29, another CPU |")
+    assert "a CPU / another CPU (seconds compare only rows on the same machine)" in table[-1]

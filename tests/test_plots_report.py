@@ -308,3 +308,6 @@ def test_the_stage_two_recipe_in_words_follows_its_depth():
         assert whole.endswith("online: the whole backbone every step")
     cached = deck._stage2_recipe("resnet50_finetuned", {**entry, "finetune_layers": 30, "finetune_views": 2})
     assert cached.startswith("ResNet50: last 30 layers") and cached.endswith("2 augmented copies per image")
+    assert "BatchNorm" not in partial
+    trained = deck._stage2_recipe("efficientnet_lite0_finetuned", {**entry, "finetune_batchnorm": "train"})
+    assert "cosine decay to near 0, label smoothing 0.1, BatchNorm trained; online" in trained
