@@ -132,7 +132,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     # 0.1 ahead of the study's plateau rule, blocks 4-15 (the last 107 layers: the 28x28, 14x14
     # and 7x7 stages and the head conv) ahead of blocks 8-15, the whole backbone (all 140 layers
     # after the input, BatchNorm still frozen) ahead of blocks 4-15, and at 2e-4 and 3e-4 further
-    # ahead (3e-4 by 0.2 points, 4 of the 2,000 validation images: within the noise).
+    # ahead (3e-4 by 0.2 points, 4 of the 2,000 validation images: within the noise). Training
+    # BatchNorm too (finetune_batchnorm=train) fell 2.7 validation points behind frozen BatchNorm.
     # Stage 2 online (views 0): with nothing frozen there is no prefix to cache, and already at
     # 72 layers two cached views cost accuracy (make bench, README Performance).
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
