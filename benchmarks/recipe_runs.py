@@ -17,7 +17,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from cifar10_transfer.backbones import batchnorm_words, depth_words, get_backbone, recorded_stage2_recipe
+from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe, stage2_clauses
 from cifar10_transfer.publish import write_atomic
 from cifar10_transfer.report import replace_marked_blocks
 
@@ -59,11 +59,11 @@ def markdown(report: dict) -> str:
     lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
-        smoothing = f", label smoothing {row['finetune_label_smoothing']:g}" if row["finetune_label_smoothing"] else ""
-        mark = batchnorm_words(row["finetune_batchnorm"]) + (" (chosen)" if row is chosen else "")
+        clauses = stage2_clauses(row["finetune_label_smoothing"], row["finetune_batchnorm"])
+        mark = " (chosen)" if row is chosen else ""
         lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
                      f"{row['finetune_schedule']}"
-                     f"{smoothing}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
+                     f"{clauses}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})

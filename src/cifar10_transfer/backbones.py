@@ -61,9 +61,11 @@ def depth_words(spec: Backbone, finetune_layers: int) -> str:
     return f"all {spec.layers - 1} layers after the input"
 
 
-def batchnorm_words(mode: str) -> str:
-    """Stage 2's BatchNorm for tables and slides: nothing for the default (frozen), else a clause."""
-    return ", BatchNorm trained" if mode == "train" else ""
+def stage2_clauses(smoothing: float, batchnorm: str) -> str:
+    """Stage 2's label smoothing and BatchNorm for tables and slides, a clause each where they
+    differ from the plain recipe (no smoothing, BatchNorm frozen)."""
+    smoothed = f", label smoothing {smoothing:g}" if smoothing else ""
+    return smoothed + (", BatchNorm trained" if batchnorm == "train" else "")
 
 
 def recorded_stage2_recipe(entry: dict) -> tuple[str, float, str]:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from .backbones import batchnorm_words, depth_words, has_frozen_prefix, parse_stage, recorded_stage2_recipe
+from .backbones import depth_words, has_frozen_prefix, parse_stage, recorded_stage2_recipe, stage2_clauses
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
@@ -77,7 +77,7 @@ def _schedule_words(model: dict) -> str:
     """How stage 2's learning rate moved, its label smoothing and BatchNorm, from the run's details."""
     words = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
     schedule, smoothing, batchnorm = recorded_stage2_recipe(model)
-    return words[schedule] + (f", label smoothing {smoothing:g}" if smoothing else "") + batchnorm_words(batchnorm)
+    return words[schedule] + stage2_clauses(smoothing, batchnorm)
 
 
 def _stage2_way(views: int | None, prefix: bool) -> str:
