@@ -49,6 +49,8 @@ def test_overrides_are_typed():
     ("finetune_schedule=step", "unknown"),
     ("finetune_label_smoothing=1", r"must lie in \[0, 1\)"),
     ("finetune_batchnorm=adapt", "unknown; choose from frozen, train"),
+    ("finetune_drop_path=1.0", r"must lie in \[0, 1\)"),
+    ("finetune_drop_path=0.2", "needs stochastic-depth blocks, which ResNet50 lacks; set finetune_drop_path=0"),
     ("models=efficientnet_lite0_head,cnn,vit", "unknown"),
     ("models=cnn,vit", "unknown"),
     ("precision=float8", "unknown"),

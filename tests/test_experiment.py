@@ -31,7 +31,7 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
     assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("plateau", 0.0)
-    assert finetuned["finetune_batchnorm"] == "frozen"
+    assert (finetuned["finetune_batchnorm"], finetuned["finetune_drop_path"]) == ("frozen", 0.0)
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
 
 
@@ -48,11 +48,12 @@ def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
 
 @pytest.fixture(scope="module")
 def lite0_run(tmp_path_factory):
-    """One EfficientNet-Lite0 run of both stages at its default online stage 2, BatchNorm trained,
-    read by two tests."""
+    """One EfficientNet-Lite0 run of both stages at its default online stage 2, BatchNorm trained
+    and stochastic depth on, read by two tests."""
     workdir = tmp_path_factory.mktemp("lite0")
     experiment = _experiment(workdir, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
-                             "finetune_lr=0.001", "finetune_epochs=2", "finetune_batchnorm=train")
+                             "finetune_lr=0.001", "finetune_epochs=2", "finetune_batchnorm=train",
+                             "finetune_drop_path=0.2")
     return workdir, experiment, experiment.run_all()
 
 
@@ -69,7 +70,7 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(lite0_run):
     assert len(list((workdir / "cache").iterdir())) == 2
     assert finetuned["finetune_views"] == 0
     assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("cosine", 0.1)
-    assert finetuned["finetune_batchnorm"] == "train"
+    assert (finetuned["finetune_batchnorm"], finetuned["finetune_drop_path"]) == ("train", 0.2)
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}

@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from cifar10_transfer.backbones import BACKBONES, load_backbone
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.models import (MODEL_REGISTRY, SmoothedSparseCrossentropy, build_cnn, build_model,
-                                     build_resnet50, build_transfer, compile_classifier, save_backbone_weights,
-                                     unfreeze)
+from cifar10_transfer.models import (MODEL_REGISTRY, SmoothedSparseCrossentropy, StochasticDepth, build_cnn,
+                                     build_model, build_resnet50, build_transfer, compile_classifier,
+                                     save_backbone_weights, set_drop_path, unfreeze)
 from cifar10_transfer.pipelines import transfer_dataset
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "cifar10_transfer"
@@ -115,6 +115,42 @@ def test_a_training_step_moves_batchnorm_statistics_only_when_batchnorm_trains(t
     in_range = [l.name in last for l in batchnorms]
     assert moved == [train_batchnorm and inside for inside in in_range]
     assert any(in_range)
+
+
+def test_stochastic_depth_drops_whole_branches_only_while_a_trainable_layer_trains():
+    layer = StochasticDepth(0.5, rate=0.8)  # drops a sample's branch with probability 0.4
+    branch, shortcut = np.full((2000, 2, 2, 3), 3.0, "float32"), np.ones((2000, 2, 2, 3), "float32")
+    trained = keras.ops.convert_to_numpy(layer([branch, shortcut], training=True))
+    per_sample = {tuple(np.unique(sample)) for sample in trained}
+    assert per_sample == {(1.0,), (1.0 + 3.0 / 0.6,)}  # kept branches scaled by 1 / (1 - 0.4)
+    assert abs((trained[:, 0, 0, 0] == 1.0).mean() - 0.4) < 0.04
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([branch, shortcut], training=False)), 4.0)
+    layer.trainable = False  # a frozen block stays deterministic, as frozen BatchNorm does
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([branch, shortcut], training=True)), 4.0)
+
+
+def test_set_drop_path_rates_efficientnet_lite0_blocks_by_depth_and_refuses_other_backbones():
+    transfer = build_transfer("efficientnet_lite0", 32, "none")
+    assert set_drop_path(transfer, 0.2) == 9  # the blocks whose stride is 1 and filters unchanged
+    blocks = [l for l in transfer.backbone.layers if isinstance(l, StochasticDepth)]
+    assert [l.name for l in blocks][:2] == ["block2_add", "block4_add"]
+    assert [round(l.rate * l.depth_fraction, 4) for l in blocks][:2] == [0.025, 0.05]  # 0.2 * 2/16, 0.2 * 4/16
+    assert len(transfer.backbone.layers) == BACKBONES["efficientnet_lite0"].layers
+    with pytest.raises(UserError, match="must lie in"):
+        set_drop_path(transfer, 1.0)
+    with pytest.raises(UserError, match="ResNet50 has no stochastic-depth blocks"):
+        unfreeze(build_resnet50(32, "none"), 30, 1e-5, drop_path=0.1)
+
+
+def test_stochastic_depth_makes_training_passes_random_and_inference_exact():
+    keras.utils.set_random_seed(0)
+    transfer = build_transfer("efficientnet_lite0", 32, "none")
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    inference = keras.ops.convert_to_numpy(transfer.features(images, training=False))
+    unfreeze(transfer, 140, 1e-3, drop_path=0.5)
+    passes = [keras.ops.convert_to_numpy(transfer.features(images, training=True)) for _ in range(2)]
+    assert np.abs(passes[0] - passes[1]).max() > 0.01 * np.abs(passes[0]).max() > 0  # random init: tiny features
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(transfer.features(images, training=False)), inference)
 
 
 @pytest.mark.parametrize("n", [0, BACKBONES["resnet50"].layers + 1])

@@ -23,7 +23,7 @@ SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 # stage 2 settings that the backbone's registry entry supplies where the config leaves them None
 STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing",
-               "finetune_batchnorm")
+               "finetune_batchnorm", "finetune_drop_path")
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,9 @@ class RunConfig:
     finetune_batchnorm: str | None = None  # stage 2 BatchNorm in the unfrozen layers: frozen (ImageNet
     # statistics, the study's and keras-io's way) or train (batch statistics while training, moving
     # statistics and scale/offset adapted to the upsampled images); None: the backbone's default
+    finetune_drop_path: float | None = None  # stage 2 stochastic depth, 0 to below 1: the chance that
+    # a training sample skips the last residual block's branch, earlier blocks' in proportion to
+    # depth; only backbones built with it (EfficientNet-Lite0); None: the backbone's default (0: none)
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -147,6 +150,8 @@ def _validate(config: RunConfig) -> None:
                         "TensorFlow op determinism.")
     if config.finetune_label_smoothing is not None and not 0 <= config.finetune_label_smoothing < 1:
         raise UserError(f"config finetune_label_smoothing={config.finetune_label_smoothing} must lie in [0, 1).")
+    if config.finetune_drop_path is not None and not 0 <= config.finetune_drop_path < 1:
+        raise UserError(f"config finetune_drop_path={config.finetune_drop_path} must lie in [0, 1).")
     _check_choice("head_mode", config.head_mode, HEAD_MODES)
     if config.finetune_schedule is not None:
         _check_choice("finetune_schedule", config.finetune_schedule, SCHEDULES)
@@ -171,13 +176,18 @@ def _validate(config: RunConfig) -> None:
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     for spec in map(BACKBONES.get, config.backbones):
-        depth, views = (config.stage2(spec)[key] for key in ("finetune_layers", "finetune_views"))
+        depth, views, drop_path = (config.stage2(spec)[key]
+                                   for key in ("finetune_layers", "finetune_views", "finetune_drop_path"))
         if depth > spec.layers:
             raise UserError(f"config finetune_layers={depth} is larger than the "
                             f"{spec.layers} layers of the {spec.label} backbone.")
         if views and not has_frozen_prefix(spec, depth) and f"{spec.name}_finetuned" in names:
             raise UserError(f"config finetune_views={views} caches the frozen prefix of {spec.label}, but "
                             f"finetune_layers={depth} unfreezes all of it; set finetune_views=0.")
+        if drop_path and not spec.stochastic_depth and f"{spec.name}_finetuned" in names:
+            raise UserError(f"config finetune_drop_path={drop_path} needs stochastic-depth blocks, which "
+                            f"{spec.label} lacks; set finetune_drop_path=0 or fine-tune "
+                            f"{', '.join(b.name for b in BACKBONES.values() if b.stochastic_depth)}.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

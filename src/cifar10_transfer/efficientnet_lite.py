@@ -58,10 +58,13 @@ def build(image_size: int = 224, include_top: bool = False):
     """EfficientNet-Lite0 with random weights; `include_top` adds pooling and the 1000-class softmax.
 
     Without the top, the output is the head convolution's activation map (1280 channels).
-    Layer names match `torch_to_keras_names`, which the weight converter relies on.
+    Residual blocks end in `models.StochasticDepth` (rate 0 until stage 2 sets one), block i
+    of 16 at depth i / 16, as EfficientNet-Lite was trained. Layer names match `torch_to_keras_names`, which the weight converter relies on.
     """
     import keras
     from keras import layers
+
+    from .models import StochasticDepth
 
     def conv_bn(x, filters, kernel, stride, name, activate=True, depthwise=False):
         if depthwise:
@@ -73,14 +76,15 @@ def build(image_size: int = 224, include_top: bool = False):
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = conv_bn(inputs, STEM_FILTERS, 3, 2, "stem")
-    for index, (kernel, stride, expand, filters_in, filters_out) in enumerate(block_specs()):
+    specs = block_specs()
+    for index, (kernel, stride, expand, filters_in, filters_out) in enumerate(specs):
         name, block_input = f"block{index}", x
         if expand != 1:
             x = conv_bn(x, filters_in * expand, 1, 1, f"{name}_expand")
         x = conv_bn(x, None, kernel, stride, f"{name}_depthwise", depthwise=True)
         x = conv_bn(x, filters_out, 1, 1, f"{name}_project", activate=False)
         if stride == 1 and filters_in == filters_out:
-            x = layers.Add(name=f"{name}_add")([x, block_input])
+            x = StochasticDepth(index / len(specs), name=f"{name}_add")([x, block_input])
     x = conv_bn(x, FEATURE_DIM, 1, 1, "top")
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)

@@ -202,10 +202,10 @@ class Experiment:
     def fine_tune(self, backbone: str) -> ModelRun:
         """Stage 2: unfreeze the backbone's last layers and train on.
 
-        Depth, learning rate, its schedule, label smoothing, BatchNorm and cached views are
-        `config.finetune_layers`, `finetune_lr`, `finetune_schedule`,
-        `finetune_label_smoothing`, `finetune_batchnorm` and `finetune_views`, or the
-        backbone's registry defaults where those are None.
+        Depth, learning rate, its schedule, label smoothing, BatchNorm, stochastic depth and
+        cached views are `config.finetune_layers`, `finetune_lr`, `finetune_schedule`,
+        `finetune_label_smoothing`, `finetune_batchnorm`, `finetune_drop_path` and
+        `finetune_views`, or the backbone's registry defaults where those are None.
         """
         if f"{backbone}_head" not in self.runs:
             self.train_head(backbone)
@@ -216,7 +216,7 @@ class Experiment:
         cut = self._cut(backbone)
         with self.strategy.scope():
             unfreeze(transfer, settings["finetune_layers"], learning_rate, self.jit_compile, smoothing,
-                     settings["finetune_batchnorm"] == "train")
+                     settings["finetune_batchnorm"] == "train", settings["finetune_drop_path"])
             if cut:
                 compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
         stage, probabilities = self._fine_tune_stage(

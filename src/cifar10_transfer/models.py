@@ -104,7 +104,7 @@ def save_backbone_weights(backbone: keras.Model, path: str | Path) -> Path:
 
 def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
              jit_compile: bool | str = "auto", label_smoothing: float = 0.0,
-             train_batchnorm: bool = False) -> list[str]:
+             train_batchnorm: bool = False, drop_path: float = 0.0) -> list[str]:
     """Unfreeze the backbone's last `n_layers` layers (BatchNorm only if asked) and recompile.
 
     Args:
@@ -120,13 +120,17 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
             statistics, and their scale and offset learn (Keras 3 runs a trainable
             BatchNorm in training mode when the model trains, whatever `training` the
             backbone was built with).
+        drop_path: stochastic depth while training, for backbones whose residual blocks end
+            in `StochasticDepth` layers: the last block's branch is dropped for a sample with
+            this probability, earlier blocks' in proportion to their depth (0: none).
 
     Returns:
         The names of the backbone layers that are now trainable.
 
     Raises:
-        UserError: if `n_layers` is not between 1 and the backbone's layer count, or the
-            learning rate is not positive.
+        UserError: if `n_layers` is not between 1 and the backbone's layer count, the
+            learning rate is not positive, or `drop_path` is not in [0, 1) or is set for a
+            backbone without `StochasticDepth` layers.
 
     By default BatchNorm layers stay frozen, in inference mode with their ImageNet
     statistics: the keras-io recipe, safe for small batches and datasets.
@@ -139,6 +143,7 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
                         f"the number of {transfer.spec.label} backbone layers.")
     if learning_rate <= 0:
         raise UserError(f"finetune learning rate {learning_rate} must be positive.")
+    set_drop_path(transfer, drop_path)
     transfer.backbone.trainable = True
     unfrozen = []
     for index, layer in enumerate(transfer.backbone.layers):
@@ -148,6 +153,52 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
             unfrozen.append(layer.name)
     compile_classifier(transfer.model, learning_rate, jit_compile, label_smoothing)
     return unfrozen
+
+
+@keras.saving.register_keras_serializable(package="cifar10_transfer")
+class StochasticDepth(layers.Layer):
+    """The addition that ends a residual block, `branch + shortcut`, with stochastic depth.
+
+    While the model trains and this layer is trainable, each sample's branch is dropped
+    with probability `rate * depth_fraction` and kept branches are scaled up to keep the
+    expectation (Huang et al. 2016; EfficientNet's drop_connect). Otherwise it is a plain
+    addition, so a frozen backbone's features stay deterministic. `depth_fraction` is the
+    block's position, block index over block count, as EfficientNet scales the rate. It
+    replaces `layers.Add` one for one, so the backbone's layer count does not change.
+    """
+
+    def __init__(self, depth_fraction: float = 1.0, rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.depth_fraction, self.rate = depth_fraction, rate
+        self.seed_generator = keras.random.SeedGenerator()
+
+    def call(self, inputs, training=None):
+        branch, shortcut = inputs
+        drop = self.rate * self.depth_fraction
+        if training and self.trainable and drop > 0:
+            shape = (keras.ops.shape(branch)[0],) + (1,) * (len(branch.shape) - 1)
+            branch = keras.random.dropout(branch, drop, noise_shape=shape, seed=self.seed_generator)
+        return branch + shortcut
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "depth_fraction": self.depth_fraction, "rate": self.rate}
+
+
+def set_drop_path(transfer: TransferModel, rate: float) -> int:
+    """Set the stochastic-depth `rate` of every `StochasticDepth` layer in the backbone and
+    return how many there are; UserError if `rate` is not in [0, 1), or is positive for a
+    backbone without such layers. Takes effect at the next compile."""
+    if not 0 <= rate < 1:
+        raise UserError(f"drop path rate {rate} must lie in [0, 1).")
+    found = [layer for layer in transfer.backbone.layers if isinstance(layer, StochasticDepth)]
+    if rate and not found:
+        raise UserError(f"{transfer.spec.label} has no stochastic-depth blocks; set finetune_drop_path=0.")
+    for layer in found:
+        layer.rate = rate
+    return len(found)
 
 
 @keras.saving.register_keras_serializable(package="cifar10_transfer")

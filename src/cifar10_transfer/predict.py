@@ -67,6 +67,8 @@ def load_stage(out: str | Path, stage: str | None = None):
     """(keras model, card) of `stage` in the run published under `out`; None: the run's best model."""
     import keras
 
+    from . import models  # noqa: F401  registers the custom layers a saved model may hold
+
     out = Path(out)
     results = out / "results" / "results.json"
     if not results.is_file():
