@@ -1,5 +1,8 @@
 """The experiment's stages on tiny inputs: cached flips, end-to-end head, fine-tuning, reuse of finished stages."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -74,6 +77,21 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(lite0_run):
     # the study's stages are listed as not run, with the reason
     assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}
+
+
+@pytest.mark.slow
+def test_a_saved_lite0_stage_loads_in_a_fresh_process_and_predicts_as_trained(lite0_run):
+    """A saved model holds StochasticDepth layers; a new process must know them to load it."""
+    workdir, experiment, _ = lite0_run
+    experiment.save_results()
+    images = workdir / "images.npy"
+    np.save(images, experiment.dataset.x_test[:4].astype("float32"))
+    code = ("import sys, numpy as np; from cifar10_transfer.predict import load_stage; "
+            "model, _ = load_stage(sys.argv[1], 'efficientnet_lite0_finetuned'); "
+            "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))")
+    subprocess.run([sys.executable, "-c", code, str(workdir), str(images), str(workdir / "loaded.npy")], check=True)
+    model = experiment._transfers["efficientnet_lite0"].model
+    np.testing.assert_allclose(np.load(workdir / "loaded.npy"), model.predict(np.load(images), verbose=0), rtol=1e-5)
 
 
 def test_constructing_an_experiment_does_no_work(tmp_path):

@@ -67,7 +67,7 @@ def load_stage(out: str | Path, stage: str | None = None):
     """(keras model, card) of `stage` in the run published under `out`; None: the run's best model."""
     import keras
 
-    from . import models  # noqa: F401  registers the custom layers a saved model may hold
+    from .models import StochasticDepth
 
     out = Path(out)
     results = out / "results" / "results.json"
@@ -81,7 +81,8 @@ def load_stage(out: str | Path, stage: str | None = None):
         saved = sorted(p.stem for p in models_dir.glob("*.json")) if models_dir.is_dir() else []
         raise UserError(f"the run in {out} has no saved model {stage!r} (saved: {', '.join(saved) or 'none'}); "
                         "train it with `python -m cifar10_transfer train` or `make reproduce`.")
-    model = keras.saving.load_model(models_dir / f"{stage}.keras", compile=False)
+    model = keras.saving.load_model(models_dir / f"{stage}.keras", compile=False,
+                                    custom_objects={"StochasticDepth": StochasticDepth})
     return model, json.loads(card_path.read_text())
 
 
