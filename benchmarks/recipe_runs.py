@@ -40,11 +40,9 @@ def load_run(run: str) -> dict:
 def recipe_row(results: dict, backbone: str) -> dict:
     """One run's stage 2: its recipe and what it reached."""
     entry = results["models"][f"{backbone}_finetuned"]
-    schedule, smoothing, batchnorm = recorded_stage2_recipe(entry)
     return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
-            "finetune_schedule": schedule, "finetune_label_smoothing": smoothing, "finetune_batchnorm": batchnorm,
-            "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
+            **recorded_stage2_recipe(entry), "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
             "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"],
             "best_val_accuracy": max(entry["history"]["val_accuracy"]),
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
@@ -59,7 +57,7 @@ def markdown(report: dict) -> str:
     lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
-        clauses = stage2_clauses(row["finetune_label_smoothing"], row["finetune_batchnorm"])
+        clauses = stage2_clauses(row)
         mark = " (chosen)" if row is chosen else ""
         lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
                      f"{row['finetune_schedule']}"

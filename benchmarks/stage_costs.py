@@ -164,10 +164,10 @@ def projection_markdown(name_label: str, entry: dict) -> str:
 def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
     tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
-    schedule, smoothing, _ = recorded_stage2_recipe(tuned)  # these runs keep BatchNorm frozen
+    recorded = recorded_stage2_recipe(tuned)  # these runs keep BatchNorm frozen, no stochastic depth
     recipe = (f"{depth_words(get_backbone(ACCURACY_BACKBONE), tuned['finetune_layers'])} at "
-              f"{tuned['finetune_lr']:g}, {schedule} schedule, "
-              f"label smoothing {smoothing:g}")
+              f"{tuned['finetune_lr']:g}, {recorded['finetune_schedule']} schedule, "
+              f"label smoothing {recorded['finetune_label_smoothing']:g}")
     lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile; {recipe}) | test accuracy "
              "| best val accuracy |", "|---|---|---|"]
     for k, r in ((k, r) for k, r in result.items() if k.isdigit()):

@@ -92,15 +92,20 @@ def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
     assert "Validation holds 2,000 images: one image is 0.05 points" in table[-1] and "is 0.7 points" in table[-1]
 
 
-def test_recipe_runs_name_batchnorm_training_and_each_rows_machine_when_machines_differ():
+def test_recipe_runs_name_batchnorm_training_stochastic_depth_and_each_rows_machine_when_machines_differ():
     frozen = recipe_runs.recipe_row(_recipe_results("a", 0.882, "cosine"), "efficientnet_lite0")
     results = _recipe_results("b", 0.874, "cosine", hardware="another CPU")
     results["models"]["efficientnet_lite0_finetuned"]["finetune_batchnorm"] = "train"
     trained = recipe_runs.recipe_row(results, "efficientnet_lite0")
     assert (frozen["finetune_batchnorm"], trained["finetune_batchnorm"]) == ("frozen", "train")
-    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [frozen, trained]}).splitlines()
+    results = _recipe_results("c", 0.871, "cosine")
+    results["models"]["efficientnet_lite0_finetuned"]["finetune_drop_path"] = 0.2
+    dropped = recipe_runs.recipe_row(results, "efficientnet_lite0")
+    assert (frozen["finetune_drop_path"], dropped["finetune_drop_path"]) == (0.0, 0.2)
+    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [frozen, trained, dropped]}).splitlines()
     assert table[2].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) |")
     assert table[2].endswith("| commit aaaaaaa, 2026-11-29, a CPU |")
     assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1, BatchNorm trained | 87.4%")
     assert table[3].endswith("| commit bbbbbbb, 2026-11-29, another CPU |")
+    assert table[4].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1, stochastic depth 0.2 | 87.1%")
     assert "a CPU / another CPU (seconds compare only rows on the same machine)" in table[-1]

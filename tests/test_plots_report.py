@@ -311,3 +311,6 @@ def test_the_stage_two_recipe_in_words_follows_its_depth():
     assert "BatchNorm" not in partial
     trained = deck._stage2_recipe("efficientnet_lite0_finetuned", {**entry, "finetune_batchnorm": "train"})
     assert "cosine decay to near 0, label smoothing 0.1, BatchNorm trained; online" in trained
+    assert "stochastic depth" not in trained
+    dropped = deck._stage2_recipe("efficientnet_lite0_finetuned", {**entry, "finetune_drop_path": 0.2})
+    assert "cosine decay to near 0, label smoothing 0.1, stochastic depth 0.2; online" in dropped

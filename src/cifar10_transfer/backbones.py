@@ -63,19 +63,23 @@ def depth_words(spec: Backbone, finetune_layers: int) -> str:
     return f"all {spec.layers - 1} layers after the input"
 
 
-def stage2_clauses(smoothing: float, batchnorm: str) -> str:
-    """Stage 2's label smoothing and BatchNorm for tables and slides, a clause each where they
-    differ from the plain recipe (no smoothing, BatchNorm frozen)."""
-    smoothed = f", label smoothing {smoothing:g}" if smoothing else ""
-    return smoothed + (", BatchNorm trained" if batchnorm == "train" else "")
+def stage2_clauses(recipe: dict) -> str:
+    """Stage 2's label smoothing, BatchNorm and stochastic depth for tables and slides, a clause
+    each where they differ from the plain recipe; `recipe` as `recorded_stage2_recipe` gives it."""
+    smoothing, drop_path = recipe["finetune_label_smoothing"], recipe["finetune_drop_path"]
+    return (f", label smoothing {smoothing:g}" if smoothing else "") \
+        + (", BatchNorm trained" if recipe["finetune_batchnorm"] == "train" else "") \
+        + (f", stochastic depth {drop_path:g}" if drop_path else "")
 
 
-def recorded_stage2_recipe(entry: dict) -> tuple[str, float, str]:
-    """(schedule, label smoothing, BatchNorm mode) that a results entry's stage 2 ran with;
-    entries written before these were recorded ran the study's plateau rule without smoothing,
-    BatchNorm frozen."""
-    return (entry.get("finetune_schedule", "plateau"), entry.get("finetune_label_smoothing") or 0.0,
-            entry.get("finetune_batchnorm", "frozen"))
+def recorded_stage2_recipe(entry: dict) -> dict:
+    """Schedule, label smoothing, BatchNorm mode and stochastic depth (keyed as in the config)
+    that a results entry's stage 2 ran with; entries written before these were recorded ran the
+    study's plateau rule without smoothing or stochastic depth, BatchNorm frozen."""
+    return {"finetune_schedule": entry.get("finetune_schedule", "plateau"),
+            "finetune_label_smoothing": entry.get("finetune_label_smoothing") or 0.0,
+            "finetune_batchnorm": entry.get("finetune_batchnorm", "frozen"),
+            "finetune_drop_path": entry.get("finetune_drop_path") or 0.0}
 
 
 def keras_models_dir() -> Path:

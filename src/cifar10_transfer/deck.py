@@ -74,10 +74,11 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
 
 
 def _schedule_words(model: dict) -> str:
-    """How stage 2's learning rate moved, its label smoothing and BatchNorm, from the run's details."""
+    """How stage 2's learning rate moved, its label smoothing, BatchNorm and stochastic depth,
+    from the run's details."""
     words = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
-    schedule, smoothing, batchnorm = recorded_stage2_recipe(model)
-    return words[schedule] + stage2_clauses(smoothing, batchnorm)
+    recipe = recorded_stage2_recipe(model)
+    return words[recipe["finetune_schedule"]] + stage2_clauses(recipe)
 
 
 def _stage2_way(views: int | None, prefix: bool) -> str:
