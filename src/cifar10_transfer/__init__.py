@@ -14,7 +14,7 @@ _EXPORTS = {
     "Splits": "pipelines", "split_dataset": "pipelines", "cnn_dataset": "pipelines",
     "transfer_dataset": "pipelines", "augment_batch": "pipelines",
     "build_model": "models", "build_cnn": "models", "build_transfer": "models", "build_resnet50": "models",
-    "unfreeze": "models", "save_backbone_weights": "models", "TransferModel": "models",
+    "unfreeze": "models", "save_backbone_weights": "models", "TransferModel": "models", "StochasticDepth": "models",
     "BACKBONES": "backbones", "Backbone": "backbones", "get_backbone": "backbones",
     "stage": "study", "STUDY_ACCURACY": "study",
     "Experiment": "experiment", "ModelRun": "experiment",
