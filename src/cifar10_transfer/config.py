@@ -60,9 +60,9 @@ class RunConfig:
     finetune_batchnorm: str | None = None  # stage 2 BatchNorm in the unfrozen layers: frozen (ImageNet
     # statistics, the study's and keras-io's way) or train (batch statistics while training, moving
     # statistics and scale/offset adapted to the upsampled images); None: the backbone's default
-    finetune_drop_path: float | None = None  # stage 2 stochastic depth, 0 to below 1: the chance that
-    # a training sample skips the last residual block's branch, earlier blocks' in proportion to
-    # depth; only backbones built with it (EfficientNet-Lite0); None: the backbone's default (0: none)
+    finetune_drop_path: float | None = None  # stage 2 stochastic depth, 0 to below 1: a training image
+    # skips residual block i of n with probability finetune_drop_path * i / n; only backbones built
+    # with it (EfficientNet-Lite0); None: the backbone's default (0: none)
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution

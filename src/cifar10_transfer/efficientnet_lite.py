@@ -59,7 +59,8 @@ def build(image_size: int = 224, include_top: bool = False):
 
     Without the top, the output is the head convolution's activation map (1280 channels).
     Residual blocks end in `models.StochasticDepth` (rate 0 until stage 2 sets one), block i
-    of 16 at depth i / 16, as EfficientNet-Lite was trained. Layer names match `torch_to_keras_names`, which the weight converter relies on.
+    of 16 at depth i / 16, as EfficientNet-Lite was trained. Layer names match
+    `torch_to_keras_names`, which the weight converter relies on.
     """
     import keras
     from keras import layers

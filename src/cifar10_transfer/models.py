@@ -121,8 +121,8 @@ def unfreeze(transfer: TransferModel, n_layers: int, learning_rate: float,
             BatchNorm in training mode when the model trains, whatever `training` the
             backbone was built with).
         drop_path: stochastic depth while training, for backbones whose residual blocks end
-            in `StochasticDepth` layers: the last block's branch is dropped for a sample with
-            this probability, earlier blocks' in proportion to their depth (0: none).
+            in `StochasticDepth` layers: block i of n drops its branch for a sample with
+            probability drop_path * i / n, EfficientNet's rule (0: none).
 
     Returns:
         The names of the backbone layers that are now trainable.
