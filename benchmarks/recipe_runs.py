@@ -54,20 +54,23 @@ def markdown(report: dict) -> str:
     rows, spec = report["runs"], get_backbone(report["backbone"])
     chosen = max(rows, key=lambda row: row["val_accuracy"])
     machines = sorted({row["hardware"] for row in rows})
+    epochs = sorted({row["epochs"] for row in rows})
     lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
         clauses = stage2_clauses(row)
+        epoch_words = f", {row['epochs']} epochs" if len(epochs) > 1 else ""  # named where rows differ
         mark = " (chosen)" if row is chosen else ""
         lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
-                     f"{row['finetune_schedule']}"
-                     f"{clauses}{mark} | {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
+                     f"{row['finetune_schedule']}{epoch_words}{clauses}{mark} "
+                     f"| {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
     n_val = min(row["val_images"] for row in rows)
     standard_error = 100 * (chosen["val_accuracy"] * (1 - chosen["val_accuracy"]) / n_val) ** 0.5
-    note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, 10+10+10 epochs), {' / '.join(data)} "
+    stage_epochs = f"10+10+{epochs[0]} epochs" if len(epochs) == 1 else "10+10 epochs, then stage 2's as named"
+    note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, {stage_epochs}), {' / '.join(data)} "
             "(JPEG re-encoding costs about a point of accuracy), "
             f"{' / '.join(machines)}"
             f"{' (seconds compare only rows on the same machine)' if len(machines) > 1 else ''}. "

@@ -109,3 +109,15 @@ def test_recipe_runs_name_batchnorm_training_stochastic_depth_and_each_rows_mach
     assert table[3].endswith("| commit bbbbbbb, 2026-11-29, another CPU |")
     assert table[4].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1, stochastic depth 0.2 | 87.1%")
     assert "a CPU / another CPU (seconds compare only rows on the same machine)" in table[-1]
+    assert "10+10+2 epochs" in table[-1]  # every row's stage 2 ran 2 epochs, so no row names them
+
+
+def test_recipe_runs_name_stage_two_epochs_where_rows_differ():
+    short = recipe_runs.recipe_row(_recipe_results("a", 0.882, "cosine"), "efficientnet_lite0")
+    results = _recipe_results("b", 0.89, "cosine")
+    results["models"]["efficientnet_lite0_finetuned"]["epochs"] = 3
+    longer = recipe_runs.recipe_row(results, "efficientnet_lite0")
+    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [short, longer]}).splitlines()
+    assert table[2].startswith("| last 72 layers, 0.0001, cosine, 2 epochs, label smoothing 0.1 | 88.2%")
+    assert table[3].startswith("| last 72 layers, 0.0001, cosine, 3 epochs, label smoothing 0.1 (chosen) | 89.0%")
+    assert "10+10 epochs, then stage 2's as named" in table[-1]
