@@ -176,8 +176,8 @@ def _validate(config: RunConfig) -> None:
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     for spec in map(BACKBONES.get, config.backbones):
-        depth, views, drop_path = (config.stage2(spec)[key]
-                                   for key in ("finetune_layers", "finetune_views", "finetune_drop_path"))
+        settings = config.stage2(spec)
+        depth, views, drop_path = (settings[key] for key in ("finetune_layers", "finetune_views", "finetune_drop_path"))
         if depth > spec.layers:
             raise UserError(f"config finetune_layers={depth} is larger than the "
                             f"{spec.layers} layers of the {spec.label} backbone.")
