@@ -38,10 +38,61 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
 
 
+def _assert_flip_evaluation(run, splits, model, views):
+    """The stage's test probabilities are the mean of `model`'s direct predictions of the plain
+    and mirrored test images, and its recorded accuracies are those of the views on val and test.
+    `views(split, mirrored)` is the dataset `model` reads."""
+    plain, mirrored = (model.predict(views("test", m), verbose=0) for m in (False, True))
+    plain_val, mirrored_val = (model.predict(views("val", m), verbose=0) for m in (False, True))
+    assert not np.allclose(plain, mirrored, atol=1e-3)  # the mirror is a second view, not the same one
+    np.testing.assert_allclose(run.probabilities, (plain + mirrored) / 2, atol=1e-5)
+    flip = run.details["test_time_flip"]
+    assert flip["single_view_test_accuracy"] == float((plain.argmax(1) == splits.y_test).mean())
+    assert flip["single_view_val_accuracy"] == float((plain_val.argmax(1) == splits.y_val).mean())
+    assert flip["val_accuracy"] == float(((plain_val + mirrored_val).argmax(1) == splits.y_val).mean())
+    assert run.metrics["test_accuracy"] == float(((plain + mirrored).argmax(1) == splits.y_test).mean())
+
+
+@pytest.mark.slow
+def test_test_time_flip_averages_each_image_with_its_mirror_in_the_cnn_and_cached_stages(tmp_path):
+    import keras
+
+    from cifar10_transfer.pipelines import cnn_dataset
+    from cifar10_transfer.predict import MODELS_DIR
+
+    experiment = _experiment(tmp_path, "models=cnn,resnet50_finetuned", "test_time_flip=true")
+    s = experiment.splits
+
+    def images(split, mirrored):
+        x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
+        return experiment._images(experiment.transfer("resnet50").spec, x, y, flip=mirrored)
+
+    def cnn_images(split, mirrored):
+        x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
+        return cnn_dataset(x[:, :, ::-1] if mirrored else x, y, 25)
+
+    cnn = experiment.run_stage("cnn")
+    _assert_flip_evaluation(cnn, s, keras.models.load_model(tmp_path / MODELS_DIR / "cnn.keras"), cnn_images)
+    head = experiment.run_stage("resnet50_head")  # on cached pooled features of both views
+    _assert_flip_evaluation(head, s, experiment.transfer("resnet50").model, images)
+    finetuned = experiment.run_stage("resnet50_finetuned")  # on cached cut tensors of both views
+    _assert_flip_evaluation(finetuned, s, experiment.transfer("resnet50").model, images)
+    assert experiment.results()["models"]["cnn"]["test_time_flip"] == experiment.runs["cnn"].details["test_time_flip"]
+
+
 @pytest.mark.slow
 def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
-    first = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head").run_all()
-    again = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head").run_all()
+    experiment = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true")
+    first = experiment.run_all()
+    again = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true").run_all()
+    s, transfer = experiment.splits, experiment.transfer("resnet50")
+
+    def images(split, mirrored):  # the end-to-end head reads images, as online stage 2 does
+        x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
+        return experiment._images(transfer.spec, x, y, flip=mirrored)
+
+    _assert_flip_evaluation(experiment.runs["resnet50_head"], s, transfer.model, images)
+    assert again["models"]["resnet50_head"]["test_time_flip"] == first["models"]["resnet50_head"]["test_time_flip"]
     assert again["models"]["resnet50_head"]["seconds"] == first["models"]["resnet50_head"]["seconds"]
     assert again["models"]["resnet50_head"]["test_accuracy"] == first["models"]["resnet50_head"]["test_accuracy"]
     assert first["not_run"] == {"cnn": "not selected", "resnet50_finetuned": "not selected"}

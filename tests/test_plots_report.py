@@ -253,6 +253,25 @@ def test_findings_are_computed(results):
     assert report.findings(empty) == ["No model finished in this run, so there is nothing to compare yet."]
 
 
+def test_test_time_flip_is_stated_and_its_change_computed_per_stage(results, tmp_path):
+    single = report.results_table_markdown(results).splitlines()[-1]
+    assert "single view per test image" in single and "mirror" not in single
+    assert not any("mirror" in s for s in report.findings(results))
+    results["config"]["test_time_flip"] = True
+    results["models"]["cnn"]["test_time_flip"] = {"val_accuracy": 0.6201, "single_view_val_accuracy": 0.6049,
+                                                  "single_view_test_accuracy": 0.6012}
+    results["models"]["resnet50_head"]["test_time_flip"] = {
+        "val_accuracy": 0.889, "single_view_val_accuracy": 0.8851, "single_view_test_accuracy": 0.8791}
+    assert "test-time flip: each image's probabilities averaged with its mirror image's" in (
+        report.results_table_markdown(results).splitlines()[-1].replace("\\", ""))
+    sentences = report.findings(results)
+    assert ("One view → with the mirror, validation | test: Baseline CNN: 60.5% → 62.0% | 60.1% → 61.2%; "
+            "ResNet50 head-only: 88.5% → 88.9% | 87.9% → 88.1%.") in sentences
+    assert any("(test_time_flip); the study's are single views." in s for s in sentences)
+    _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    assert "averaged with its mirror image's" in " ".join(text.split())
+
+
 def _deck_text(path) -> tuple[int, str]:
     reader = pypdf.PdfReader(path)
     return len(reader.pages), "\n".join(page.extract_text() for page in reader.pages)

@@ -39,6 +39,8 @@ class RunConfig:
     image_size: int = 224  # backbone input side in pixels; the CNN always sees 32x32
     batch_size: int = 64  # global batch size, split across replicas
     augment: bool = True  # flip, crop/zoom, brightness, contrast for the backbone stages
+    test_time_flip: bool = False  # evaluation of every stage: each val and test image's class
+    # probabilities averaged with its mirror image's (twice the inference); the study used single views
     # epochs per stage
     cnn_epochs: int = 10
     head_epochs: int = 10

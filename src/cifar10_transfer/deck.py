@@ -21,7 +21,7 @@ from .backbones import depth_words, has_frozen_prefix, parse_stage, recorded_sta
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
-                     weights_description)
+                     views_description, weights_description)
 from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
@@ -280,7 +280,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
             f"Data source: {prov.get('data', 'unknown')}.",
             "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
                                              for n in STUDY_STAGES) + "; this deck checks them.",
-            "Metric: top-1 accuracy on held-out test images."])),
+            f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])),
         ("EDA: labels and samples", pictures(("train_label_distribution.png", [0.04, 0.12, 0.5, 0.7]),
                                              ("dataset_samples.png", [0.56, 0.07, 0.4, 0.77]))),
         ("EDA: colour statistics", pictures(("avg_rgb_by_class.png", [0.03, 0.2, 0.42, 0.6]),

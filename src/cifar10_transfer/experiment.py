@@ -44,9 +44,10 @@ class ModelRun:
     params: int
     trainable_params: int
     precision: str
-    probabilities: np.ndarray  # test-set class probabilities, N x 10
+    probabilities: np.ndarray  # test-set class probabilities, N x 10, as the run evaluates them
     metrics: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages
+    details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages,
+    # and the single-view accuracies beside the mirror-averaged ones under `test_time_flip`
 
     def summary(self) -> dict:
         """The model's entry in results.json."""
@@ -64,6 +65,10 @@ class ModelRun:
 
 def _count(weights) -> int:
     return int(sum(np.prod(w.shape) for w in weights))
+
+
+def _accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
 class Experiment:
@@ -125,17 +130,39 @@ class Experiment:
     def _stage_dir(self, name: str) -> Path:
         return self.workdir / "stages" / name
 
-    def _finish(self, name: str, model, stage: StageResult, precision: str, probabilities,
+    def _finish(self, name: str, model, stage: StageResult, precision: str, predict_split,
                 details: dict | None = None) -> ModelRun:
-        backbone = (details or {}).get("backbone")
+        """Evaluate a trained stage on the test set and record it. `predict_split(split, mirrored)`
+        returns the model's class probabilities of the "val" or "test" images, mirrored or not."""
+        details = details or {}
         if self.save_models:
             save_for_prediction(model, self.workdir / MODELS_DIR, name, self.splits.class_names,
-                                self.config.image_size if backbone else None, backbone)
+                                self.config.image_size if details.get("backbone") else None, details.get("backbone"))
+        probabilities, flip = self._test_probabilities(predict_split)
         run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
                        probabilities, evaluate_predictions(self.splits.y_test, probabilities,
-                                                           self.splits.class_names), details or {})
+                                                           self.splits.class_names), {**details, **flip})
         self.runs[name] = run
         return run
+
+    def _test_probabilities(self, predict_split) -> tuple[np.ndarray, dict]:
+        """Test probabilities as this run evaluates them, and with `test_time_flip` what the
+        mirror view changed: each val and test image's probabilities are then the mean of the
+        image's and its mirror image's, and the single-view accuracies are kept beside them."""
+        test = predict_split("test", False)
+        if not self.config.test_time_flip:
+            return test, {}
+        s = self.splits
+        val = predict_split("val", False)
+        val_flip, test_flip = (val + predict_split("val", True)) / 2, (test + predict_split("test", True)) / 2
+        return test_flip, {"test_time_flip": {
+            "val_accuracy": _accuracy(s.y_val, val_flip), "single_view_val_accuracy": _accuracy(s.y_val, val),
+            "single_view_test_accuracy": _accuracy(s.y_test, test)}}
+
+    def _split(self, split: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
+        """Images, labels, dataset part and dataset indices of split "val" or "test"."""
+        s = self.splits
+        return (s.x_val, s.y_val, "train", s.val_index) if split == "val" else (s.x_test, s.y_test, "test", s.test_index)
 
     def train_cnn(self) -> ModelRun:
         """Train the baseline CNN from scratch on 32x32 images (Adam, default learning rate)."""
@@ -147,9 +174,13 @@ class Experiment:
         stage = fit_stage(model, cnn_dataset(s.x_train, s.y_train, config.batch_size, True, config.seed),
                           cnn_dataset(s.x_val, s.y_val, config.batch_size), config.cnn_epochs,
                           self._stage_dir("cnn"), len(s.y_train))
-        probabilities = predict(model, cnn_dataset(s.x_test, s.y_test, config.batch_size), "cnn test",
-                                len(s.y_test), config.batch_size)
-        return self._finish("cnn", model, stage, precision, probabilities)
+
+        def predict_split(split, mirrored):
+            x, y, _, _ = self._split(split)
+            return predict(model, cnn_dataset(x[:, :, ::-1] if mirrored else x, y, config.batch_size),
+                           f"cnn {split}{' mirrored' if mirrored else ''}", len(y), config.batch_size)
+
+        return self._finish("cnn", model, stage, precision, predict_split)
 
     def _images(self, spec, x, y, shuffle=False, augment=False, flip=False):
         c = self.config
@@ -187,17 +218,28 @@ class Experiment:
                               config.head_epochs, stage_dir, len(y_train))
             # the stage's cost includes computing the features (near zero when they were cached)
             stage = replace(stage, seconds=stage.seconds + extraction_seconds)
-            probabilities = transfer.head.predict(array_dataset(features["test"], s.y_test, config.batch_size),
-                                                  verbose=0)
+
+            def predict_split(split, mirrored):
+                _, y, part, index = self._split(split)
+                x = self.feature_cache.pooled(transfer, self.dataset, part, index, config.image_size,
+                                              config.batch_size, "flip") if mirrored else features[split]
+                return transfer.head.predict(array_dataset(x, y, config.batch_size), verbose=0)
         else:
             with self.strategy.scope():
                 compile_classifier(transfer.model, config.head_lr, self.jit_compile)
             stage = fit_stage(transfer.model, self._images(spec, s.x_train, s.y_train, True, config.augment),
                               self._images(spec, s.x_val, s.y_val), config.head_epochs, stage_dir, len(s.y_train))
-            probabilities = predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{backbone}_head test",
-                                    len(s.y_test), config.batch_size)
-        return self._finish(f"{backbone}_head", transfer.model, stage, precision, probabilities,
+            predict_split = self._online_predictions(transfer.model, spec, f"{backbone}_head")
+        return self._finish(f"{backbone}_head", transfer.model, stage, precision, predict_split,
                             self._transfer_details(spec))
+
+    def _online_predictions(self, model, spec, name: str):
+        """`predict_split` of a model that reads images (see `_finish`)."""
+        def predict_split(split, mirrored):
+            x, y, _, _ = self._split(split)
+            return predict(model, self._images(spec, x, y, flip=mirrored),
+                           f"{name} {split}{' mirrored' if mirrored else ''}", len(y), self.config.batch_size)
+        return predict_split
 
     def fine_tune(self, backbone: str) -> ModelRun:
         """Stage 2: unfreeze the backbone's last layers and train on.
@@ -219,12 +261,12 @@ class Experiment:
                      settings["finetune_batchnorm"] == "train", settings["finetune_drop_path"])
             if cut:
                 compile_classifier(cut.suffix, learning_rate, self.jit_compile, smoothing)
-        stage, probabilities = self._fine_tune_stage(
+        stage, predict_split = self._fine_tune_stage(
             transfer, cut, settings["finetune_views"],
             stage2_schedule(settings["finetune_schedule"], learning_rate, config.finetune_epochs))
         details = {**self._transfer_details(spec), **settings}
         return self._finish(f"{backbone}_finetuned", transfer.model, stage,
-                            self.runs[f"{backbone}_head"].precision, probabilities, details)
+                            self.runs[f"{backbone}_head"].precision, predict_split, details)
 
     def _cut(self, backbone: str) -> BackboneCut | None:
         if backbone not in self._cuts:
@@ -239,15 +281,14 @@ class Experiment:
         augmented copies of the training images (computed here on first use; their cost
         counts in the stage's seconds), with 0 the whole model online (see `prefix`).
         Without a cut (the whole backbone unfrozen) everything runs online on images.
-        `schedule` is the learning-rate callback."""
+        `schedule` is the learning-rate callback. Returns the stage and its `predict_split`."""
         config, s, spec = self.config, self.splits, transfer.spec
         name, started = f"{spec.name}_finetuned", time.perf_counter()
         train_images = self._images(spec, s.x_train, s.y_train, True, config.augment)
         if cut is None:
             stage = fit_stage(transfer.model, train_images, self._images(spec, s.x_val, s.y_val),
                               config.finetune_epochs, self._stage_dir(name), len(s.y_train), callbacks=(schedule,))
-            return stage, predict(transfer.model, self._images(spec, s.x_test, s.y_test), f"{name} test",
-                                  len(s.y_test), config.batch_size)
+            return stage, self._online_predictions(transfer.model, spec, name)
 
         def fill(split, index, view="plain"):
             return self.feature_cache.fill(transfer, self.dataset, split, index, config.image_size,
@@ -270,10 +311,15 @@ class Experiment:
             callbacks = (SuffixValidation(cut.suffix, val_data), schedule)
         stage = fit_stage(model, train, validation, config.finetune_epochs, self._stage_dir(name), len(s.y_train),
                           callbacks=callbacks)
-        probabilities = predict(cut.suffix, CachedRows([test], names, s.test_index, s.y_test,
-                                                       config.batch_size).dataset(shapes),
-                                f"{name} test", len(s.y_test), config.batch_size)
-        return replace(stage, seconds=stage.seconds + cache_seconds), probabilities
+
+        def predict_split(split, mirrored):
+            _, y, part, index = self._split(split)
+            with self.strategy.scope():
+                entry = fill(part, index, "flip") if mirrored else {"val": val, "test": test}[split]
+            return predict(cut.suffix, CachedRows([entry], names, index, y, config.batch_size).dataset(shapes),
+                           f"{name} {split}{' mirrored' if mirrored else ''}", len(y), config.batch_size)
+
+        return replace(stage, seconds=stage.seconds + cache_seconds), predict_split
 
     def transfer(self, backbone: str):
         """The TransferModel that stage 1 of `backbone` built (KeyError before that stage ran)."""

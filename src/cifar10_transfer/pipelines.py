@@ -98,7 +98,8 @@ def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: 
     """Batches resized to `image_size`, optionally augmented or flipped, then `preprocess`.
 
     `preprocess` is the backbone's input scaling of float pixels in [0, 255] (its registry
-    entry's). `flip=True` mirrors every image (used to cache features of flipped copies).
+    entry's). `flip=True` mirrors every image (flipped copies in the feature cache, and
+    `test_time_flip`'s second view).
     """
     ds = _batched(x, y, batch_size, shuffle, seed)
     resize = lambda images: tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))

@@ -139,6 +139,13 @@ def _md_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\`*_[]|<>" else c for c in str(text))
 
 
+def views_description(results: dict) -> str:
+    """How the run's test (and final validation) predictions were made."""
+    if results["config"].get("test_time_flip"):
+        return "test-time flip: each image's probabilities averaged with its mirror image's"
+    return "single view per test image"
+
+
 def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     """The README results table (study vs this run) followed by one italic provenance line."""
     lines = ["| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) | Seconds |",
@@ -147,8 +154,9 @@ def results_table_markdown(results: dict, curves: dict | None = None) -> str:
               for r in table_rows(results, curves)]
     prov = results["provenance"]
     details = [f"profile {results.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
-               f"weights: {weights_description(results)}", f"hardware: {prov.get('hardware', 'unknown')}",
-               f"finished {finished_date(prov)}", f"commit {short_commit(prov)}"]
+               f"weights: {weights_description(results)}", views_description(results),
+               f"hardware: {prov.get('hardware', 'unknown')}", f"finished {finished_date(prov)}",
+               f"commit {short_commit(prov)}"]
     return "\n".join(lines) + "\n\n*" + _md_escape(" · ".join(details)) + "*"
 
 
@@ -208,9 +216,24 @@ def best_model(results: dict) -> str | None:
     return max(models, key=lambda n: models[n]["test_accuracy"]) if models else None
 
 
+def _flip_findings(results: dict) -> list[str]:
+    """Under `test_time_flip`: what the mirror view changed, per stage, on validation and test."""
+    flips = {name: m["test_time_flip"] for name, m in results["models"].items() if "test_time_flip" in m}
+    if not flips:
+        return []
+    views = "; ".join(
+        f"{stage_label(results, name)}: {format_accuracy(flip['single_view_val_accuracy'])} → "
+        f"{format_accuracy(flip['val_accuracy'])} | {format_accuracy(flip['single_view_test_accuracy'])} → "
+        f"{format_accuracy(results['models'][name]['test_accuracy'])}" for name, flip in flips.items())
+    return ["Test accuracies here average each image's class probabilities with its mirror image's "
+            "(test_time_flip); the study's are single views.",
+            f"One view → with the mirror, validation | test: {views}."]
+
+
 def findings(results: dict) -> list[str]:
     """Sentences computed from results: best model, what transfer adds over the CNN and at what
-    cost, each stage against the study, the top confusion and the weakest class."""
+    cost, what test-time flip changed, each stage against the study, the top confusion and the
+    weakest class."""
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
@@ -230,6 +253,7 @@ def findings(results: dict) -> list[str]:
                    f"points ({format_accuracy(m['test_accuracy'])} vs {format_accuracy(cnn['test_accuracy'])}), "
                    f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
                    f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")
+    out += _flip_findings(results)
     for name in (n for n in models if stage(n).study_accuracy is not None):
         reported = stage(name).study_accuracy
         out.append(f"{label(name)}: {format_accuracy(models[name]['test_accuracy'])} here vs "
