@@ -38,13 +38,17 @@ def load_run(run: str) -> dict:
 
 
 def recipe_row(results: dict, backbone: str) -> dict:
-    """One run's stage 2: its recipe and what it reached."""
+    """One run's stage 2: its recipe and what it reached. A run evaluated with `test_time_flip`
+    reports its mirror-averaged final validation and test accuracy; its per-epoch validation
+    was single-view, so it has no best-epoch figure."""
     entry = results["models"][f"{backbone}_finetuned"]
+    flip = entry.get("test_time_flip")
     return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
             "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
             **recorded_stage2_recipe(entry), "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
-            "val_images": results["data"]["val"], "val_accuracy": entry["val_accuracy"],
-            "best_val_accuracy": max(entry["history"]["val_accuracy"]),
+            "test_time_flip": bool(flip), "val_images": results["data"]["val"],
+            "val_accuracy": flip["val_accuracy"] if flip else entry["val_accuracy"],
+            "best_val_accuracy": None if flip else max(entry["history"]["val_accuracy"]),
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
             "data": results["provenance"]["data"], "hardware": results["provenance"]["hardware"]}
 
@@ -58,12 +62,13 @@ def markdown(report: dict) -> str:
     lines = [f"| {spec.label} stage 2 recipe | val accuracy (final / best epoch) "
              "| test accuracy | stage 2 seconds | run |", "|---|---|---|---|---|"]
     for row in rows:
-        clauses = stage2_clauses(row)
+        clauses = stage2_clauses(row) + (", test-time flip" if row["test_time_flip"] else "")
+        best = "—" if row["best_val_accuracy"] is None else f"{100 * row['best_val_accuracy']:.1f}%"
         epoch_words = f", {row['epochs']} epochs" if len(epochs) > 1 else ""  # named where rows differ
         mark = " (chosen)" if row is chosen else ""
         lines.append(f"| {depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
                      f"{row['finetune_schedule']}{epoch_words}{clauses}{mark} "
-                     f"| {100 * row['val_accuracy']:.1f}% / {100 * row['best_val_accuracy']:.1f}% "
+                     f"| {100 * row['val_accuracy']:.1f}% / {best} "
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
@@ -75,6 +80,9 @@ def markdown(report: dict) -> str:
             f"{' / '.join(machines)}"
             f"{' (seconds compare only rows on the same machine)' if len(machines) > 1 else ''}. "
             "Chosen on final validation accuracy. "
+            + ("Test-time flip rows average each validation and test image's probabilities with its mirror "
+               "image's; their epochs were validated on single views, so they have no best-epoch figure. "
+               if any(row["test_time_flip"] for row in rows) else "") +
             f"Validation holds {n_val:,} images: one image is {100 / n_val:.2f} points, and the binomial "
             f"standard error near the chosen row's accuracy is {standard_error:.1f} points, so rows closer "
             "than that are not told apart by it.*")

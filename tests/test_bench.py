@@ -121,3 +121,19 @@ def test_recipe_runs_name_stage_two_epochs_where_rows_differ():
     assert table[2].startswith("| last 72 layers, 0.0001, cosine, 2 epochs, label smoothing 0.1 | 88.2%")
     assert table[3].startswith("| last 72 layers, 0.0001, cosine, 3 epochs, label smoothing 0.1 (chosen) | 89.0%")
     assert "10+10 epochs, then stage 2's as named" in table[-1]
+
+
+def test_recipe_runs_report_a_test_time_flip_run_by_its_mirror_averaged_validation():
+    single = recipe_runs.recipe_row(_recipe_results("a", 0.882, "cosine"), "efficientnet_lite0")
+    results = _recipe_results("b", 0.882, "cosine")
+    results["models"]["efficientnet_lite0_finetuned"]["test_time_flip"] = {
+        "val_accuracy": 0.8905, "single_view_val_accuracy": 0.882, "single_view_test_accuracy": 0.88}
+    flipped = recipe_runs.recipe_row(results, "efficientnet_lite0")
+    assert (flipped["val_accuracy"], flipped["best_val_accuracy"], single["test_time_flip"]) == (0.8905, None, False)
+    table = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [single, flipped]}).splitlines()
+    assert table[2].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 | 88.2% / 88.2% |")
+    assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1, test-time flip (chosen) "
+                               "| 89.0% / — |")
+    assert "Test-time flip rows average each validation and test image's" in table[-1]
+    plain = recipe_runs.markdown({"backbone": "efficientnet_lite0", "runs": [single]}).splitlines()
+    assert "Test-time flip" not in plain[-1]

@@ -188,6 +188,12 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     assert with_seeds[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | 41 |"
     assert with_seeds[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | 81.0% ± 1.0 (3 seeds) | — | 41 |"
     assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
+    results["config"]["test_time_flip"] = True  # this run also saw mirrors, the curves one view
+    flipped = report.results_table_markdown(results, curves).splitlines()
+    assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds, single view) | +0.7 | 41 |"
+    curves["config"] = {"test_time_flip": True}
+    assert report.results_table_markdown(results, curves).splitlines()[2] == with_seeds[2]
+    results["config"]["test_time_flip"] = False
     assert "weights: imagenet (EfficientNet-Lite0: pip package X)" in lines[-1]
     fig = plots.model_comparison(results)
     study, this_run = fig.axes[0].containers

@@ -1,6 +1,7 @@
 """`predict`: images of any size and mode, classified by a saved stage exactly as test images were."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from cifar10_transfer.predict import format_table, image_files, load_stage, pred
 from cifar10_transfer.workflow import train
 
 ROOT = Path(__file__).resolve().parents[1]
+CLASS_NAMES = list(synthetic_dataset(seed=3).class_names)
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +42,28 @@ def images(tmp_path_factory):
 def test_a_saved_stage_classifies_an_image_as_the_trained_model_did(run, images):
     model, card = load_stage(run, "cnn")
     assert card == {"stage": "cnn", "class_names": list(synthetic_dataset(seed=3).class_names), "image_size": None,
-                    "backbone": None}
+                    "backbone": None, "test_time_flip": False}
     stage, predictions = predict_images(run, [images / "a.png"])
     assert stage == "cnn"  # the best (only) model of the run
     expected = model.predict(synthetic_dataset(seed=3).x_test[:1] / 255.0, verbose=0)[0]
     names, probabilities = zip(*predictions[0].top)
     assert list(names) == [card["class_names"][i] for i in np.argsort(expected)[::-1][:3]]
+    np.testing.assert_allclose(probabilities, np.sort(expected)[::-1][:3], rtol=1e-5)
+
+
+def test_a_run_evaluated_with_test_time_flip_predicts_with_the_mirror_too(run, images, tmp_path):
+    flipped_run = tmp_path / "flipped"
+    shutil.copytree(run, flipped_run)
+    card_path = flipped_run / "models" / "cnn.json"
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "test_time_flip": True}))
+    model, _ = load_stage(run, "cnn")
+    pixels = synthetic_dataset(seed=3).x_test[:1] / 255.0
+    plain, mirrored = model.predict(pixels, verbose=0)[0], model.predict(pixels[:, :, ::-1], verbose=0)[0]
+    assert not np.allclose(plain, mirrored, atol=1e-4)  # else a single view would pass too
+    _, predictions = predict_images(flipped_run, [images / "a.png"])
+    names, probabilities = zip(*predictions[0].top)
+    expected = (plain + mirrored) / 2
+    assert list(names) == [CLASS_NAMES[i] for i in np.argsort(expected)[::-1][:3]]
     np.testing.assert_allclose(probabilities, np.sort(expected)[::-1][:3], rtol=1e-5)
 
 

@@ -137,7 +137,8 @@ class Experiment:
         details = details or {}
         if self.save_models:
             save_for_prediction(model, self.workdir / MODELS_DIR, name, self.splits.class_names,
-                                self.config.image_size if details.get("backbone") else None, details.get("backbone"))
+                                self.config.image_size if details.get("backbone") else None, details.get("backbone"),
+                                self.config.test_time_flip)
         probabilities, flip = self._test_probabilities(predict_split)
         run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
                        probabilities, evaluate_predictions(self.splits.y_test, probabilities,

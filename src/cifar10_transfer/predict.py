@@ -1,10 +1,12 @@
 """Classify new images with a trained stage of a run.
 
 Every stage a run trains is saved as `OUT/models/<stage>.keras`, beside a small JSON card
-with what prediction needs: the class names, the input size and the backbone whose
-preprocessing the model expects. An image of any size or mode is decoded as in training
-(RGB, 32x32, like a CIFAR-10 image) and then goes through the same `tf.data` pipeline as
-the training images, so a prediction sees exactly what a test image saw.
+with what prediction needs: the class names, the input size, the backbone whose
+preprocessing the model expects and whether the run evaluated with `test_time_flip`. An
+image of any size or mode is decoded as in training (RGB, 32x32, like a CIFAR-10 image)
+and then goes through the same `tf.data` pipeline as the test images, mirrored as well
+where the run's test images were, so a prediction is made exactly as the run's test
+accuracy was measured.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ TOP_K = 3
 
 
 def save_for_prediction(model, models_dir: Path, stage: str, class_names, image_size: int | None,
-                        backbone: str | None) -> Path:
-    """Save `model` as `<stage>.keras` with its card `<stage>.json` in `models_dir`."""
+                        backbone: str | None, test_time_flip: bool = False) -> Path:
+    """Save `model` as `<stage>.keras` with its card `<stage>.json` in `models_dir`;
+    `test_time_flip` says that predictions average each image with its mirror image."""
     from .publish import atomic_write, write_atomic
 
     models_dir = Path(models_dir)
     path = atomic_write(models_dir / f"{stage}.keras", model.save)
-    card = {"stage": stage, "class_names": list(class_names), "image_size": image_size, "backbone": backbone}
+    card = {"stage": stage, "class_names": list(class_names), "image_size": image_size, "backbone": backbone,
+            "test_time_flip": test_time_flip}
     write_atomic(models_dir / f"{stage}.json", json.dumps(card, indent=2) + "\n")
     return path
 
@@ -86,15 +90,24 @@ def load_stage(out: str | Path, stage: str | None = None):
     return model, json.loads(card_path.read_text())
 
 
-def _pipeline(images: np.ndarray, card: dict, batch_size: int = 32):
+def _pipeline(images: np.ndarray, card: dict, mirrored: bool = False, batch_size: int = 32):
     from .backbones import get_backbone
     from .pipelines import cnn_dataset, transfer_dataset
 
     labels = np.zeros(len(images), dtype=np.int64)
     if card["backbone"] is None:
-        return cnn_dataset(images, labels, batch_size)
+        return cnn_dataset(images[:, :, ::-1] if mirrored else images, labels, batch_size)
     spec = get_backbone(card["backbone"])
-    return transfer_dataset(images, labels, card["image_size"], batch_size, spec.preprocess)
+    return transfer_dataset(images, labels, card["image_size"], batch_size, spec.preprocess, flip=mirrored)
+
+
+def class_probabilities(model, images: np.ndarray, card: dict) -> np.ndarray:
+    """`model`'s class probabilities of 32x32 uint8 `images`, as its run evaluated test images:
+    with the card's `test_time_flip`, the mean of each image's and its mirror image's."""
+    probabilities = model.predict(_pipeline(images, card), verbose=0)
+    if card.get("test_time_flip"):  # cards saved before the setting existed lack it: single view
+        probabilities = (probabilities + model.predict(_pipeline(images, card, mirrored=True), verbose=0)) / 2
+    return probabilities
 
 
 def predict_images(out: str | Path, paths: list[str | Path], stage: str | None = None) -> tuple[str, list[Prediction]]:
@@ -115,7 +128,7 @@ def predict_images(out: str | Path, paths: list[str | Path], stage: str | None =
         except UserError as exc:
             predictions[index].error = str(exc)
     if readable:
-        probabilities = model.predict(_pipeline(pixels[readable], card), verbose=0)
+        probabilities = class_probabilities(model, pixels[readable], card)
         for index, row in zip(readable, probabilities):
             best = np.argsort(row)[::-1][:TOP_K]
             predictions[index].top = [(card["class_names"][i], float(row[i])) for i in best]

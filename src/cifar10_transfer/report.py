@@ -97,15 +97,18 @@ def _seed_spread(results: dict, curves: dict | None) -> dict:
 def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
     """One row per stage (the study's, then the others trained), as display strings shared by
     the README and the deck. With notebook 03's `curves`, stages it ran at this run's size
-    also show their mean ± standard deviation over seeds; the others say "1 seed"."""
+    also show their mean ± standard deviation over seeds, marked where the curves evaluated
+    one view per image and this run also the mirror (`test_time_flip`); the others say "1 seed"."""
     rows, spread = [], _seed_spread(results, curves)
+    views = ", single view" if curves and results["config"].get("test_time_flip") and not (
+        curves.get("config", {}).get("test_time_flip")) else ""
     for entry in table_stages(results["models"]):
         m, study = results["models"].get(entry.name), entry.study_accuracy
         mean, std, seeds = spread.get(entry.name, (None, None, 1))
         rows.append({"model": stage_label(results, entry.name),
                      "study": format_accuracy(study) if study is not None else "—",
                      "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {not_run_reason(results, entry.name)}",
-                     "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds)" if mean is not None
+                     "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
                      "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None else "—",
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
