@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pypdf
+import pytest
 
 from cifar10_transfer import report
 from cifar10_transfer.cli import build_parser
@@ -69,3 +70,20 @@ def test_committed_curves_agree_with_the_main_table_within_their_seed_spread():
         accuracy = model["test_time_flip"]["single_view_test_accuracy"] if "test_time_flip" in model else (
             model["test_accuracy"])
         assert seeds == 3 and abs(accuracy - mean) <= max(2 * std, 0.005), name
+
+
+def test_the_test_time_flip_recipe_run_is_the_chosen_run_again_as_the_readme_says():
+    """The README's recipe prose: same model as the chosen run (its single views equal the reference's),
+    the mirror raised the CNN's and head's validation accuracy and lowered the fine-tuned stage's."""
+    flipped = json.loads((ROOT / "benchmarks" / "results" / "recipe_runs" /
+                          "all-layers-3e-4-stochastic-depth-test-time-flip.json").read_text())["models"]
+    reference = json.loads((ROOT / "results" / "results.json").read_text())["models"]
+    finetuned = "efficientnet_lite0_finetuned"
+    assert flipped[finetuned]["history"] == reference[finetuned]["history"]
+    assert flipped[finetuned]["test_time_flip"]["single_view_test_accuracy"] == reference[finetuned]["test_accuracy"]
+    assert flipped[finetuned]["test_time_flip"]["single_view_val_accuracy"] == pytest.approx(
+        reference[finetuned]["val_accuracy"])
+    for name, raised in (("cnn", True), ("efficientnet_lite0_head", True), (finetuned, False)):
+        flip = flipped[name]["test_time_flip"]
+        assert (flip["val_accuracy"] > flip["single_view_val_accuracy"]) is raised, name
+    assert flipped[finetuned]["test_accuracy"] > reference[finetuned]["test_accuracy"]
