@@ -163,7 +163,9 @@ class Experiment:
     def _split(self, split: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
         """Images, labels, dataset part and dataset indices of split "val" or "test"."""
         s = self.splits
-        return (s.x_val, s.y_val, "train", s.val_index) if split == "val" else (s.x_test, s.y_test, "test", s.test_index)
+        if split == "val":
+            return s.x_val, s.y_val, "train", s.val_index
+        return s.x_test, s.y_test, "test", s.test_index
 
     def train_cnn(self) -> ModelRun:
         """Train the baseline CNN from scratch on 32x32 images (Adam, default learning rate)."""
