@@ -71,6 +71,11 @@ def _accuracy(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(probabilities.argmax(axis=1) == labels))
 
 
+def _label(stage: str, split: str, mirrored: bool) -> str:
+    """What a prediction pass prints in its progress lines."""
+    return f"{stage} {split}{' mirrored' if mirrored else ''}"
+
+
 class Experiment:
     """Train and evaluate the selected stages of `config` on `dataset`.
 
@@ -180,8 +185,8 @@ class Experiment:
 
         def predict_split(split, mirrored):
             x, y, _, _ = self._split(split)
-            return predict(model, cnn_dataset(x[:, :, ::-1] if mirrored else x, y, config.batch_size),
-                           f"cnn {split}{' mirrored' if mirrored else ''}", len(y), config.batch_size)
+            return predict(model, cnn_dataset(x, y, config.batch_size, flip=mirrored), _label("cnn", split, mirrored),
+                           len(y), config.batch_size)
 
         return self._finish("cnn", model, stage, precision, predict_split)
 
@@ -240,8 +245,8 @@ class Experiment:
         """`predict_split` of a model that reads images (see `_finish`)."""
         def predict_split(split, mirrored):
             x, y, _, _ = self._split(split)
-            return predict(model, self._images(spec, x, y, flip=mirrored),
-                           f"{name} {split}{' mirrored' if mirrored else ''}", len(y), self.config.batch_size)
+            return predict(model, self._images(spec, x, y, flip=mirrored), _label(name, split, mirrored),
+                           len(y), self.config.batch_size)
         return predict_split
 
     def fine_tune(self, backbone: str) -> ModelRun:
@@ -320,7 +325,7 @@ class Experiment:
             with self.strategy.scope():
                 entry = fill(part, index, "flip") if mirrored else {"val": val, "test": test}[split]
             return predict(cut.suffix, CachedRows([entry], names, index, y, config.batch_size).dataset(shapes),
-                           f"{name} {split}{' mirrored' if mirrored else ''}", len(y), config.batch_size)
+                           _label(name, split, mirrored), len(y), config.batch_size)
 
         return replace(stage, seconds=stage.seconds + cache_seconds), predict_split
 

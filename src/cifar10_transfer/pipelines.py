@@ -84,11 +84,14 @@ def split_dataset(dataset: Dataset, config: RunConfig) -> Splits:
 
 
 def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                seed: int = 0) -> tf.data.Dataset:
-    """Batches of 32x32 images scaled to [0, 1] with their labels, for the baseline CNN."""
+                seed: int = 0, flip: bool = False) -> tf.data.Dataset:
+    """Batches of 32x32 images scaled to [0, 1] with their labels, for the baseline CNN;
+    `flip=True` mirrors every image, as in `transfer_dataset`."""
     ds = _batched(x, y, batch_size, shuffle, seed)
     ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
+    if flip:
+        ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
     return prefetched(ds)
 
 

@@ -96,7 +96,7 @@ def _pipeline(images: np.ndarray, card: dict, mirrored: bool = False, batch_size
 
     labels = np.zeros(len(images), dtype=np.int64)
     if card["backbone"] is None:
-        return cnn_dataset(images[:, :, ::-1] if mirrored else images, labels, batch_size)
+        return cnn_dataset(images, labels, batch_size, flip=mirrored)
     spec = get_backbone(card["backbone"])
     return transfer_dataset(images, labels, card["image_size"], batch_size, spec.preprocess, flip=mirrored)
 
