@@ -87,6 +87,21 @@ def chosen_across_seeds(groups: dict) -> tuple:
                key=lambda key: sum(val for val, _ in groups[key].values()) / most)
 
 
+def evaluation(row: dict) -> str:
+    """How a row's reported accuracies were evaluated."""
+    return "mirror-averaged" if row["test_time_flip"] else "single view"
+
+
+def chosen_recipe(rows: list[dict], spec) -> tuple:
+    """(recipe words, evaluation) chosen on validation: across seeds where some recipes ran at
+    more than one, else the run with the highest final validation accuracy."""
+    groups = seed_groups(rows, spec)
+    if groups:
+        return chosen_across_seeds(groups)
+    best = max(rows, key=lambda row: row["val_accuracy"])
+    return recipe_words(spec, best, True), evaluation(best)
+
+
 def seed_markdown(groups: dict) -> str:
     """The second table: final validation and test accuracy per seed and their means, the choice marked."""
     chosen, seeds = chosen_across_seeds(groups), sorted({seed for runs in groups.values() for seed in runs})

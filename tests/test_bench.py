@@ -173,3 +173,19 @@ def test_recipe_runs_choose_on_the_mean_validation_over_seeds_where_recipes_ran_
     assert seeds[4] == (f"| {two} (chosen) | mirror-averaged | 89.9% / 89.0% / **89.45%** "
                         "| 90.0% / 88.5% / **89.25%** |")
     assert "the one with the highest mean final validation accuracy over the most seeds is chosen" in table[-1]
+
+
+def test_the_committed_recipe_table_chose_the_registry_default_and_the_reference_runs_it():
+    """The recipe the committed table chose on validation is EfficientNet-Lite0's stage 2 default,
+    and the committed reference run used it, with the chosen evaluation."""
+    table = json.loads((ROOT / "benchmarks" / "results" / "finetune_recipes.json").read_text())
+    spec = BACKBONES[table["backbone"]]
+    reference = json.loads((ROOT / "results" / "results.json").read_text())
+    ran = recipe_runs.recipe_row(reference, spec.name)
+    assert recipe_runs.chosen_recipe(table["runs"], spec) == (recipe_runs.recipe_words(spec, ran, True),
+                                                               recipe_runs.evaluation(ran))
+    default = {key: getattr(spec, key) for key in ("finetune_layers", "finetune_lr", "finetune_schedule",
+                                                   "finetune_label_smoothing", "finetune_batchnorm",
+                                                   "finetune_drop_path", "finetune_views")}
+    assert {key: ran[key] for key in default} == default
+    assert ran["epochs"] == reference["config"]["finetune_epochs"]
