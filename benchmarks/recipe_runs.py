@@ -131,8 +131,9 @@ def seed_choice_words(groups: dict, n_val: int) -> str:
     lead = 100 * (means[-1] - means[-2])
     verdict = "so the choice follows the rule, not a measured difference" if lead < standard_error else (
         "a lead larger than that")
-    return (words + f": it leads the next by {lead:.3f} points, against a standard error of {standard_error:.1f} "
-            f"points for a {most}-seed mean, {verdict}. ")
+    images = lead / (100 / n_val)
+    return (words + f": it leads the next by {lead:.3f} points ({round(images, 1):g} validation images per seed), against a "
+            f"standard error of {standard_error:.1f} points for a {most}-seed mean, {verdict}. ")
 
 
 def markdown(report: dict) -> str:
