@@ -20,6 +20,7 @@ import argparse
 import json
 import subprocess
 from pathlib import Path
+from statistics import fmean
 
 from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe, stage2_clauses
 from cifar10_transfer.publish import write_atomic
@@ -28,6 +29,7 @@ from cifar10_transfer.report import replace_marked_blocks
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "finetune_recipes.json"
 START, END = "<!-- recipes:start -->", "<!-- recipes:end -->"
+SINGLE, MIRROR = "single view", "mirror-averaged"  # a row's evaluation
 
 
 def load_run(run: str) -> dict:
@@ -72,24 +74,34 @@ def seed_groups(rows: list[dict], spec) -> dict:
     equal a run of the same recipe without the flip) and its mirror-averaged views."""
     groups: dict = {}
     for row in rows:
-        views = [("single view", row["single_view_val_accuracy"], row["single_view_test_accuracy"])]
+        views = [(SINGLE, row["single_view_val_accuracy"], row["single_view_test_accuracy"])]
         if row["test_time_flip"]:
-            views.append(("mirror-averaged", row["val_accuracy"], row["test_accuracy"]))
+            views.append((MIRROR, row["val_accuracy"], row["test_accuracy"]))
         for evaluation, val, test in views:
             groups.setdefault((recipe_words(spec, row, True), evaluation), {}).setdefault(row["seed"], (val, test))
     return {key: seeds for key, seeds in groups.items() if len(seeds) > 1}
 
 
+def mean_accuracy(runs: dict, index: int = 0) -> float:
+    """Mean over seeds of a seed group's validation (index 0) or test (index 1) accuracy."""
+    return fmean(run[index] for run in runs.values())
+
+
+def leading_groups(groups: dict) -> list[tuple]:
+    """The (recipe, evaluation) keys run at the most seeds, by mean validation accuracy, best last."""
+    most = max(len(runs) for runs in groups.values())
+    return sorted((key for key, runs in groups.items() if len(runs) == most),
+                  key=lambda key: mean_accuracy(groups[key]))
+
+
 def chosen_across_seeds(groups: dict) -> tuple:
     """The (recipe, evaluation) with the highest mean validation accuracy among those run at the most seeds."""
-    most = max(len(seeds) for seeds in groups.values())
-    return max((key for key, seeds in groups.items() if len(seeds) == most),
-               key=lambda key: sum(val for val, _ in groups[key].values()) / most)
+    return leading_groups(groups)[-1]
 
 
 def evaluation(row: dict) -> str:
     """How a row's reported accuracies were evaluated."""
-    return "mirror-averaged" if row["test_time_flip"] else "single view"
+    return MIRROR if row["test_time_flip"] else SINGLE
 
 
 def chosen_recipe(rows: list[dict], spec) -> tuple:
@@ -112,8 +124,7 @@ def seed_markdown(groups: dict) -> str:
         cells = []
         for index in (0, 1):
             values = [f"{100 * runs[seed][index]:.2f}%" if seed in runs else "—" for seed in seeds]
-            mean = sum(run[index] for run in runs.values()) / len(runs)
-            cells.append(" / ".join(values) + f" / **{100 * mean:.2f}%**")
+            cells.append(" / ".join(values) + f" / **{100 * mean_accuracy(runs, index):.2f}%**")
         lines.append(f"| {key[0]}{' (chosen)' if key == chosen else ''} | {key[1]} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
@@ -121,8 +132,8 @@ def seed_markdown(groups: dict) -> str:
 def seed_choice_words(groups: dict, n_val: int) -> str:
     """The note's account of the choice across seeds: the rule, the chosen recipe's lead over the
     next (run at as many seeds) by mean validation accuracy, and the standard error of such a mean."""
-    most = max(len(runs) for runs in groups.values())
-    means = sorted(sum(val for val, _ in runs.values()) / most for runs in groups.values() if len(runs) == most)
+    leading = leading_groups(groups)
+    means, most = [mean_accuracy(groups[key]) for key in leading], len(groups[leading[-1]])
     standard_error = 100 * (means[-1] * (1 - means[-1]) / n_val / most) ** 0.5
     words = ("Each run is one seed; the recipes run at more than one seed are compared in the second table, "
              "and the one with the highest mean final validation accuracy over the most seeds is chosen")
@@ -132,8 +143,8 @@ def seed_choice_words(groups: dict, n_val: int) -> str:
     verdict = "so the choice follows the rule, not a measured difference" if lead < standard_error else (
         "a lead larger than that")
     images = lead / (100 / n_val)
-    return (words + f": it leads the next by {lead:.3f} points ({round(images, 1):g} validation images per seed), against a "
-            f"standard error of {standard_error:.1f} points for a {most}-seed mean, {verdict}. ")
+    return (words + f": it leads the next by {lead:.3f} points ({round(images, 1):g} validation images per seed), "
+            f"against a standard error of {standard_error:.1f} points for a {most}-seed mean, {verdict}. ")
 
 
 def markdown(report: dict) -> str:
