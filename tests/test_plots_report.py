@@ -339,3 +339,16 @@ def test_the_stage_two_recipe_in_words_follows_its_depth():
     assert "stochastic depth" not in trained
     dropped = deck._stage2_recipe("efficientnet_lite0_finetuned", {**entry, "finetune_drop_path": 0.2})
     assert "cosine decay to near 0, label smoothing 0.1, stochastic depth 0.2; online" in dropped
+
+
+def test_limitations_spread_what_the_curves_cover_and_ask_seeds_for_the_rest(results):
+    lite0 = _with_lite0(results)  # CNN, ResNet50 head, EfficientNet-Lite0 head and fine-tuned
+    assert ("Next: repeat Baseline CNN, ResNet50 head-only, EfficientNet-Lite0 head-only and EfficientNet-Lite0 "
+            "fine-tuned with several seeds and report the spread.") in deck._limitations(lite0)
+    curves = {"points": [{"model": m, "train_size": 10000, "seed": s, "test_accuracy": 0.7}
+                         for m in ("cnn", "efficientnet_lite0_head") for s in (3, 4, 5)]}
+    items = deck._limitations(lite0, curves)
+    assert ("The 'Over seeds' column gives the spread of Baseline CNN and EfficientNet-Lite0 head-only over the "
+            "learning curves' seeds at this size.") in items
+    assert [s for s in items if s.startswith("Next: repeat")] == [
+        "Next: repeat ResNet50 head-only and EfficientNet-Lite0 fine-tuned with several seeds and report the spread."]

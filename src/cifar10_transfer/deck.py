@@ -20,8 +20,8 @@ from matplotlib.patches import FancyBboxPatch
 from .backbones import depth_words, has_frozen_prefix, parse_stage, recorded_stage2_recipe, stage2_clauses
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
-from .report import (best_model, findings, finished_date, not_run_reason, short_commit, stage_label, table_rows,
-                     views_description, weights_description)
+from .report import (best_model, findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label,
+                     table_rows, views_description, weights_description)
 from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
@@ -33,7 +33,13 @@ PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": "cifar10-trans
 BODY = (0.05, 0.08, 0.95, 0.84)  # left, bottom, right, top of the content area (figure fraction)
 
 
-def _limitations(results: dict) -> list:
+def _listed(names) -> str:
+    """Names in prose: 'a', 'a and b', 'a, b and c'."""
+    names = list(names)
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _limitations(results: dict, curves: dict | None = None) -> list:
     prov, cfg, data = results["provenance"], results["config"], results["data"]
     items = []
     if "JPEG" in prov.get("data", ""):
@@ -44,14 +50,20 @@ def _limitations(results: dict) -> list:
                      "transfer learning; their numbers say nothing about ImageNet pretraining.")
     missing = [s.name for s in table_stages(results["models"]) if s.name not in results["models"]]
     items += [f"{label(n)} not run: {not_run_reason(results, n)}." for n in missing]
-    items.append(f"One seed ({cfg.get('seed')}) and {data.get('train', 0):,} training images: differences "
-                 "of about a point may be run-to-run noise.")
-    steps = ["Next: repeat with several seeds and report the spread."]
+    items.append(f"This run is one seed ({cfg.get('seed')}) on {data.get('train', 0):,} training images: "
+                 "differences of about a point may be run-to-run noise.")
+    spread = run_seed_spread(results, curves)
+    if spread:
+        items.append(f"The 'Over seeds' column gives the spread of {_listed(label(n) for n in spread)} "
+                     "over the learning curves' seeds at this size.")
+    once = [label(n) for n in results["models"] if n not in spread]
+    steps = [f"Next: repeat {_listed(once)} with several seeds and report the spread."] if once else []
     if results.get("profile") != "full":
         steps.append("Next: run the `full` profile (all 50,000 training images).")
     if missing:
         steps.append("Next: run the missing models once the reason above is fixed.")
     return items + steps
+
 
 def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
     # Draw (prefix, prefix_x, text, text_x) entries top-down in `box`, wrapping the text and
@@ -142,14 +154,16 @@ def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
 
 def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -> None:
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
-    header = ["Model", "Study", "This run", "Over seeds", "vs study (points)", "Seconds"]
+    header = ["Model", "Study", "This run", "Over seeds", "vs study (pts)", "Seconds"]
     # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
     cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 46, placeholder="…"), r["seeds"], r["diff"],
               r["seconds"]] for r in table_rows(results, curves)]
+    # Widths fit the longest cells at 10 pt: a not-run reason (46 characters) and a seed spread
+    # with its note, e.g. "59.1% ± 0.3 (3 seeds, single view)".
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
-                     colWidths=[0.24, 0.08, 0.32, 0.17, 0.12, 0.07])
+                     colWidths=[0.2, 0.07, 0.3, 0.25, 0.11, 0.07])
     table.auto_set_font_size(False)
-    table.set_fontsize(11)
+    table.set_fontsize(10)
     for (row, _), cell in table.get_celld().items():
         cell.set_edgecolor(PALETTE["muted"])
         if row == 0:
@@ -298,7 +312,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
                                                         ("common_errors.png", [0.51, 0.2, 0.46, 0.55]))),
         ("Misclassified test images", pictures(("misclassified_examples.png", [0.05, 0.07, 0.9, 0.77]))),
         ("Findings", bullets(findings(results))),
-        ("Limitations and next steps", bullets(_limitations(results))),
+        ("Limitations and next steps", bullets(_limitations(results, curves))),
         ("Provenance", provenance),
     ]
 

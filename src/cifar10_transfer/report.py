@@ -85,7 +85,7 @@ def stage_label(results: dict, name: str) -> str:
     return text
 
 
-def _seed_spread(results: dict, curves: dict | None) -> dict:
+def run_seed_spread(results: dict, curves: dict | None) -> dict:
     """(mean, std, seeds) per stage from the learning curves at this run's training-set size."""
     if curves is None:
         return {}
@@ -99,7 +99,7 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
     the README and the deck. With notebook 03's `curves`, stages it ran at this run's size
     also show their mean ± standard deviation over seeds, marked where the curves evaluated
     one view per image and this run also the mirror (`test_time_flip`); the others say "1 seed"."""
-    rows, spread = [], _seed_spread(results, curves)
+    rows, spread = [], run_seed_spread(results, curves)
     views = ", single view" if curves and results["config"].get("test_time_flip") and not (
         curves.get("config", {}).get("test_time_flip")) else ""
     for entry in table_stages(results["models"]):
