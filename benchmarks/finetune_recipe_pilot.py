@@ -23,7 +23,8 @@ def pipe(x, y, aug=False, shuffle=False):
     d = d.batch(32)
     if aug:
         noise = tf.data.Dataset.random(seed=3, rerandomize_each_iteration=True).batch(2)
-        d = tf.data.Dataset.zip((d, noise)).map(lambda b, k: (el.preprocess(augment_batch(tf.image.resize(tf.cast(b[0], tf.float32), (224,224)), k)), b[1]))
+        d = tf.data.Dataset.zip((d, noise)).map(
+            lambda b, k: (el.preprocess(augment_batch(tf.image.resize(tf.cast(b[0], tf.float32), (224,224)), k)), b[1]))
     else:
         d = d.map(lambda a, b: (el.preprocess(tf.image.resize(tf.cast(a, tf.float32), (224,224))), b))
     return d.prefetch(2)
@@ -52,4 +53,5 @@ for name, n_layers, lr in recipes:
     compile_classifier(model, lr)
     t = time.time()
     h = model.fit(pipe(xtr, ytr, True, True), validation_data=pipe(xva, yva), epochs=3, verbose=0)
-    print(name, n_layers, lr, "val", [round(v, 3) for v in h.history["val_accuracy"]], "s", round(time.time() - t), flush=True)
+    print(name, n_layers, lr, "val", [round(v, 3) for v in h.history["val_accuracy"]], "s", round(time.time() - t),
+          flush=True)

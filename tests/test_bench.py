@@ -174,8 +174,8 @@ def test_recipe_runs_choose_on_the_mean_validation_over_seeds_where_recipes_ran_
                         "| 90.00% / 88.50% / **89.25%** |")
     # lead 89.45 - 89.30 = 0.15 points; standard error of a 2-seed mean sqrt(.8945 * .1055 / 2000 / 2) = 0.49
     assert ("the one with the highest mean final validation accuracy over the most seeds is chosen: it leads the "
-            "next by 0.150 points (3 validation images per seed), against a standard error of 0.5 points for a 2-seed mean, so the choice "
-            "follows the rule, not a measured difference.") in table[-1]
+            "next by 0.150 points (3 validation images per seed), against a standard error of 0.5 points for a 2-seed "
+            "mean, so the choice follows the rule, not a measured difference.") in table[-1]
 
 
 def test_the_committed_recipe_table_chose_the_registry_default_and_the_reference_runs_it():

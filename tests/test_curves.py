@@ -35,7 +35,8 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
         assert 0 <= p["test_accuracy"] <= 1 and p["seconds"] > 0
     assert [r["image_size"] for r in written["resolution"]] == [32, 48]
     for r in written["resolution"]:
-        assert r["features_per_second"] > 0 and r["feature_seconds"] > 0 and r["images"] == 500 + 200  # the study size (smoke: 500) and the test images
+        # the study size (smoke: 500) and the test images
+        assert r["features_per_second"] > 0 and r["feature_seconds"] > 0 and r["images"] == 500 + 200
     assert written["provenance"]["weights"] == "none" and written["backbone"] == "efficientnet_lite0"
     summary = curve_summary(written)
     assert set(summary["count"]) == {2} and len(summary) == 4
@@ -95,7 +96,8 @@ def test_the_deck_gains_a_slide_per_curve_figure(two_runs, tmp_path):
     from test_plots_report import CLASSES, _model
 
     _, first, _ = two_runs
-    results = {"profile": "smoke", "config": {"head_mode": "cached", "head_lr": 0.001}, "data": {"class_names": CLASSES},
+    results = {"profile": "smoke", "config": {"head_mode": "cached", "head_lr": 0.001},
+               "data": {"class_names": CLASSES},
                "provenance": first["provenance"], "models": {"cnn": _model(0.5, 356810)}, "best_model": "cnn"}
     without = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "a.pdf"))
     with_curves = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "b.pdf", first))

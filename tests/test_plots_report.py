@@ -52,7 +52,8 @@ def results():
                    "cache_flips": False, "models": "cnn,resnet50_head"},
         "provenance": {"git_commit": "abc1234def5678", "git_dirty": False, "python": "3.11.7",
                        "packages": {"tensorflow": "2.21.0", "numpy": "2.4.6"}, "device": "CPU (2 cores)",
-                       "hardware": "AMD EPYC, 2 cores, 23 GiB", "data": "CIFAR-10 (JPEG copy, image folders, cifar10-jpeg/)",
+                       "hardware": "AMD EPYC, 2 cores, 23 GiB",
+                       "data": "CIFAR-10 (JPEG copy, image folders, cifar10-jpeg/)",
                        "data_fingerprint": "e3b0c44298fc1c149afbf4c8996fb924", "weights": "imagenet",
                        "started": "2026-11-29T02:10:00+00:00", "finished": "2026-11-29T02:14:00+00:00"},
         "data": {"train": 8000, "val": 2000, "test": 10000, "class_names": CLASSES},
@@ -149,7 +150,8 @@ def test_model_comparison_marks_models_not_run(results):
 def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
-    assert lines[0] == "| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) | Seconds |"
+    assert lines[0] == ("| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) "
+                        "| Seconds |")
     assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
     assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
     assert lines[4] == "| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline | — | — | — |"

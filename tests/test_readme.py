@@ -48,7 +48,8 @@ MACHINE_PATH = re.compile(r"(?<![\w.])(/tmp/|/work/|/home/|/root/|/Users/|/var/f
 
 def test_committed_artifacts_hold_no_machine_paths():
     files = [ROOT / "README.md", *(ROOT / "results").rglob("*.*"), ROOT / "benchmarks" / "results" / "latest.json"]
-    texts = {path: path.read_text(encoding="utf-8") for path in files if path.suffix in (".md", ".json", ".csv", ".ipynb")}
+    texts = {path: path.read_text(encoding="utf-8") for path in files
+             if path.suffix in (".md", ".json", ".csv", ".ipynb")}
     deck = ROOT / "presentation" / "computer_vision_image_classification.pdf"
     texts[deck] = "\n".join(page.extract_text() for page in pypdf.PdfReader(deck).pages)
     assert len(texts) >= 5

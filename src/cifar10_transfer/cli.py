@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.command == "data":
         print(workflow.data_summary(args.data, args.data_dir))
     elif args.command == "train":
-        print(f"results: {workflow.train(args.profile, args.overrides, args.data, args.data_dir, args.weights, args.out, args.resume)}")
+        results = workflow.train(args.profile, args.overrides, args.data, args.data_dir, args.weights, args.out,
+                                 args.resume)
+        print(f"results: {results}")
     elif args.command == "reproduce":
         for path in workflow.reproduce(args.profile, args.overrides, args.data, args.data_dir,
                                        args.weights, args.out, args.resume):

@@ -222,7 +222,8 @@ def load_batches(directory: Path) -> Dataset:
     used = np.unique(y_train).size
     if used != len(names):
         raise UserError(f"batches.meta names {len(names)} classes but the labels use {used}.")
-    return Dataset(x_train, y_train, x_test, y_test, names, f"CIFAR-10 (official batches, {Path(directory).resolve().name}/)")
+    return Dataset(x_train, y_train, x_test, y_test, names,
+                   f"CIFAR-10 (official batches, {Path(directory).resolve().name}/)")
 
 
 def load_image_folders(root: Path, location: str | None = None) -> Dataset:

@@ -275,7 +275,8 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
 
     def provenance(fig):
         packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
-        pairs = [("Git commit", short_commit(prov)), ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
+        pairs = [("Git commit", short_commit(prov)),
+                 ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
                  ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
                  ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
                  ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),

@@ -107,7 +107,8 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
         mean, std, seeds = spread.get(entry.name, (None, None, 1))
         rows.append({"model": stage_label(results, entry.name),
                      "study": format_accuracy(study) if study is not None else "—",
-                     "run": format_accuracy(m["test_accuracy"]) if m else f"not run: {not_run_reason(results, entry.name)}",
+                     "run": (format_accuracy(m["test_accuracy"]) if m
+                             else f"not run: {not_run_reason(results, entry.name)}"),
                      "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
                      "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None else "—",
@@ -251,8 +252,10 @@ def findings(results: dict) -> list[str]:
     for name in (n for n in models if stage(n).backbone and cnn):
         m, head = models[name], models.get(name.replace("_finetuned", "_head"))
         # stage 2 starts from stage 1, so its cost includes both
-        seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if head and head is not m else (m["seconds"], "")
-        out.append(f"{stage_label(results, name)} vs the baseline CNN: {points_difference(m['test_accuracy'], cnn['test_accuracy']):+.1f} "
+        both = head and head is not m
+        seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if both else (m["seconds"], "")
+        gain = points_difference(m["test_accuracy"], cnn["test_accuracy"])
+        out.append(f"{stage_label(results, name)} vs the baseline CNN: {gain:+.1f} "
                    f"points ({format_accuracy(m['test_accuracy'])} vs {format_accuracy(cnn['test_accuracy'])}), "
                    f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
                    f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")
