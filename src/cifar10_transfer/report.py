@@ -252,7 +252,7 @@ def findings(results: dict) -> list[str]:
     for name in (n for n in models if stage(n).backbone and cnn):
         m, head = models[name], models.get(name.replace("_finetuned", "_head"))
         # stage 2 starts from stage 1, so its cost includes both
-        both = head and head is not m
+        both = head is not None and head is not m
         seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if both else (m["seconds"], "")
         gain = points_difference(m["test_accuracy"], cnn["test_accuracy"])
         out.append(f"{stage_label(results, name)} vs the baseline CNN: {gain:+.1f} "
