@@ -104,13 +104,18 @@ def evaluation(row: dict) -> str:
     return MIRROR if row["test_time_flip"] else SINGLE
 
 
+def best_row(rows: list[dict]) -> dict:
+    """The run with the highest final validation accuracy."""
+    return max(rows, key=lambda row: row["val_accuracy"])
+
+
 def chosen_recipe(rows: list[dict], spec) -> tuple:
     """(recipe words, evaluation) chosen on validation: across seeds where some recipes ran at
     more than one, else the run with the highest final validation accuracy."""
     groups = seed_groups(rows, spec)
     if groups:
         return chosen_across_seeds(groups)
-    best = max(rows, key=lambda row: row["val_accuracy"])
+    best = best_row(rows)
     return recipe_words(spec, best, True), evaluation(best)
 
 
@@ -152,7 +157,8 @@ def markdown(report: dict) -> str:
     chosen by (mean) final validation accuracy marked."""
     rows, spec = report["runs"], get_backbone(report["backbone"])
     groups = seed_groups(rows, spec)
-    chosen = None if groups else max(rows, key=lambda row: row["val_accuracy"])
+    top = best_row(rows)
+    chosen = None if groups else top
     machines = sorted({row["hardware"] for row in rows})
     epochs = sorted({row["epochs"] for row in rows})
     seeds = sorted({row["seed"] for row in rows})
@@ -170,8 +176,7 @@ def markdown(report: dict) -> str:
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
     n_val = min(row["val_images"] for row in rows)
-    reference = chosen or max(rows, key=lambda row: row["val_accuracy"])
-    standard_error = 100 * (reference["val_accuracy"] * (1 - reference["val_accuracy"]) / n_val) ** 0.5
+    standard_error = 100 * (top["val_accuracy"] * (1 - top["val_accuracy"]) / n_val) ** 0.5
     stage_epochs = f"10+10+{epochs[0]} epochs" if len(epochs) == 1 else "10+10 epochs, then stage 2's as named"
     choice = "Chosen on final validation accuracy. " if chosen else seed_choice_words(groups, n_val)
     note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, {stage_epochs}), {' / '.join(data)} "

@@ -32,30 +32,28 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit, bool(dirty)
 
 
+def _cpuinfo() -> str:
+    """The text of /proc/cpuinfo; empty where there is none (macOS, Windows)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
 def hardware() -> str:
     """CPU model, core count and memory, e.g. 'AMD EPYC, 2 cores, 23 GiB RAM'."""
     import psutil
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                 platform.processor() or platform.machine())
     gib = psutil.virtual_memory().total / 2**30
     return f"{model}, {os.cpu_count()} cores, {gib:.0f} GiB RAM"
 
 
 def cpu_isa(cpuinfo: str | None = None) -> list[str]:
     """Which of CPU_ISA_FLAGS the CPU has, from /proc/cpuinfo (or its text); [] where unreadable."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
     return [flag for flag in CPU_ISA_FLAGS if flag in flags]
 
 
