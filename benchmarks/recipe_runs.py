@@ -58,7 +58,8 @@ def recipe_row(results: dict, backbone: str) -> dict:
             "test_accuracy": entry["test_accuracy"], "seconds": entry["seconds"],
             "single_view_val_accuracy": flip["single_view_val_accuracy"] if flip else entry["val_accuracy"],
             "single_view_test_accuracy": flip["single_view_test_accuracy"] if flip else entry["test_accuracy"],
-            "data": results["provenance"]["data"], "hardware": results["provenance"]["hardware"]}
+            "data": results["provenance"]["data"], "weights": results["provenance"]["weights"],
+            "hardware": results["provenance"]["hardware"]}
 
 
 def recipe_words(spec, row: dict, name_epochs: bool) -> str:
@@ -175,13 +176,14 @@ def markdown(report: dict) -> str:
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
+    jpeg = " (JPEG re-encoding costs about a point of accuracy)" if any("JPEG" in d for d in data) else ""
+    weights = sorted({row["weights"] for row in rows})
     n_val = min(row["val_images"] for row in rows)
     standard_error = 100 * (top["val_accuracy"] * (1 - top["val_accuracy"]) / n_val) ** 0.5
     stage_epochs = f"10+10+{epochs[0]} epochs" if len(epochs) == 1 else "10+10 epochs, then stage 2's as named"
     choice = "Chosen on final validation accuracy. " if chosen else seed_choice_words(groups, n_val)
-    note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, {stage_epochs}), {' / '.join(data)} "
-            "(JPEG re-encoding costs about a point of accuracy), "
-            f"{' / '.join(machines)}"
+    note = (f"*Seed profile (10,000 images, 80/20 split, 224 px, {stage_epochs}), {' / '.join(data)}{jpeg}, "
+            f"weights: {' / '.join(weights)}, {' / '.join(machines)}"
             f"{' (seconds compare only rows on the same machine)' if len(machines) > 1 else ''}. "
             + choice
             + ("Test-time flip rows average each validation and test image's probabilities with its mirror "

@@ -78,7 +78,7 @@ def _recipe_results(commit, val, schedule=None, hardware="a CPU", seed=3):
         entry.update(finetune_schedule=schedule, finetune_label_smoothing=0.1)
     return {"models": {"efficientnet_lite0_finetuned": entry}, "data": {"val": 2000}, "config": {"seed": seed},
             "provenance": {"git_commit": commit * 8, "finished": "2026-11-29T20:39:33+00:00",
-                           "data": "CIFAR-10 (JPEG copy)", "hardware": hardware}}
+                           "data": "CIFAR-10 (JPEG copy)", "weights": "imagenet", "hardware": hardware}}
 
 
 def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
@@ -90,6 +90,9 @@ def test_recipe_runs_read_older_runs_as_plateau_and_mark_the_best_validation():
     assert table[3].startswith("| last 72 layers, 0.0001, cosine, label smoothing 0.1 (chosen) | 88.2% / 88.2%")
     # 2,000 validation images: 0.05 points each, standard error sqrt(0.882 * 0.118 / 2000) = 0.72 points
     assert "Validation holds 2,000 images: one image is 0.05 points" in table[-1] and "is 0.7 points" in table[-1]
+    # every number is labelled with its data (and what JPEG costs) and its weights
+    assert "CIFAR-10 (JPEG copy) (JPEG re-encoding costs about a point of accuracy), weights: imagenet, a CPU." in (
+        table[-1])
 
 
 def test_recipe_runs_name_batchnorm_training_stochastic_depth_and_each_rows_machine_when_machines_differ():
