@@ -43,19 +43,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cifar10_transfer.backbones import (BACKBONES, depth_words, get_backbone, has_frozen_prefix,  # noqa: E402
-                                         imagenet_status)
+from cifar10_transfer.backbones import preprocess_for  # noqa: E402
+from cifar10_transfer.cache import FeatureCache  # noqa: E402
 from cifar10_transfer.config import make_config  # noqa: E402
 from cifar10_transfer.data import load_dataset  # noqa: E402
 from cifar10_transfer.errors import UserError  # noqa: E402
-from cifar10_transfer.experiment import Experiment  # noqa: E402
 from cifar10_transfer.models import build_transfer, compile_classifier, unfreeze  # noqa: E402
 from cifar10_transfer.pipelines import array_dataset, split_dataset, transfer_dataset  # noqa: E402
 from cifar10_transfer.provenance import device, hardware  # noqa: E402
 from cifar10_transfer.publish import write_atomic  # noqa: E402
+from cifar10_transfer.recipe import Stage2Recipe, depth_words, has_frozen_prefix  # noqa: E402
+from cifar10_transfer.registry import BACKBONES, get_backbone  # noqa: E402
 from cifar10_transfer.report import replace_marked_blocks  # noqa: E402
-from cifar10_transfer.features import FeatureCache  # noqa: E402
+from cifar10_transfer.stages import Run, train_cnn  # noqa: E402
 from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
+from cifar10_transfer.weights import imagenet_status  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
 from stage_costs import (ACCURACY_BACKBONE, accuracy, accuracy_markdown, per_image_costs, project,  # noqa: E402
                          projection_markdown)
@@ -87,12 +89,12 @@ def cnn_probe(label: str, epochs: int, train_size: int, data: str, data_dir: str
     config = make_config("seed", ["models=cnn", f"cnn_epochs={epochs}", f"train_size={train_size}",
                                   *CNN_VARIANTS[label]])
     with tempfile.TemporaryDirectory(prefix="bench-cnn-") as tmp:
-        experiment = Experiment(config, _dataset(data, data_dir), "none", tmp, "seed")
-        run = experiment.train_cnn()
+        record = Run(config, _dataset(data, data_dir), "none", tmp, "seed")
+        run = train_cnn(record)
     # the first epoch includes tracing; throughput is measured on the others
     steady = run.stage.history["epoch_seconds"][1:] or run.stage.history["epoch_seconds"]
     return {"test_accuracy": run.metrics["test_accuracy"],
-            "images_per_second": len(experiment.splits.y_train) / float(np.mean(steady))}
+            "images_per_second": len(record.splits.y_train) / float(np.mean(steady))}
 
 
 def cnn_variants(epochs: int, train_size: int, data_flags: list[str]) -> dict:
@@ -114,7 +116,7 @@ def _probe(*args: str) -> str:
 
 
 def _images(spec, x, y, image_size, **options):
-    return transfer_dataset(x, y, image_size, 32, spec.preprocess, **options)
+    return transfer_dataset(x, y, image_size, 32, preprocess_for(spec.name), **options)
 
 
 def feature_extraction(spec, images: np.ndarray, image_size: int, weights: str, rounds: int = 3) -> dict:
@@ -180,7 +182,7 @@ def fine_tuning(spec, splits, image_size: int, weights: str, workdir: Path, fine
     precision = resolve_precision("auto", spec)
     with precision_policy(precision):
         transfer = build_transfer(spec.name, image_size, weights)
-    unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
+    unfreeze(transfer, Stage2Recipe(finetune_layers, spec.stage2.learning_rate), False)
     train = _images(spec, splits.x_train, splits.y_train, image_size, shuffle=True, augment=True, seed=3)
     val = _images(spec, splits.x_val[:32], splits.y_val[:32], image_size)
     stage = fit_stage(transfer.model, train, val, 2, workdir / "finetune", len(splits.y_train), verbose=0)
@@ -197,7 +199,7 @@ def bench_weights(spec, setting: str) -> str:
 
 def _depth(spec, args) -> int:
     """Stage 2 depth of the fine-tuning, stage2 and accuracy parts: --finetune-layers, else the default."""
-    return args.finetune_layers or spec.finetune_layers
+    return args.finetune_layers or spec.stage2.layers
 
 
 def backbone_report(spec, dataset, splits, args, workdir: Path) -> dict:
@@ -266,7 +268,7 @@ def markdown(report: dict) -> str:
              f"{s['end_to_end']['seconds']:.0f} s / {s['cached']['seconds']:.0f} s ({s['speedup_cached']:.1f}x); "
              f"head val accuracy {100 * s['end_to_end']['val_accuracy']:.1f}% / "
              f"{100 * s['cached']['val_accuracy']:.1f}%"),
-            (f"{who}: fine-tuning, {depth_words(get_backbone(name), t['finetune_layers'])}, {t['precision']}",
+            (f"{who}: fine-tuning, {depth_words(t['finetune_layers'], get_backbone(name))}, {t['precision']}",
              f"{t['images_per_second']:.1f} images/s"),
         ]
         notes.append((get_backbone(name).label, b["run"]))
@@ -280,7 +282,7 @@ def markdown(report: dict) -> str:
     table = "\n".join(["| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
     for name, entry in report.get("stage2", {}).items():
         spec = get_backbone(name)
-        who = f"{spec.label}, {entry['precision']}, {depth_words(spec, entry['finetune_layers'])}"
+        who = f"{spec.label}, {entry['precision']}, {depth_words(entry['finetune_layers'], spec)}"
         table += "\n\n" + projection_markdown(who, entry)
         notes.append((f"{spec.label} ways", entry["run"]))
     if "accuracy" in report:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import keras
 
-from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe
+from cifar10_transfer.backbones import preprocess_for
+from cifar10_transfer.cache import CachedRows, FeatureCache, ViewSchedule, cut_backbone, pooled_output
 from cifar10_transfer.config import make_config
-from cifar10_transfer.experiment import Experiment
-from cifar10_transfer.features import FeatureCache, pooled_output
 from cifar10_transfer.models import build_cnn, build_transfer, compile_classifier, unfreeze
 from cifar10_transfer.pipelines import array_dataset, cnn_dataset, transfer_dataset
-from cifar10_transfer.prefix import CachedRows, ViewSchedule, cut_backbone
+from cifar10_transfer.recipe import Stage2Recipe, depth_words
+from cifar10_transfer.registry import get_backbone
+from cifar10_transfer.stages import Run, run_all
 from cifar10_transfer.training import precision_policy, resolve_precision
 
 SEED_PROFILE = {"train": 8_000, "val": 2_000, "test": 10_000, "epochs": 10}
@@ -58,7 +59,7 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
         transfer = build_transfer(spec.name, image_size, weights)
 
     def images(**options):
-        return transfer_dataset(x, y, image_size, 32, spec.preprocess, seed=3, **options)
+        return transfer_dataset(x, y, image_size, 32, preprocess_for(spec.name), seed=3, **options)
 
     transfer.features.predict(images(), verbose=0)
     costs["full_forward"] = _seconds(lambda: transfer.features.predict(images(), verbose=0)) / n
@@ -82,13 +83,13 @@ def per_image_costs(spec, dataset, splits, image_size: int, weights: str, workdi
         fill("augment-3-0", cut.tensors)  # traces the prefix-only pass
         costs["view_forward"] = _seconds(lambda: fill("augment-3-1", cut.tensors)) / n
         views = [fill(f"augment-3-{k}", cut.tensors) for k in range(2)]
-    unfreeze(transfer, finetune_layers, spec.finetune_lr, False)
+    unfreeze(transfer, Stage2Recipe(finetune_layers, spec.stage2.learning_rate), False)
     costs["online_train"] = _fit_seconds(transfer.model, images(shuffle=True, augment=True)) / n
     if cut is None:  # the whole backbone trains: only the online ways exist
         return {"seconds_per_image": costs, "precision": precision, "images": n, "cut_tensors": None,
                 "finetune_layers": finetune_layers}
     names, shapes = list(cut.tensors), {name: tuple(t.shape[1:]) for name, t in cut.tensors.items()}
-    compile_classifier(cut.suffix, spec.finetune_lr, False)
+    compile_classifier(cut.suffix, spec.stage2.learning_rate, False)
     rows = CachedRows(views, names, splits.train_index, y, 32, True, 3)
     costs["suffix_train"] = _fit_seconds(cut.suffix, rows.dataset(shapes), [ViewSchedule(rows)]) / n
     plain = CachedRows([fill("plain", joint)], names, splits.train_index, y, 32).dataset(shapes)
@@ -133,16 +134,15 @@ def accuracy(dataset, weights: str, workdir: Path, profile: str = "seed", overri
     for k in views:
         config = make_config(profile, {**(overrides or {}), "models": f"{ACCURACY_BACKBONE}_finetuned",
                                        "finetune_views": k})
-        experiment = Experiment(config, dataset, weights, workdir / f"views_{k}", profile, feature_cache=cache,
-                                save_models=False)
-        models = experiment.run_all()["models"]
+        models = run_all(Run(config, dataset, weights, workdir / f"views_{k}", profile, cache=cache,
+                             save_models=False))["models"]
         tuned, head = models[f"{ACCURACY_BACKBONE}_finetuned"], models[f"{ACCURACY_BACKBONE}_head"]
+        recipe = Stage2Recipe.from_entry(tuned)
         out[str(k)] = {"test_accuracy": tuned["test_accuracy"], "val_accuracy": tuned["val_accuracy"],
                        "best_val_accuracy": max(tuned["history"]["val_accuracy"]),
                        "stage2_seconds": tuned["seconds"], "head_test_accuracy": head["test_accuracy"],
-                       "finetune_layers": tuned["finetune_layers"], "finetune_lr": tuned["finetune_lr"],
-                       "finetune_schedule": tuned["finetune_schedule"],
-                       "finetune_label_smoothing": tuned["finetune_label_smoothing"]}
+                       "finetune_layers": recipe.layers, "finetune_lr": recipe.learning_rate,
+                       "finetune_schedule": recipe.schedule, "finetune_label_smoothing": recipe.label_smoothing}
     return out
 
 
@@ -164,10 +164,9 @@ def projection_markdown(name_label: str, entry: dict) -> str:
 def accuracy_markdown(result: dict) -> str:
     """The online against views accuracy comparison as a table."""
     tuned = result.get("0") or next(r for k, r in result.items() if k.isdigit())
-    recorded = recorded_stage2_recipe(tuned)  # these runs keep BatchNorm frozen, no stochastic depth
-    recipe = (f"{depth_words(get_backbone(ACCURACY_BACKBONE), tuned['finetune_layers'])} at "
-              f"{tuned['finetune_lr']:g}, {recorded['finetune_schedule']} schedule, "
-              f"label smoothing {recorded['finetune_label_smoothing']:g}")
+    recorded = Stage2Recipe.from_entry(tuned)  # these runs keep BatchNorm frozen, no stochastic depth
+    recipe = (f"{depth_words(recorded.layers, get_backbone(ACCURACY_BACKBONE))} at {recorded.learning_rate:g}, "
+              f"{recorded.schedule} schedule, label smoothing {recorded.label_smoothing:g}")
     lines = [f"| EfficientNet-Lite0 stage 2 ({result['profile']} profile; {recipe}) | test accuracy "
              "| best val accuracy |", "|---|---|---|"]
     for k, r in ((k, r) for k, r in result.items() if k.isdigit()):

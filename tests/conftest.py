@@ -114,7 +114,7 @@ def real_data_dir() -> Path:
 # The modules that take longest, first. pytest-xdist hands whole modules (--dist loadscope)
 # to its workers in collection order (`make test` passes --no-loadscope-reorder), so a long
 # module never starts last on one worker while the others idle. From `make test --durations`.
-LONGEST_FIRST = ("test_real_data.py", "test_experiment.py", "test_bench_backbones.py", "test_bench.py",
+LONGEST_FIRST = ("test_real_data.py", "test_stages.py", "test_bench_backbones.py", "test_bench.py",
                  "test_cli.py", "test_training.py", "test_prefix.py", "test_curves.py", "test_models.py")
 
 

@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifar10_transfer.backbones import BACKBONES, imagenet_status
+from cifar10_transfer.registry import BACKBONES
+from cifar10_transfer.weights import imagenet_status
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -77,7 +77,7 @@ def test_finetuned_implies_head_and_order_is_fixed():
 
 
 def test_stage_names_come_from_the_registry():
-    from cifar10_transfer.backbones import BACKBONES
+    from cifar10_transfer.registry import BACKBONES
 
     assert MODEL_NAMES == ("cnn", *(f"{b}_{k}" for b in BACKBONES for k in ("head", "finetuned")))
     assert make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=141"]).finetune_layers == 141

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from cifar10_transfer import efficientnet_lite as lite
-from cifar10_transfer.backbones import BACKBONES, load_backbone
+from cifar10_transfer.backbones import load_backbone
 from cifar10_transfer.errors import UserError
+from cifar10_transfer.registry import BACKBONES
+from cifar10_transfer.weights import lite0_checkpoint_path
 
 HEADER = [lite._LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
                                      "type_sizes": {"short": 2, "int": 4, "long": 4}}]
@@ -17,7 +19,7 @@ HEADER = [lite._LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": 
 
 @pytest.fixture(scope="module")
 def state():
-    return lite.read_torch_state_dict(lite.checkpoint_path())
+    return lite.read_torch_state_dict(lite0_checkpoint_path())
 
 
 def test_the_installed_checkpoint_reads_as_the_documented_state_dict(state):
@@ -67,7 +69,7 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
 
 def test_conversion_is_cached_and_redone_when_the_checkpoint_changes(tmp_path):
     source = tmp_path / "lite0.pth"
-    shutil.copy(lite.checkpoint_path(), source)
+    shutil.copy(lite0_checkpoint_path(), source)
     first = lite.converted_weights(source, tmp_path / "cache")
     assert first.name == f"efficientnet_lite0_{lite.sha256(source)[:16]}.weights.h5"
     stamp = first.stat().st_mtime_ns
@@ -81,7 +83,7 @@ def test_conversion_is_cached_and_redone_when_the_checkpoint_changes(tmp_path):
 
 def test_the_package_checkpoint_loads_through_weights_path(tmp_path):
     spec = BACKBONES["efficientnet_lite0"]
-    from_file = load_backbone(spec, 32, str(lite.checkpoint_path()))
+    from_file = load_backbone(spec, 32, str(lite0_checkpoint_path()))
     from_imagenet = load_backbone(spec, 32, "imagenet")
     for a, b in zip(from_file.weights, from_imagenet.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())

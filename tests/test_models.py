@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cifar10_transfer.backbones import BACKBONES, load_backbone
+from cifar10_transfer.backbones import load_backbone, preprocess_for
+from cifar10_transfer.custom_layers import SmoothedSparseCrossentropy, StochasticDepth
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.models import (MODEL_REGISTRY, SmoothedSparseCrossentropy, StochasticDepth, build_cnn,
-                                     build_model, build_resnet50, build_transfer, compile_classifier,
-                                     save_backbone_weights, set_drop_path, unfreeze)
+from cifar10_transfer.models import (MODEL_REGISTRY, build_cnn, build_model, build_resnet50, build_transfer,
+                                     compile_classifier, save_backbone_weights, unfreeze)
+from cifar10_transfer.recipe import Stage2Recipe
+from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.pipelines import transfer_dataset
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "cifar10_transfer"
@@ -54,20 +56,20 @@ def test_backbone_entry_matches_the_model_and_unfreezes_its_default_depth(name):
     assert transfer.model.output.shape == (None, 10)
     head_only = _trainable_count(transfer.model)
     assert head_only == spec.feature_dim * 256 + 256 + 256 * 10 + 10  # Dense(256) + Dense(10)
-    unfrozen = unfreeze(transfer, spec.finetune_layers, spec.finetune_lr)
-    last = transfer.backbone.layers[-spec.finetune_layers:]
+    unfrozen = unfreeze(transfer, spec.stage2)
+    last = transfer.backbone.layers[-spec.stage2.layers:]
     expected = [l.name for l in last if not isinstance(l, keras.layers.BatchNormalization) and l.weights]
     assert unfrozen == expected and expected
     gained = sum(int(np.prod(w.shape)) for l in last if l.name in expected for w in l.weights)
     assert _trainable_count(transfer.model) == head_only + gained
     assert all(not l.trainable for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization))
-    assert float(transfer.model.optimizer.learning_rate) == pytest.approx(spec.finetune_lr)
+    assert float(transfer.model.optimizer.learning_rate) == pytest.approx(spec.stage2.learning_rate)
 
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_preprocessing_maps_pixels_to_the_backbones_input_range(name):
     pixels = tf.constant([[[[0.0, 127.0, 255.0]]]])
-    out = BACKBONES[name].preprocess(pixels).numpy().ravel()
+    out = preprocess_for(name)(pixels).numpy().ravel()
     low, high = {"resnet50": (-124.0, 152.0), "efficientnet_lite0": (-1.0, 1.0),
                  "efficientnetb0": (0.0, 255.0)}[name]
     assert low <= out.min() and out.max() <= high
@@ -83,7 +85,7 @@ def test_parameter_counts_match_the_study():
 
 def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():
     transfer = build_resnet50(32, "none")
-    unfrozen = unfreeze(transfer, 30, 1e-5)
+    unfrozen = unfreeze(transfer, Stage2Recipe(30, 1e-5))
     last = transfer.backbone.layers[-30:]
     expected = [l.name for l in last if not isinstance(l, keras.layers.BatchNormalization) and l.weights]
     assert unfrozen == expected and len(expected) == 9
@@ -93,7 +95,7 @@ def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():
 
 def test_unfreeze_trains_batchnorm_only_among_the_last_layers_when_asked():
     transfer = build_resnet50(32, "none")
-    unfrozen = unfreeze(transfer, 30, 1e-5, train_batchnorm=True)
+    unfrozen = unfreeze(transfer, Stage2Recipe(30, 1e-5, batchnorm="train"))
     last = transfer.backbone.layers[-30:]
     assert unfrozen == [l.name for l in last if l.weights]
     batchnorms = [l for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
@@ -105,7 +107,7 @@ def test_unfreeze_trains_batchnorm_only_among_the_last_layers_when_asked():
 def test_a_training_step_moves_batchnorm_statistics_only_when_batchnorm_trains(train_batchnorm):
     keras.utils.set_random_seed(0)
     transfer = build_transfer("efficientnet_lite0", 32, "none")
-    unfreeze(transfer, 20, 1e-3, False, train_batchnorm=train_batchnorm)
+    unfreeze(transfer, Stage2Recipe(20, 1e-3, batchnorm="train" if train_batchnorm else "frozen"), False)
     batchnorms = [l for l in transfer.backbone.layers if isinstance(l, keras.layers.BatchNormalization)]
     before = [keras.ops.convert_to_numpy(l.moving_variance).copy() for l in batchnorms]
     images = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
@@ -129,17 +131,18 @@ def test_stochastic_depth_drops_whole_branches_only_while_a_trainable_layer_trai
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([branch, shortcut], training=True)), 4.0)
 
 
-def test_set_drop_path_rates_efficientnet_lite0_blocks_by_depth_and_refuses_other_backbones():
+def test_unfreeze_rates_efficientnet_lite0_blocks_by_depth_and_refuses_other_backbones():
     transfer = build_transfer("efficientnet_lite0", 32, "none")
-    assert set_drop_path(transfer, 0.2) == 9  # the blocks whose stride is 1 and filters unchanged
+    unfreeze(transfer, Stage2Recipe(140, 1e-3, drop_path=0.2))
     blocks = [l for l in transfer.backbone.layers if isinstance(l, StochasticDepth)]
+    assert len(blocks) == 9  # the blocks whose stride is 1 and filters unchanged
     assert [l.name for l in blocks][:2] == ["block2_add", "block4_add"]
     assert [round(l.rate * l.depth_fraction, 4) for l in blocks][:2] == [0.025, 0.05]  # 0.2 * 2/16, 0.2 * 4/16
     assert len(transfer.backbone.layers) == BACKBONES["efficientnet_lite0"].layers
     with pytest.raises(UserError, match="must lie in"):
-        set_drop_path(transfer, 1.0)
-    with pytest.raises(UserError, match="ResNet50 has no stochastic-depth blocks"):
-        unfreeze(build_resnet50(32, "none"), 30, 1e-5, drop_path=0.1)
+        unfreeze(transfer, Stage2Recipe(140, 1e-3, drop_path=1.0))
+    with pytest.raises(UserError, match="needs stochastic-depth blocks, which ResNet50 lacks"):
+        unfreeze(build_resnet50(32, "none"), Stage2Recipe(30, 1e-5, drop_path=0.1))
 
 
 def test_stochastic_depth_makes_training_passes_random_and_inference_exact():
@@ -147,16 +150,17 @@ def test_stochastic_depth_makes_training_passes_random_and_inference_exact():
     transfer = build_transfer("efficientnet_lite0", 32, "none")
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     inference = keras.ops.convert_to_numpy(transfer.features(images, training=False))
-    unfreeze(transfer, 140, 1e-3, drop_path=0.5)
+    unfreeze(transfer, Stage2Recipe(140, 1e-3, drop_path=0.5))
     passes = [keras.ops.convert_to_numpy(transfer.features(images, training=True)) for _ in range(2)]
     assert np.abs(passes[0] - passes[1]).max() > 0.01 * np.abs(passes[0]).max() > 0  # random init: tiny features
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(transfer.features(images, training=False)), inference)
 
 
-@pytest.mark.parametrize("n", [0, BACKBONES["resnet50"].layers + 1])
-def test_unfreeze_refuses_bad_layer_counts(n):
-    with pytest.raises(UserError, match="must be between 1 and 175, the number of ResNet50 backbone layers"):
-        unfreeze(build_resnet50(32, "none"), n, 1e-5)
+@pytest.mark.parametrize("n, message", [(0, "finetune_layers=0 must be positive"),
+                                        (176, "larger than the 175 layers of the ResNet50 backbone")])
+def test_unfreeze_refuses_bad_layer_counts(n, message):
+    with pytest.raises(UserError, match=message):
+        unfreeze(build_resnet50(32, "none"), Stage2Recipe(n, 1e-5))
 
 
 def test_label_smoothing_is_cross_entropy_against_smoothed_targets():
@@ -181,7 +185,7 @@ def test_cached_head_equals_end_to_end_model():
     keras.utils.set_random_seed(1)
     transfer = build_resnet50(48, "none")
     x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    data = transfer_dataset(x, np.zeros(6), 48, 3, transfer.spec.preprocess)
+    data = transfer_dataset(x, np.zeros(6), 48, 3, transfer.preprocess)
     features = transfer.features.predict(data, verbose=0)
     via_cache = transfer.head.predict(features, verbose=0)
     end_to_end = transfer.model.predict(data, verbose=0)
@@ -210,16 +214,16 @@ def test_bad_weights_are_refused(tmp_path):
 
 
 def test_weights_a_backbone_plainly_cannot_get_are_refused_without_loading(monkeypatch, tmp_path):
-    from cifar10_transfer import backbones
+    from cifar10_transfer import weights
 
-    backbones.check_weights_available(BACKBONES["efficientnet_lite0"], "imagenet")  # installed with pip
-    backbones.check_weights_available(BACKBONES["resnet50"], "none")
+    weights.check_weights_available(BACKBONES["efficientnet_lite0"], "imagenet")  # installed with pip
+    weights.check_weights_available(BACKBONES["resnet50"], "none")
     with pytest.raises(UserError, match="does not exist"):
-        backbones.check_weights_available(BACKBONES["resnet50"], str(tmp_path / "missing.weights.h5"))
-    monkeypatch.setattr(backbones, "imagenet_status", lambda backbone: "unavailable offline")
+        weights.check_weights_available(BACKBONES["resnet50"], str(tmp_path / "missing.weights.h5"))
+    monkeypatch.setattr(weights, "imagenet_status", lambda backbone: "unavailable offline")
     with pytest.raises(UserError, match=r"ResNet50 .* could not be loaded \(not cached, storage.googleapis.com "
                                         r"unreachable\); put resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 in"):
-        backbones.check_weights_available(BACKBONES["resnet50"], "imagenet")
+        weights.check_weights_available(BACKBONES["resnet50"], "imagenet")
 
 
 def test_unreachable_imagenet_weights_name_the_cache_and_the_alternative(monkeypatch):
@@ -259,6 +263,6 @@ def test_random_init_differs_from_imagenet_for_the_pip_backbone():
 def test_no_module_outside_the_registry_tests_for_a_backbone_name():
     pattern = re.compile(r"""(==|!=|startswith\(|\bin\s*\(?)\s*["'](resnet50|efficientnet)""")
     offenders = [f"{path.name}:{number}" for path in SOURCE.glob("*.py")
-                 if path.name not in ("backbones.py", "study.py")
+                 if path.name not in ("registry.py", "backbones.py", "study.py")
                  for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []

@@ -4,7 +4,7 @@ import pytest
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.backbones import BACKBONES
+from cifar10_transfer.backbones import preprocess_for
 from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
                                         split_dataset, transfer_dataset)
 
@@ -50,7 +50,7 @@ def test_split_refuses_impossible_sizes():
         split_dataset(dataset, make_config("seed", ["train_size=40"]))
 
 
-RESNET = BACKBONES["resnet50"].preprocess
+RESNET = preprocess_for("resnet50")
 
 
 def _images(n=10, seed=0):
@@ -72,7 +72,7 @@ def test_transfer_pipeline_resizes_and_applies_the_backbones_preprocessing():
     assert images.shape == (3, 64, 64, 3)
     # caffe-style preprocessing: RGB -> BGR, minus the ImageNet channel means
     np.testing.assert_allclose(images.numpy()[0, 0, 0], [128 - 103.939, 128 - 116.779, 128 - 123.68], atol=1e-3)
-    lite, _ = next(iter(transfer_dataset(x, np.arange(3), 64, 3, BACKBONES["efficientnet_lite0"].preprocess)))
+    lite, _ = next(iter(transfer_dataset(x, np.arange(3), 64, 3, preprocess_for("efficientnet_lite0"))))
     np.testing.assert_allclose(lite.numpy()[0, 0, 0], [1 / 128] * 3, atol=1e-6)  # (x - 127) / 128
 
 

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from cifar10_transfer.backbones import BACKBONES, has_frozen_prefix
+from cifar10_transfer.cache import CachedRows, FeatureCache, ViewSchedule, cut_backbone
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset, synthetic_dataset
-from cifar10_transfer.experiment import Experiment
-from cifar10_transfer.features import FeatureCache
 from cifar10_transfer.models import build_transfer
 from cifar10_transfer.pipelines import transfer_dataset
-from cifar10_transfer.prefix import CachedRows, ViewSchedule, cut_backbone
+from cifar10_transfer.recipe import has_frozen_prefix
+from cifar10_transfer.registry import BACKBONES
+from cifar10_transfer.stages import Run, run_all
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
@@ -20,12 +20,12 @@ DATA = Dataset(IMAGES, np.arange(12) % 10, IMAGES[:4], np.arange(4), tuple("abcd
 @pytest.mark.parametrize("name", list(BACKBONES))
 def test_suffix_over_cached_prefix_equals_the_online_model(tmp_path, name):
     spec = BACKBONES[name]  # its default depth, or half its layers where the default unfreezes them all
-    depth = spec.finetune_layers if has_frozen_prefix(spec, spec.finetune_layers) else spec.layers // 2
+    depth = spec.stage2.layers if has_frozen_prefix(spec, spec.stage2.layers) else spec.layers // 2
     transfer = build_transfer(name, 32, "none")
     cut = cut_backbone(transfer, depth)
     entry = FeatureCache(tmp_path).fill(transfer, DATA, "train", np.arange(12), 32, 4, cut.tensors)
     cached = {tensor: FeatureCache.read(entry, tensor, np.arange(12)) for tensor in cut.tensors}
-    images = transfer_dataset(IMAGES, np.zeros(12), 32, 4, transfer.spec.preprocess)
+    images = transfer_dataset(IMAGES, np.zeros(12), 32, 4, transfer.preprocess)
     np.testing.assert_allclose(cut.suffix.predict(cached, verbose=0), transfer.model.predict(images, verbose=0),
                                rtol=1e-4, atol=1e-6)
     # the pooled features, scaled to their size (random-init activations can be tiny), say more
@@ -93,13 +93,13 @@ def _experiment(workdir, **overrides):
     config = make_config("smoke", {"image_size": 32, "train_size": 100, "test_size": 50, "batch_size": 25,
                                    "head_epochs": 1, "finetune_epochs": 3, "models": "efficientnet_lite0_finetuned",
                                    "finetune_layers": 20, "finetune_lr": 1e-3, "finetune_views": 2, **overrides})
-    return Experiment(config, synthetic_dataset(seed=3), "none", workdir, "smoke", save_models=False)
+    return Run(config, synthetic_dataset(seed=3), "none", workdir, "smoke", save_models=False)
 
 
 @pytest.mark.slow
 def test_stage_two_on_views_resumes_after_a_kill_as_if_never_stopped(tmp_path, monkeypatch):
-    straight = _experiment(tmp_path / "straight").run_all()["models"]["efficientnet_lite0_finetuned"]
-    assert straight["finetune_views"] == 2
+    straight = run_all(_experiment(tmp_path / "straight"))["models"]["efficientnet_lite0_finetuned"]
+    assert straight["stage2"]["views"] == 2
     log = (tmp_path / "straight" / "stages" / "efficientnet_lite0_finetuned" / "history.csv").read_text()
     assert [line.split(",")[-1] for line in log.split()[1:]] == ["0", "1", "0"]  # view per epoch
 
@@ -112,10 +112,10 @@ def test_stage_two_on_views_resumes_after_a_kill_as_if_never_stopped(tmp_path, m
 
     monkeypatch.setattr(ViewSchedule, "on_epoch_begin", killed_in_epoch_two)
     with pytest.raises(KeyboardInterrupt):
-        _experiment(tmp_path / "killed").run_all()
+        run_all(_experiment(tmp_path / "killed"))
     monkeypatch.setattr(ViewSchedule, "on_epoch_begin", original)
     resumed = _experiment(tmp_path / "killed")
-    results = resumed.run_all()["models"]["efficientnet_lite0_finetuned"]
-    assert resumed.feature_cache.computed == 0  # the views and the val/test prefix came from the cache
+    results = run_all(resumed)["models"]["efficientnet_lite0_finetuned"]
+    assert resumed.cache.computed == 0  # the views and the val/test prefix came from the cache
     assert results["history"]["val_loss"] == pytest.approx(straight["history"]["val_loss"], rel=1e-5)
     assert results["test_accuracy"] == straight["test_accuracy"]

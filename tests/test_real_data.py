@@ -81,7 +81,8 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
 def test_lite0_fine_tunes_its_whole_backbone_online_by_default(smoke_run):
     models = json.loads((smoke_run / "results" / "results.json").read_text())["models"]
     finetuned = models["efficientnet_lite0_finetuned"]
-    assert (finetuned["finetune_layers"], finetuned["finetune_views"], finetuned["finetune_lr"]) == (140, 0, 3e-4)
+    assert (finetuned["stage2"]["layers"], finetuned["stage2"]["views"], finetuned["stage2"]["learning_rate"]) == (
+        140, 0, 3e-4)
     assert finetuned["trainable_params"] > 3_000_000  # every convolution of the backbone, not just the head
     # nothing is frozen after the input, so no prefix was cached: pooled features only, never the images
     assert {path.name for path in smoke_run.glob(".runs/**/*.npy")} == {"pooled.npy", "pooled.done.npy"}
@@ -134,7 +135,7 @@ def test_converted_efficientnet_lite0_sees_imagenet_dogs_in_cifar_dogs(real_data
     import tensorflow as tf
 
     from cifar10_transfer import efficientnet_lite as lite
-    from cifar10_transfer.backbones import keras_models_dir
+    from cifar10_transfer.weights import keras_models_dir, lite0_checkpoint_path
 
     dogs = sorted((real_data_dir / "test" / "dog").iterdir())[:100]  # binomial sd 5 points: 0.5 vs 0.3 stays clear
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in dogs]).astype(np.float32)
@@ -143,7 +144,7 @@ def test_converted_efficientnet_lite0_sees_imagenet_dogs_in_cifar_dogs(real_data
     for name, pretrained in (("imagenet", True), ("random", False)):
         model = lite.build(224, include_top=True)
         if pretrained:
-            model.load_weights(lite.converted_weights(lite.checkpoint_path(), keras_models_dir()))
+            model.load_weights(lite.converted_weights(lite0_checkpoint_path(), keras_models_dir()))
         top = model.predict(inputs, batch_size=50, verbose=0).argmax(axis=1)
         shares[name] = float(np.isin(top, IMAGENET_DOGS).mean())
     assert shares["imagenet"] >= 0.5, shares

@@ -13,13 +13,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cifar10_transfer.backbones import BACKBONES
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
-from cifar10_transfer.errors import UserError
-from cifar10_transfer.experiment import Experiment
 from cifar10_transfer.models import build_cnn, compile_classifier
 from cifar10_transfer.pipelines import cnn_dataset
+from cifar10_transfer.recipe import Stage2Recipe
+from cifar10_transfer.registry import BACKBONES
+from cifar10_transfer.stages import Run, run_all
 from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
                                        resolve_jit, resolve_precision, stage2_schedule)
 
@@ -59,7 +59,7 @@ def test_mixed_policy_keeps_softmax_float32_and_is_restored():
 
 def test_bfloat16_path_trains(tmp_path):
     config = make_config("smoke", ["models=cnn", "train_size=200", "test_size=100", "precision=mixed_bfloat16"])
-    entry = Experiment(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke").run_all()["models"]["cnn"]
+    entry = run_all(Run(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke"))["models"]["cnn"]
     assert entry["precision"] == "mixed_bfloat16"
     assert np.isfinite(entry["test_loss"]) and np.isfinite(entry["history"]["loss"]).all()
 
@@ -135,24 +135,21 @@ def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):
     model = build_cnn()
     compile_classifier(model, 2e-3, False)
     result = fit_stage(model, cnn_dataset(data.x_train, data.y_train, 32), cnn_dataset(data.x_test, data.y_test, 32),
-                       4, tmp_path / "stage", len(data.y_train), callbacks=(stage2_schedule("cosine", 2e-3, 4),),
+                       4, tmp_path / "stage", len(data.y_train), callbacks=(stage2_schedule(Stage2Recipe(1, 2e-3, "cosine"), 4),),
                        verbose=0)
     expected = [2e-3 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(4)]  # 2e-3 ... 2.9e-4
     assert result.history["learning_rate"] == pytest.approx(expected, rel=1e-6)
 
 
-def test_plateau_schedule_is_the_studys_and_unknown_ones_are_refused():
-    plateau = stage2_schedule("plateau", 1e-5, 10)
+def test_plateau_schedule_is_the_studys():
+    plateau = stage2_schedule(Stage2Recipe(1, 1e-5, "plateau"), 10)
     assert isinstance(plateau, keras.callbacks.ReduceLROnPlateau)
     assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.5, 2)
-    with pytest.raises(UserError, match="unknown stage 2 schedule 'step'"):
-        stage2_schedule("step", 1e-5, 10)
 
 
 def _cnn_results(tmp_path, name):
     config = make_config("smoke", ["models=cnn", "cnn_epochs=2", "train_size=1000"])
-    experiment = Experiment(config, synthetic_dataset(seed=3), "none", tmp_path / name, "smoke")
-    return experiment.run_all()["models"]["cnn"]
+    return run_all(Run(config, synthetic_dataset(seed=3), "none", tmp_path / name, "smoke"))["models"]["cnn"]
 
 
 def test_same_seed_gives_identical_runs(tmp_path):

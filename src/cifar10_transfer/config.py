@@ -13,17 +13,15 @@ import types
 import typing
 from dataclasses import dataclass
 
-from .backbones import BACKBONES, BATCHNORM_MODES, SCHEDULES, has_frozen_prefix, parse_stage, stage_names
 from .errors import UserError
+from .recipe import CONFIG_KEYS, Stage2Recipe, resolve, validate
+from .registry import BACKBONES, get_backbone, parse_stage, stage_names
 
 MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-# stage 2 settings that the backbone's registry entry supplies where the config leaves them None
-STAGE2_KEYS = ("finetune_layers", "finetune_lr", "finetune_views", "finetune_schedule", "finetune_label_smoothing",
-               "finetune_batchnorm", "finetune_drop_path")
 
 
 @dataclass(frozen=True)
@@ -105,11 +103,10 @@ class RunConfig:
         found = (parse_stage(name)[0] for name in self.model_list)
         return list(dict.fromkeys(b.name for b in found if b is not None))
 
-    def stage2(self, spec) -> dict:
-        """Stage 2's settings for backbone `spec` (a registry entry): each of `STAGE2_KEYS` as
-        this config sets it, or the backbone's default where the config leaves it None."""
-        return {key: getattr(spec, key) if getattr(self, key) is None else getattr(self, key)
-                for key in STAGE2_KEYS}
+    def recipe(self, backbone: str) -> Stage2Recipe:
+        """Stage 2's recipe for `backbone` (a registry name): its registry default, with each
+        `finetune_*` key that this config sets (not None) in its place."""
+        return resolve(get_backbone(backbone).stage2, {key: getattr(self, key) for key in CONFIG_KEYS.values()})
 
     def to_dict(self) -> dict:
         """The configuration as plain JSON-ready values."""
@@ -137,12 +134,10 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {field.name}={value!r} has the wrong type; "
                             f"expected {_type_name(_field_types()[field.name])}.")
     positive = ["train_size", "image_size", "batch_size", "cnn_epochs", "head_epochs", "finetune_epochs",
-                "head_lr", "test_size", "finetune_layers", "finetune_lr"]
+                "head_lr", "test_size"]
     for name in positive:
         if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"config {name}={getattr(config, name)} must be positive.")
-    if config.finetune_views is not None and config.finetune_views < 0:
-        raise UserError(f"config finetune_views={config.finetune_views} must be 0 (online) or more.")
     if not 0 < config.val_fraction < 1:
         raise UserError(f"config val_fraction={config.val_fraction} must lie strictly between 0 and 1.")
     if config.image_size < 32:
@@ -150,15 +145,7 @@ def _validate(config: RunConfig) -> None:
     if config.jit_compile == "on" and config.deterministic:
         raise UserError("config jit_compile=on needs deterministic=false: Keras turns XLA off under "
                         "TensorFlow op determinism.")
-    if config.finetune_label_smoothing is not None and not 0 <= config.finetune_label_smoothing < 1:
-        raise UserError(f"config finetune_label_smoothing={config.finetune_label_smoothing} must lie in [0, 1).")
-    if config.finetune_drop_path is not None and not 0 <= config.finetune_drop_path < 1:
-        raise UserError(f"config finetune_drop_path={config.finetune_drop_path} must lie in [0, 1).")
     _check_choice("head_mode", config.head_mode, HEAD_MODES)
-    if config.finetune_schedule is not None:
-        _check_choice("finetune_schedule", config.finetune_schedule, SCHEDULES)
-    if config.finetune_batchnorm is not None:
-        _check_choice("finetune_batchnorm", config.finetune_batchnorm, BATCHNORM_MODES)
     _check_choice("precision", config.precision, PRECISIONS)
     _check_choice("jit_compile", config.jit_compile, SWITCHES)
     _check_choice("strategy", config.strategy, STRATEGIES)
@@ -177,19 +164,8 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
-    for spec in map(BACKBONES.get, config.backbones):
-        settings = config.stage2(spec)
-        depth, views, drop_path = (settings[key] for key in ("finetune_layers", "finetune_views", "finetune_drop_path"))
-        if depth > spec.layers:
-            raise UserError(f"config finetune_layers={depth} is larger than the "
-                            f"{spec.layers} layers of the {spec.label} backbone.")
-        if views and not has_frozen_prefix(spec, depth) and f"{spec.name}_finetuned" in names:
-            raise UserError(f"config finetune_views={views} caches the frozen prefix of {spec.label}, but "
-                            f"finetune_layers={depth} unfreezes all of it; set finetune_views=0.")
-        if drop_path and not spec.stochastic_depth and f"{spec.name}_finetuned" in names:
-            raise UserError(f"config finetune_drop_path={drop_path} needs stochastic-depth blocks, which "
-                            f"{spec.label} lacks; set finetune_drop_path=0 or fine-tune "
-                            f"{', '.join(b.name for b in BACKBONES.values() if b.stochastic_depth)}.")
+    for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
+        validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names)
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

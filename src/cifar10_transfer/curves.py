@@ -1,6 +1,6 @@
 """Learning curves, seed spread and input resolution: how much labelled data transfer learning saves.
 
-Every point is an ordinary `Experiment` (the same stage code as `train`), run at another
+Every point is an ordinary `stages.Run` (the same stage code as `train`), run at another
 training-set size, seed or image size. All of them share one `FeatureCache`, so each image
 passes the backbone once per image size, whatever the number of sizes and seeds; fine-tuning
 is not part of the curves (it runs only at the study's size, in notebook 02).
@@ -14,21 +14,20 @@ import textwrap
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
+from .cache import FeatureCache
 from .config import RunConfig
 from .data import Dataset
 from .plots import PALETTE, save_figure, styled
 from .provenance import code_fingerprint, collect_provenance, weights_identity, weights_label
 from .publish import write_atomic
+from .stages import Run, run_stage
 from .study import label
 
-if TYPE_CHECKING:  # the training modules load on use: `report` reads curves without TensorFlow
-    from .features import FeatureCache
 
 CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run reuses the features
 STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
@@ -48,20 +47,18 @@ def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
                           cache: FeatureCache) -> list[dict]:
     """The CNN and the `curve_backbone` head at every size of `curve_sizes`, `curve_seeds` seeds each."""
-    from .experiment import Experiment
-
     head = f"{config.curve_backbone}_head"
     points = []
     for size in config.curve_size_list:
         for seed in range(config.seed, config.seed + config.curve_seeds):
             run_config = config.replace(train_size=size, seed=seed, models=f"cnn,{head}")
-            experiment = Experiment(run_config, dataset, weights, Path(workdir) / f"n{size}-seed{seed}",
-                                    feature_cache=cache, save_models=False)
+            run = Run(run_config, dataset, weights, Path(workdir) / f"n{size}-seed{seed}", cache=cache,
+                      save_models=False)
             for stage in ("cnn", head):
-                run = experiment.run_stage(stage)
+                trained = run_stage(run, stage)
                 points.append({"model": stage, "train_size": size, "seed": seed,
-                               "test_accuracy": run.metrics["test_accuracy"], "seconds": run.stage.seconds,
-                               "reused": run.stage.reused})
+                               "test_accuracy": trained.metrics["test_accuracy"], "seconds": trained.stage.seconds,
+                               "reused": trained.stage.reused})
     return points
 
 
@@ -69,17 +66,16 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
                       cache: FeatureCache) -> list[dict]:
     """The `curve_backbone` head at the study's size and seed for each of `resolution_sizes`:
     test accuracy and how fast the backbone turned images into features at that size."""
-    from .experiment import Experiment
-
     head = f"{config.curve_backbone}_head"
     points = []
     for size in config.resolution_size_list:
-        experiment = Experiment(config.replace(image_size=size, models=head), dataset, weights,
-                                Path(workdir) / f"size{size}", feature_cache=cache, save_models=False)
-        run = experiment.run_stage(head)
-        speed = cache.speed(experiment.transfer(config.curve_backbone), dataset, "train", size)
-        images = sum(experiment.splits.sizes().values())
-        points.append({"image_size": size, "test_accuracy": run.metrics["test_accuracy"], "reused": run.stage.reused,
+        run = Run(config.replace(image_size=size, models=head), dataset, weights, Path(workdir) / f"size{size}",
+                  cache=cache, save_models=False)
+        trained = run_stage(run, head)
+        speed = cache.speed(run.transfers[config.curve_backbone], dataset, "train", size)
+        images = sum(run.splits.sizes().values())
+        points.append({"image_size": size, "test_accuracy": trained.metrics["test_accuracy"],
+                       "reused": trained.stage.reused,
                        "features_per_second": speed["images_per_second"],
                        "feature_seconds": images / speed["images_per_second"], "images": images})
     return points
@@ -88,8 +84,6 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
 def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_dir: str | Path,
                         profile: str) -> dict:
     """Both studies, as the content of results/learning_curves.json (written to out_dir/results)."""
-    from .features import FeatureCache
-
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()

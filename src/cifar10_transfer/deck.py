@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from .backbones import depth_words, has_frozen_prefix, parse_stage, recorded_stage2_recipe, stage2_clauses
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
+from .recipe import Stage2Recipe, describe
+from .registry import parse_stage
 from .report import (best_model, findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label,
                      table_rows, views_description, weights_description)
 from .study import STUDY_STAGES, label, stage, table_stages
@@ -85,30 +86,9 @@ def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
         y -= 0.5 * fs / 72 / SLIDE_H
 
 
-def _schedule_words(model: dict) -> str:
-    """How stage 2's learning rate moved, its label smoothing, BatchNorm and stochastic depth,
-    from the run's details."""
-    words = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
-    recipe = recorded_stage2_recipe(model)
-    return words[recipe["finetune_schedule"]] + stage2_clauses(recipe)
-
-
-def _stage2_way(views: int | None, prefix: bool) -> str:
-    """How stage 2 saw its images (results.json `finetune_views`; None in results made before it
-    existed); `prefix`: whether its depth left a frozen prefix to cache."""
-    if views is None or not prefix:
-        return "online: the whole backbone every step"
-    if views == 0:
-        return "online; validation and test through the cached frozen prefix"
-    return f"frozen prefix cached, {views} augmented cop{'y' if views == 1 else 'ies'} per image"
-
-
 def _stage2_recipe(name: str, entry: dict) -> str:
     """One fine-tuned stage's recipe in words, from its results entry."""
-    spec, layers = parse_stage(name)[0], entry["finetune_layers"]
-    return (f"{label(name).rsplit(' ', 1)[0]}: {depth_words(spec, layers)} at learning rate "
-            f"{entry['finetune_lr']:g}{_schedule_words(entry)}; "
-            f"{_stage2_way(entry.get('finetune_views'), has_frozen_prefix(spec, layers))}")
+    return f"{label(name).rsplit(' ', 1)[0]}: {describe(Stage2Recipe.from_entry(entry), parse_stage(name)[0])}"
 
 
 def _bullets(fig: Figure, items: list, box=BODY, size: int = 20) -> None:
@@ -242,7 +222,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
         mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
         how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
                else "images pass the frozen backbone every epoch (the study's way)")
-        recipes = [_stage2_recipe(n, m) for n, m in models.items() if "finetune_layers" in m]
+        recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
         for box, heading, kind, items in (
                 ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
                  [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",

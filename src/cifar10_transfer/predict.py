@@ -15,12 +15,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
+from .backbones import preprocess_for
+from .custom_layers import StochasticDepth
 from .data import IMAGE_SUFFIXES, read_image
 from .errors import UserError
+from .evaluation import view_probabilities
+from .pipelines import cnn_dataset, transfer_dataset
+from .publish import MODELS_DIR, atomic_write, write_atomic
 
-MODELS_DIR = "models"  # under the run directory, published to OUT/models (not committed: large)
 TOP_K = 3
 
 
@@ -28,8 +33,6 @@ def save_for_prediction(model, models_dir: Path, stage: str, class_names, image_
                         backbone: str | None, test_time_flip: bool = False) -> Path:
     """Save `model` as `<stage>.keras` with its card `<stage>.json` in `models_dir`;
     `test_time_flip` says that predictions average each image with its mirror image."""
-    from .publish import atomic_write, write_atomic
-
     models_dir = Path(models_dir)
     path = atomic_write(models_dir / f"{stage}.keras", model.save)
     card = {"stage": stage, "class_names": list(class_names), "image_size": image_size, "backbone": backbone,
@@ -69,10 +72,6 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 
 def load_stage(out: str | Path, stage: str | None = None):
     """(keras model, card) of `stage` in the run published under `out`; None: the run's best model."""
-    import keras
-
-    from .models import StochasticDepth
-
     out = Path(out)
     results = out / "results" / "results.json"
     if not results.is_file():
@@ -91,23 +90,19 @@ def load_stage(out: str | Path, stage: str | None = None):
 
 
 def _pipeline(images: np.ndarray, card: dict, mirrored: bool = False, batch_size: int = 32):
-    from .backbones import get_backbone
-    from .pipelines import cnn_dataset, transfer_dataset
-
     labels = np.zeros(len(images), dtype=np.int64)
     if card["backbone"] is None:
         return cnn_dataset(images, labels, batch_size, flip=mirrored)
-    spec = get_backbone(card["backbone"])
-    return transfer_dataset(images, labels, card["image_size"], batch_size, spec.preprocess, flip=mirrored)
+    return transfer_dataset(images, labels, card["image_size"], batch_size, preprocess_for(card["backbone"]),
+                            flip=mirrored)
 
 
 def class_probabilities(model, images: np.ndarray, card: dict) -> np.ndarray:
     """`model`'s class probabilities of 32x32 uint8 `images`, as its run evaluated test images:
     with the card's `test_time_flip`, the mean of each image's and its mirror image's."""
-    probabilities = model.predict(_pipeline(images, card), verbose=0)
-    if card.get("test_time_flip"):  # cards saved before the setting existed lack it: single view
-        probabilities = (probabilities + model.predict(_pipeline(images, card, mirrored=True), verbose=0)) / 2
-    return probabilities
+    # cards saved before the setting existed lack it: single view
+    return view_probabilities(lambda mirrored: model.predict(_pipeline(images, card, mirrored), verbose=0),
+                              bool(card.get("test_time_flip")))[0]
 
 
 def predict_images(out: str | Path, paths: list[str | Path], stage: str | None = None) -> tuple[str, list[Prediction]]:

@@ -20,6 +20,7 @@ from .errors import UserError
 RUNS_DIR = ".runs"
 RUN_FILE = "run.json"  # the arguments of a run, so that --resume can check it continues the same run
 COMPLETE_FILE = "complete"
+MODELS_DIR = "models"  # each trained stage for `predict`, published to OUT/models (not committed: large)
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 
-from .backbones import get_backbone
+from .registry import get_backbone
 from .errors import UserError
 from .plots import format_accuracy
 from .publish import atomic_write

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .backbones import BACKBONES, parse_stage
+from .registry import BACKBONES, parse_stage
 
 # Test accuracies (fractions) the original study reported; other stages have none.
 STUDY_ACCURACY = {"cnn": 0.605, "resnet50_head": 0.887, "resnet50_finetuned": 0.910}

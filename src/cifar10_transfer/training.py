@@ -23,24 +23,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .backbones import SCHEDULES, Backbone
 from .errors import UserError
+from .provenance import cpu_isa
 from .publish import write_atomic
+from .recipe import Stage2Recipe
+from .registry import Backbone
 
 STAGE_FILE = "stage.json"
 FINAL_WEIGHTS = "final.weights.h5"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU feature flags the kernel reports (empty where /proc/cpuinfo does not exist)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def gpu_compute_capabilities() -> list[tuple[int, int]]:
@@ -68,7 +58,7 @@ def resolve_precision(setting: str, backbone: Backbone | None, gpus: list[tuple[
     if backbone is None:
         return "float32"
     gpus = gpu_compute_capabilities() if gpus is None else gpus
-    flags = cpu_flags() if flags is None else flags
+    flags = set(cpu_isa()) if flags is None else flags
     if gpus:
         return "mixed_float16" if all(cap >= (7, 0) for cap in gpus) else "float32"
     if backbone.cpu_bfloat16 and flags & {"avx512_bf16", "amx_bf16"}:
@@ -173,17 +163,15 @@ class _EpochLog(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
-def stage2_schedule(schedule: str, learning_rate: float, epochs: int) -> keras.callbacks.Callback:
+def stage2_schedule(recipe: Stage2Recipe, epochs: int) -> keras.callbacks.Callback:
     """The stage 2 learning-rate callback: "plateau" halves the rate after 2 epochs without a
     lower val_loss (the study's ReduceLROnPlateau); "cosine" sets epoch e (from 0) to
     learning_rate * (1 + cos(pi * e / epochs)) / 2, from the full rate down to near 0 at the
     last epoch, a function of the epoch alone so a resumed stage continues the same curve."""
-    if schedule == "plateau":
+    if recipe.schedule == "plateau":
         return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
-    if schedule == "cosine":
-        return keras.callbacks.LearningRateScheduler(
-            lambda epoch, _: learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
-    raise UserError(f"unknown stage 2 schedule {schedule!r}; choose from {', '.join(SCHEDULES)}.")
+    return keras.callbacks.LearningRateScheduler(
+        lambda epoch, _: recipe.learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
 
 
 def read_history(path: Path) -> dict[str, list[float]]:

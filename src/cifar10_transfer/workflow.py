@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .backbones import check_weights_available, check_weights_file, get_backbone
 from .config import make_config
 from .data import load_dataset
 from .errors import UserError
-from .predict import MODELS_DIR
-from .publish import RunLock, publish, start_run, write_atomic
+from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
+from .registry import get_backbone
+from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb")
@@ -71,17 +71,17 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
     out = Path(out)
     config = make_config(profile, overrides)  # bad settings fail here, before TensorFlow is imported
     with RunLock(out):
-        from .experiment import Experiment
+        from .stages import Run, run_all
         from .training import make_strategy
 
         strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         dataset = load_dataset(source, arguments["data_dir"], config.seed)
         run_dir = start_run(out, arguments, resume)
-        experiment = Experiment(config, dataset, weights, run_dir, profile, strategy)
-        experiment.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
+        run = Run(config, dataset, weights, run_dir, profile, strategy)
+        run.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
         check_run_weights(config, weights)
-        experiment.save_results(experiment.run_all())
+        run_all(run)
         publish(run_dir, out, ["results/results.json", "results/histories", MODELS_DIR])
     return out / "results" / "results.json"
 

@@ -1,33 +1,48 @@
-"""Backbone outputs computed once per image and kept on disk: pooled features and cut tensors.
+"""Backbone outputs computed once per image and kept on disk, and stage 2 over the cached frozen prefix.
 
 One cache entry covers every image of one data split (the training or the test set) under
 one backbone, its weights, its input pipeline (size, preprocessing, view) and its compute
 precision. Inside it, each backbone tensor that a caller asked for has its own file of
 rows: `pooled` (the pooled features of stage 1 and the learning curves) or a tensor that
-crosses a cut between frozen and trainable layers (stage 2 on the cached prefix, named
-after the layer that produces it, so a cut point is a set of files). The entry's key is a
-hash of everything it depends on, measured rather than named: the backbone's weight
-values, and the view pipeline's output on a fixed probe image. A change of weights,
-preprocessing, augmentation or image size therefore lands in a new entry and can never
-reuse stale rows. Rows are filled on demand, chunk by chunk: a run that uses 10,000 of
-the 50,000 training images computes only those, and a killed run keeps its finished chunks.
+crosses a cut between frozen and trainable layers (named after the layer that produces it,
+so a cut point is a set of files). The entry's key is a hash of everything it depends on,
+measured rather than named: the backbone's weight values, and the view pipeline's output on
+a fixed probe image. A change of weights, preprocessing, augmentation or image size
+therefore lands in a new entry and can never reuse stale rows. Rows are filled on demand,
+chunk by chunk: a run that uses 10,000 of the 50,000 training images computes only those,
+and a killed run keeps its finished chunks.
+
+Stage 2 on the cached prefix: with BatchNorm frozen, the backbone layers before the first
+unfrozen one are a fixed function of the input image. `cut_backbone` splits the backbone
+there: the tensors that cross the cut (two where a residual block is cut: the block's input
+and its branch) are cached; the suffix (the unfrozen layers, the pooling and the head) is a
+model over those tensors that shares its layers, and therefore its weights, with the online
+model. Validation and test images are never augmented, so one pass serves every epoch;
+training images get `views` seeded augmented copies, and epoch e reads copy e mod K. Online
+stage 2 (K = 0) still validates and tests through the suffix over the cached prefix, unless
+the whole backbone is unfrozen: then there is no prefix, and the whole model runs on images.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import ml_dtypes
 import numpy as np
+import tensorflow as tf
 
 from .data import Dataset
-from .pipelines import view_dataset
+from .pipelines import prefetched, view_dataset
 from .publish import atomic_write, write_atomic
+from .recipe import has_frozen_prefix
+from .training import ProgressLines
 
 _PROBE = np.arange(2 * 32 * 32 * 3, dtype=np.uint32).reshape(2, 32, 32, 3).astype(np.uint8)  # fixed test image
 CHUNK = 512  # images per computation and write: bounds memory (ResNet50's cut: ~0.45 MB per image in bfloat16)
@@ -64,7 +79,7 @@ class FeatureCache:
         if id(dataset) not in self._fingerprints:
             self._fingerprints[id(dataset)] = dataset.fingerprint()
         weights = _digest(*(np.ascontiguousarray(w.numpy()).tobytes() for w in transfer.backbone.weights))
-        probe = next(iter(view_dataset(_PROBE, np.arange(2), image_size, 2, transfer.spec.preprocess, view)))[0]
+        probe = next(iter(view_dataset(_PROBE, np.arange(2), image_size, 2, transfer.preprocess, view)))[0]
         return _digest(transfer.spec.name, weights, probe.numpy().tobytes(), image_size, view,
                        transfer.backbone.compute_dtype, self._fingerprints[id(dataset)], split)[:20]
 
@@ -72,8 +87,6 @@ class FeatureCache:
              batch_size: int, tensors: dict, view: str = "plain") -> Path:
         """Compute, in one backbone pass, the `tensors` (name: tensor of the backbone's graph) of the
         images at `indices` that are not cached yet; return the entry folder for `read`."""
-        from .training import ProgressLines
-
         images = dataset.x_train if split == "train" else dataset.x_test
         entry = self.root / self.key(transfer, dataset, split, image_size, view)
         entry.mkdir(parents=True, exist_ok=True)
@@ -93,7 +106,7 @@ class FeatureCache:
         for number, start in enumerate(range(0, len(missing), CHUNK)):
             rows = missing[start:start + CHUNK]
             values = extractor.predict(view_dataset(images[rows], rows, image_size, batch_size,
-                                                    transfer.spec.preprocess, view), verbose=0)
+                                                    transfer.preprocess, view), verbose=0)
             for name in tensors:
                 _write_rows(entry / f"{name}.npy", rows, np.asarray(values[name]))
                 done[name][rows] = True
@@ -181,3 +194,119 @@ def _write_rows(path: Path, rows: np.ndarray, values: np.ndarray) -> None:
 def _as_stored(array: np.ndarray) -> np.ndarray:
     """`array` viewed in the dtype it was stored from: 2-byte records are bfloat16."""
     return array.view(ml_dtypes.bfloat16) if array.dtype.kind == "V" else array
+
+
+@dataclass(frozen=True, eq=False)
+class BackboneCut:
+    """A backbone cut before its last `n_layers` layers.
+
+    `tensors` maps each tensor that crosses the cut to the name of the layer producing it
+    (names in the backbone's graph, so the cache can compute them); `suffix` maps those
+    tensors (a dict of inputs with the same names) to class probabilities.
+    """
+
+    n_layers: int
+    first_trainable: str  # name of the first backbone layer after the cut
+    tensors: dict
+    suffix: keras.Model
+
+
+def cut_backbone(transfer, n_layers: int) -> BackboneCut | None:
+    """Cut `transfer`'s backbone before its last `n_layers` layers (as `unfreeze` counts them).
+
+    The suffix computes exactly what the online model computes from those tensors on: the
+    same layer objects, called with `training=False` inside the backbone as online. None
+    when every layer after the input is unfrozen: the prefix would be the images themselves,
+    and caching them (224x224x3 float32: 0.6 MB per image) saves no computation.
+    """
+    if not has_frozen_prefix(transfer.spec, n_layers):
+        return None
+    layers = transfer.backbone.layers
+    cut = len(layers) - n_layers
+    if cut >= len(layers):
+        raise ValueError(f"n_layers={n_layers} unfreezes no layer of {len(layers)}")
+    produced = {id(layer.output): layer.name for layer in layers[:cut]}
+    tensors = {}
+    for layer in layers[cut:]:
+        for tensor in keras.tree.flatten(layer.input):
+            if id(tensor) in produced:
+                tensors.setdefault(produced[id(tensor)], tensor)
+    after_cut = keras.Model(list(tensors.values()), transfer.backbone.output, name=f"{transfer.spec.name}_after_cut")
+    inputs = {name: keras.Input(tensor.shape[1:], name=name) for name, tensor in tensors.items()}
+    pooled = transfer.model.get_layer("pool")(after_cut(list(inputs.values()), training=False))
+    suffix = keras.Model(inputs, transfer.head(pooled), name=f"{transfer.spec.name}_suffix")
+    return BackboneCut(n_layers, layers[cut].name, tensors, suffix)
+
+
+class CachedRows:
+    """Batches of cut tensors and labels read from cache entries, one entry per view.
+
+    Epoch e reads view e mod len(entries), in an order drawn from (seed, e) when `shuffle`:
+    both follow the epoch number, so a resumed stage reads what an uninterrupted one would.
+    Rows are read per batch from disk, so memory does not grow with the number of images.
+    """
+
+    def __init__(self, entries: list[Path], names: list[str], rows: np.ndarray, labels: np.ndarray,
+                 batch_size: int, shuffle: bool = False, seed: int = 0):
+        self.entries, self.names, self.rows, self.labels = entries, names, np.asarray(rows), np.asarray(labels)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.epoch = 0
+
+    @property
+    def view(self) -> int:
+        """The view that the current epoch reads."""
+        return self.epoch % len(self.entries)
+
+    def _batch(self, step) -> list[np.ndarray]:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(len(self.rows)) if self.shuffle
+                 else np.arange(len(self.rows)))
+        take = order[int(step) * self.batch_size:(int(step) + 1) * self.batch_size]
+        entry = self.entries[self.view]
+        tensors = [FeatureCache.read(entry, name, self.rows[take]).astype(np.float32) for name in self.names]
+        return [*tensors, self.labels[take].astype(np.int64)]
+
+    def dataset(self, shapes: dict) -> tf.data.Dataset:
+        """A tf.data pipeline of ({name: batch}, labels); `shapes` gives each tensor's per-image shape."""
+        def read(step):
+            values = tf.numpy_function(self._batch, [step], [tf.float32] * len(self.names) + [tf.int64])
+            for value, name in zip(values, self.names):
+                value.set_shape((None, *shapes[name]))
+            values[-1].set_shape((None,))
+            return dict(zip(self.names, values[:-1])), values[-1]
+
+        steps = math.ceil(len(self.rows) / self.batch_size)
+        return prefetched(tf.data.Dataset.range(steps).map(read))
+
+
+class ViewSchedule(keras.callbacks.Callback):
+    """Tells `CachedRows` which epoch starts, and logs the view each epoch read (history.csv)."""
+
+    def __init__(self, rows: CachedRows):
+        super().__init__()
+        self.rows = rows
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.rows.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["view"] = self.rows.view
+
+
+class SuffixValidation(keras.callbacks.Callback):
+    """Validation of online stage 2 through the suffix over cached prefix tensors.
+
+    The suffix shares its layers with the online model, so it scores the same weights with
+    the same function, without a backbone pass over the validation images each epoch. It
+    writes `val_loss` and `val_accuracy` as Keras would (so `ReduceLROnPlateau`, listed
+    after it, sees them) and adds its seconds to the epoch's.
+    """
+
+    def __init__(self, suffix: keras.Model, data):
+        super().__init__()
+        self.suffix, self.data = suffix, data
+
+    def on_epoch_end(self, epoch, logs=None):
+        started = time.perf_counter()
+        scores = self.suffix.evaluate(self.data, verbose=0, return_dict=True)
+        logs.update({f"val_{key}": value for key, value in scores.items()})
+        logs["epoch_seconds"] = logs.get("epoch_seconds", 0.0) + time.perf_counter() - started

@@ -1,4 +1,4 @@
-"""The experiment's stages on tiny inputs: cached flips, end-to-end head, fine-tuning, reuse of finished stages."""
+"""The stages of a run on tiny inputs: cached flips, end-to-end head, fine-tuning, reuse of finished stages."""
 
 import subprocess
 import sys
@@ -8,33 +8,39 @@ import pytest
 
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
-from cifar10_transfer.experiment import Experiment
+from cifar10_transfer.pipelines import transfer_dataset
+from cifar10_transfer.stages import Run, results, run_all, run_stage
 
 TINY = ["image_size=32", "train_size=100", "test_size=50", "batch_size=25", "head_epochs=1", "finetune_epochs=1",
         "models=resnet50_finetuned"]
 
 
-def _experiment(tmp_path, *overrides):
+def _run(tmp_path, *overrides):
     config = make_config("smoke", [*TINY, *overrides])
-    return Experiment(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke")
+    return Run(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke")
+
+
+def _images(transfer, x, y, mirrored):
+    """The test images as the run's transfer stages read them (32 px, batches of 25)."""
+    return transfer_dataset(x, y, 32, 25, transfer.preprocess, flip=mirrored)
 
 
 @pytest.mark.slow
 def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_path):
-    experiment = _experiment(tmp_path, "cache_flips=true")
-    results = experiment.run_all()
-    head, finetuned = results["models"]["resnet50_head"], results["models"]["resnet50_finetuned"]
-    transfer, cache, s = experiment._transfers["resnet50"], experiment.feature_cache, experiment.splits
+    run = _run(tmp_path, "cache_flips=true")
+    found = run_all(run)
+    head, finetuned = found["models"]["resnet50_head"], found["models"]["resnet50_finetuned"]
+    transfer, cache, s = run.transfers["resnet50"], run.cache, run.splits
     # stage 1: train, val, test and flipped train images; stage 2: two augmented views of the train images
     assert cache.computed == 80 + 20 + 50 + 80 + 2 * 80
     # fine-tuning changed the backbone's weights, so its features are a new entry, computed afresh
-    flipped = cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25, view="flip")
+    flipped = cache.pooled(transfer, run.dataset, "train", s.train_index, 32, 25, view="flip")
     assert flipped.shape == (80, 2048) and cache.computed == 80 + 20 + 50 + 80 + 2 * 80 + 80
-    assert not np.allclose(flipped, cache.pooled(transfer, experiment.dataset, "train", s.train_index, 32, 25))
+    assert not np.allclose(flipped, cache.pooled(transfer, run.dataset, "train", s.train_index, 32, 25))
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
-    assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("plateau", 0.0)
-    assert (finetuned["finetune_batchnorm"], finetuned["finetune_drop_path"]) == ("frozen", 0.0)
+    assert finetuned["stage2"] == {"layers": 30, "learning_rate": 1e-5, "schedule": "plateau", "label_smoothing": 0.0,
+                                   "batchnorm": "frozen", "drop_path": 0.0, "views": 2}
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
 
 
@@ -58,40 +64,40 @@ def test_test_time_flip_averages_each_image_with_its_mirror_in_the_cnn_and_cache
     import keras
 
     from cifar10_transfer.pipelines import cnn_dataset
-    from cifar10_transfer.predict import MODELS_DIR
+    from cifar10_transfer.publish import MODELS_DIR
 
-    experiment = _experiment(tmp_path, "models=cnn,resnet50_finetuned", "test_time_flip=true")
-    s = experiment.splits
+    run = _run(tmp_path, "models=cnn,resnet50_finetuned", "test_time_flip=true")
+    s = run.splits
 
     def images(split, mirrored):
         x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
-        return experiment._images(experiment.transfer("resnet50").spec, x, y, flip=mirrored)
+        return _images(run.transfers["resnet50"], x, y, mirrored)
 
     def cnn_images(split, mirrored):
         x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
         return cnn_dataset(x[:, :, ::-1] if mirrored else x, y, 25)
 
-    cnn = experiment.run_stage("cnn")
+    cnn = run_stage(run, "cnn")
     _assert_flip_evaluation(cnn, s, keras.models.load_model(tmp_path / MODELS_DIR / "cnn.keras"), cnn_images)
-    head = experiment.run_stage("resnet50_head")  # on cached pooled features of both views
-    _assert_flip_evaluation(head, s, experiment.transfer("resnet50").model, images)
-    finetuned = experiment.run_stage("resnet50_finetuned")  # on cached cut tensors of both views
-    _assert_flip_evaluation(finetuned, s, experiment.transfer("resnet50").model, images)
-    assert experiment.results()["models"]["cnn"]["test_time_flip"] == experiment.runs["cnn"].details["test_time_flip"]
+    head = run_stage(run, "resnet50_head")  # on cached pooled features of both views
+    _assert_flip_evaluation(head, s, run.transfers["resnet50"].model, images)
+    finetuned = run_stage(run, "resnet50_finetuned")  # on cached cut tensors of both views
+    _assert_flip_evaluation(finetuned, s, run.transfers["resnet50"].model, images)
+    assert results(run)["models"]["cnn"]["test_time_flip"] == run.models["cnn"].details["test_time_flip"]
 
 
 @pytest.mark.slow
 def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
-    experiment = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true")
-    first = experiment.run_all()
-    again = _experiment(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true").run_all()
-    s, transfer = experiment.splits, experiment.transfer("resnet50")
+    run = _run(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true")
+    first = run_all(run)
+    again = run_all(_run(tmp_path, "head_mode=end_to_end", "models=resnet50_head", "test_time_flip=true"))
+    s, transfer = run.splits, run.transfers["resnet50"]
 
     def images(split, mirrored):  # the end-to-end head reads images, as online stage 2 does
         x, y = (s.x_val, s.y_val) if split == "val" else (s.x_test, s.y_test)
-        return experiment._images(transfer.spec, x, y, flip=mirrored)
+        return _images(transfer, x, y, mirrored)
 
-    _assert_flip_evaluation(experiment.runs["resnet50_head"], s, transfer.model, images)
+    _assert_flip_evaluation(run.models["resnet50_head"], s, transfer.model, images)
     assert again["models"]["resnet50_head"]["test_time_flip"] == first["models"]["resnet50_head"]["test_time_flip"]
     assert again["models"]["resnet50_head"]["seconds"] == first["models"]["resnet50_head"]["seconds"]
     assert again["models"]["resnet50_head"]["test_accuracy"] == first["models"]["resnet50_head"]["test_accuracy"]
@@ -105,55 +111,51 @@ def lite0_run(tmp_path_factory):
     """One EfficientNet-Lite0 run of both stages at its default online stage 2, BatchNorm trained
     and stochastic depth on, read by two tests."""
     workdir = tmp_path_factory.mktemp("lite0")
-    experiment = _experiment(workdir, "models=efficientnet_lite0_finetuned", "finetune_layers=20",
-                             "finetune_lr=0.001", "finetune_epochs=2", "finetune_batchnorm=train",
-                             "finetune_drop_path=0.2")
-    return workdir, experiment, experiment.run_all()
+    run = _run(workdir, "models=efficientnet_lite0_finetuned", "finetune_layers=20", "finetune_lr=0.001",
+               "finetune_epochs=2", "finetune_batchnorm=train", "finetune_drop_path=0.2")
+    return workdir, run, run_all(run)
 
 
 @pytest.mark.slow
 def test_a_second_backbone_runs_both_stages_under_its_own_names(lite0_run):
-    workdir, _, results = lite0_run
-    head, finetuned = results["models"]["efficientnet_lite0_head"], results["models"]["efficientnet_lite0_finetuned"]
-    assert set(results["models"]) == {"efficientnet_lite0_head", "efficientnet_lite0_finetuned"}
+    workdir, _, found = lite0_run
+    head, finetuned = found["models"]["efficientnet_lite0_head"], found["models"]["efficientnet_lite0_finetuned"]
+    assert set(found["models"]) == {"efficientnet_lite0_head", "efficientnet_lite0_finetuned"}
     assert head["trainable_params"] == 1280 * 256 + 256 + 2570
-    assert (finetuned["finetune_layers"], finetuned["finetune_lr"]) == (20, 0.001)
+    assert finetuned["stage2"] == {"layers": 20, "learning_rate": 0.001, "schedule": "cosine", "label_smoothing": 0.1,
+                                   "batchnorm": "train", "drop_path": 0.2, "views": 0}
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
     # the training and the test set's entries: its default stage 2 is online, no views cached
     assert len(list((workdir / "cache").iterdir())) == 2
-    assert finetuned["finetune_views"] == 0
-    assert (finetuned["finetune_schedule"], finetuned["finetune_label_smoothing"]) == ("cosine", 0.1)
-    assert (finetuned["finetune_batchnorm"], finetuned["finetune_drop_path"]) == ("train", 0.2)
     # the study's stages are listed as not run, with the reason
-    assert results["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
+    assert found["not_run"] == {"cnn": "not selected", "resnet50_head": "not selected",
                                   "resnet50_finetuned": "not selected"}
 
 
 @pytest.mark.slow
 def test_a_saved_lite0_stage_loads_in_a_fresh_process_and_predicts_as_trained(lite0_run):
     """A saved model holds StochasticDepth layers; a new process must know them to load it."""
-    workdir, experiment, _ = lite0_run
-    experiment.save_results()
+    workdir, run, _ = lite0_run
     images = workdir / "images.npy"
-    np.save(images, experiment.dataset.x_test[:4].astype("float32"))
+    np.save(images, run.dataset.x_test[:4].astype("float32"))
     code = ("import sys, numpy as np; from cifar10_transfer.predict import load_stage; "
             "model, _ = load_stage(sys.argv[1], 'efficientnet_lite0_finetuned'); "
             "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))")
     subprocess.run([sys.executable, "-c", code, str(workdir), str(images), str(workdir / "loaded.npy")], check=True)
-    model = experiment._transfers["efficientnet_lite0"].model
+    model = run.transfers["efficientnet_lite0"].model
     np.testing.assert_allclose(np.load(workdir / "loaded.npy"), model.predict(np.load(images), verbose=0), rtol=1e-5)
 
 
-def test_constructing_an_experiment_does_no_work(tmp_path):
-    experiment = _experiment(tmp_path / "lazy")
-    assert experiment._strategy is None and not experiment._seeded and "splits" not in vars(experiment)
+def test_making_a_run_record_does_no_work(tmp_path):
+    run = _run(tmp_path / "lazy")
+    assert not {"strategy", "splits", "jit_compile"} & set(vars(run)) and not run.models and not run.transfers
     assert not (tmp_path / "lazy").exists()
 
 
 def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
-    alone = _experiment(tmp_path / "alone", "models=efficientnet_lite0_head").run_all()["models"]
-    after_cnn = _experiment(tmp_path / "after", "models=cnn,efficientnet_lite0_head").run_all()["models"]
+    alone = run_all(_run(tmp_path / "alone", "models=efficientnet_lite0_head"))["models"]
+    after_cnn = run_all(_run(tmp_path / "after", "models=cnn,efficientnet_lite0_head"))["models"]
     head = "efficientnet_lite0_head"
     assert alone[head]["history"] == after_cnn[head]["history"]
     assert alone[head]["test_accuracy"] == after_cnn[head]["test_accuracy"]
@@ -161,14 +163,13 @@ def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
 
 @pytest.mark.slow
 def test_online_stage_two_validates_and_tests_through_the_cached_prefix(lite0_run):
-    _, experiment, results = lite0_run
-    finetuned = results["models"]["efficientnet_lite0_finetuned"]
-    assert experiment.feature_cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
-    transfer, s = experiment.transfer("efficientnet_lite0"), experiment.splits
-    direct = transfer.model.evaluate(experiment._images(transfer.spec, s.x_val, s.y_val), verbose=0,
-                                     return_dict=True)
+    _, run, found = lite0_run
+    finetuned = found["models"]["efficientnet_lite0_finetuned"]
+    assert run.cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
+    transfer, s = run.transfers["efficientnet_lite0"], run.splits
+    direct = transfer.model.evaluate(_images(transfer, s.x_val, s.y_val, False), verbose=0, return_dict=True)
     assert finetuned["history"]["val_loss"][-1] == pytest.approx(direct["loss"], rel=1e-4)
     assert finetuned["val_accuracy"] == pytest.approx(direct["accuracy"])
-    online_test = transfer.model.predict(experiment._images(transfer.spec, s.x_test, s.y_test), verbose=0)
+    online_test = transfer.model.predict(_images(transfer, s.x_test, s.y_test, False), verbose=0)
     assert finetuned["test_accuracy"] == pytest.approx(float((online_test.argmax(1) == s.y_test).mean()))
 

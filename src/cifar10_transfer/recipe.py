@@ -1,0 +1,106 @@
+"""The stage-2 (fine-tuning) recipe: one frozen value, resolved and validated once, described in words once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .errors import UserError
+
+SCHEDULES = ("plateau", "cosine")  # stage 2 learning-rate schedules (see training.stage2_schedule)
+BATCHNORM_MODES = ("frozen", "train")  # stage 2 BatchNorm: ImageNet statistics kept, or adapted (models.unfreeze)
+# The run config's override key of each field (`--set finetune_lr=3e-4`).
+CONFIG_KEYS = {"layers": "finetune_layers", "learning_rate": "finetune_lr", "schedule": "finetune_schedule",
+               "label_smoothing": "finetune_label_smoothing", "batchnorm": "finetune_batchnorm",
+               "drop_path": "finetune_drop_path", "views": "finetune_views"}
+
+
+@dataclass(frozen=True)
+class Stage2Recipe:
+    """How stage 2 trains a backbone: each backbone's registry entry holds its default."""
+
+    layers: int  # the backbone's last N layers are unfrozen; every layer counts, as the study counted
+    learning_rate: float  # Adam
+    schedule: str = "plateau"  # one of SCHEDULES
+    label_smoothing: float = 0.0  # share of each label spread evenly over the classes, [0, 1)
+    batchnorm: str = "frozen"  # one of BATCHNORM_MODES
+    drop_path: float = 0.0  # stochastic depth: block i of n is skipped with probability drop_path * i / n
+    views: int = 0  # K cached augmented copies of each image after the frozen prefix; 0: online
+
+    def to_dict(self) -> dict:
+        """The recipe as results.json records it."""
+        return asdict(self)
+
+    @classmethod
+    def from_entry(cls, entry: dict) -> Stage2Recipe:
+        """The recipe a results entry's stage 2 ran with: its `stage2` dict or, in results written
+        before that existed, its flat `finetune_*` keys (missing ones: the study's plateau rule,
+        no smoothing, frozen BatchNorm, no stochastic depth, online)."""
+        if "stage2" in entry:
+            return cls(**entry["stage2"])
+        flat = {field: entry.get(key) for field, key in CONFIG_KEYS.items()}
+        return cls(**{field: value for field, value in flat.items() if value is not None})
+
+
+def resolve(default: Stage2Recipe, overrides: dict) -> Stage2Recipe:
+    """`default` with each field whose config key in `overrides` is not None replaced by it."""
+    return replace(default, **{field: overrides[key] for field, key in CONFIG_KEYS.items()
+                               if overrides.get(key) is not None})
+
+
+def has_frozen_prefix(backbone, layers: int) -> bool:
+    """Whether unfreezing the last `layers` layers of `backbone` (a registry entry) leaves a frozen
+    layer after the input, whose output stage 2 can cache (see `cache.cut_backbone`)."""
+    return layers < backbone.layers - 1
+
+
+def validate(recipe: Stage2Recipe, backbone, fine_tuned: bool = True) -> Stage2Recipe:
+    """`recipe` if it fits `backbone` (a registry entry), else UserError naming the config key.
+
+    The prefix-cache and stochastic-depth checks apply only where the stage is `fine_tuned`."""
+    if recipe.layers <= 0 or recipe.learning_rate <= 0:
+        key = "layers" if recipe.layers <= 0 else "learning_rate"
+        raise UserError(f"config {CONFIG_KEYS[key]}={getattr(recipe, key)} must be positive.")
+    if recipe.layers > backbone.layers:
+        raise UserError(f"config finetune_layers={recipe.layers} is larger than the "
+                        f"{backbone.layers} layers of the {backbone.label} backbone.")
+    if recipe.views < 0:
+        raise UserError(f"config finetune_views={recipe.views} must be 0 (online) or more.")
+    for key in ("label_smoothing", "drop_path"):
+        if not 0 <= getattr(recipe, key) < 1:
+            raise UserError(f"config {CONFIG_KEYS[key]}={getattr(recipe, key)} must lie in [0, 1).")
+    for key, choices in (("schedule", SCHEDULES), ("batchnorm", BATCHNORM_MODES)):
+        if getattr(recipe, key) not in choices:
+            raise UserError(f"config {CONFIG_KEYS[key]}={getattr(recipe, key)!r} is unknown; "
+                            f"choose from {', '.join(choices)}.")
+    if fine_tuned and recipe.views and not has_frozen_prefix(backbone, recipe.layers):
+        raise UserError(f"config finetune_views={recipe.views} caches the frozen prefix of {backbone.label}, but "
+                        f"finetune_layers={recipe.layers} unfreezes all of it; set finetune_views=0.")
+    if fine_tuned and recipe.drop_path and not backbone.stochastic_depth:
+        raise UserError(f"config finetune_drop_path={recipe.drop_path} needs stochastic-depth blocks, which "
+                        f"{backbone.label} lacks; set finetune_drop_path=0 or fine-tune another backbone.")
+    return recipe
+
+
+def depth_words(layers: int, backbone) -> str:
+    """Stage 2's depth of the last `layers` layers: "last N layers", or "all N layers after the input"."""
+    if has_frozen_prefix(backbone, layers):
+        return f"last {layers} layers"
+    return f"all {backbone.layers - 1} layers after the input"
+
+
+def describe(recipe: Stage2Recipe, backbone) -> str:
+    """The recipe in words for the README and the deck, e.g. "all 140 layers after the input at
+    learning rate 0.0003, cosine decay to near 0, label smoothing 0.1; online: ..."."""
+    schedule = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
+    clauses = (f", label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "") \
+        + (", BatchNorm trained" if recipe.batchnorm == "train" else "") \
+        + (f", stochastic depth {recipe.drop_path:g}" if recipe.drop_path else "")
+    if not has_frozen_prefix(backbone, recipe.layers):
+        way = "online: the whole backbone every step"
+    elif recipe.views == 0:
+        way = "online; validation and test through the cached frozen prefix"
+    else:
+        way = f"frozen prefix cached, {recipe.views} augmented cop{'y' if recipe.views == 1 else 'ies'} per image"
+    return (f"{depth_words(recipe.layers, backbone)} at learning rate {recipe.learning_rate:g}"
+            f"{schedule[recipe.schedule]}{clauses}; {way}")
+
