@@ -3,7 +3,7 @@
 Each argument is a run's results.json: a path, or `COMMIT` for the results/results.json
 committed there (`git show COMMIT:results/results.json`). The script keeps each run's
 `<backbone>_finetuned` entry (recipe, final and best validation accuracy, test accuracy,
-seconds, commit), writes them to benchmarks/results/finetune_recipes.json and renders the
+seconds, commit), writes them to research/results/finetune_recipes.json and renders the
 README block between the `recipes` markers. A recipe is chosen on validation accuracy only;
 test accuracy is listed so that every run's outcome is on record. Where some recipes ran at more
 than one seed, a second table lists their final validation and test accuracy per seed, and the
@@ -11,7 +11,7 @@ recipe (with its evaluation, single view or mirror-averaged) with the highest me
 accuracy over the most seeds is chosen; one seed's validation split is too small to tell the
 leading recipes apart.
 
-Usage: python benchmarks/recipe_runs.py [--backbone efficientnet_lite0] RUN [RUN ...]
+Usage: python research/recipe_runs.py [--backbone efficientnet_lite0] RUN [RUN ...]
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ import subprocess
 from pathlib import Path
 from statistics import fmean
 
-from cifar10_transfer.backbones import depth_words, get_backbone, recorded_stage2_recipe, stage2_clauses
 from cifar10_transfer.publish import write_atomic
+from cifar10_transfer.recipe import CONFIG_KEYS, Stage2Recipe, depth_words
+from cifar10_transfer.registry import get_backbone
 from cifar10_transfer.report import replace_marked_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "finetune_recipes.json"
+OUT = ROOT / "research" / "results" / "finetune_recipes.json"
 START, END = "<!-- recipes:start -->", "<!-- recipes:end -->"
 SINGLE, MIRROR = "single view", "mirror-averaged"  # a row's evaluation
 
@@ -46,12 +47,13 @@ def load_run(run: str) -> dict:
 def recipe_row(results: dict, backbone: str) -> dict:
     """One run's stage 2: its recipe and what it reached. A run evaluated with `test_time_flip`
     reports its mirror-averaged final validation and test accuracy; its per-epoch validation
-    was single-view, so it has no best-epoch figure."""
+    was single-view, so it has no best-epoch figure. The recipe is keyed as in the run config
+    (`finetune_layers`, ...), old results and new alike."""
     entry = results["models"][f"{backbone}_finetuned"]
     flip = entry.get("test_time_flip")
+    recipe = Stage2Recipe.from_entry(entry).to_dict()
     return {"commit": results["provenance"]["git_commit"][:7], "finished": results["provenance"]["finished"],
-            "finetune_layers": entry["finetune_layers"], "finetune_lr": entry["finetune_lr"],
-            **recorded_stage2_recipe(entry), "finetune_views": entry["finetune_views"], "epochs": entry["epochs"],
+            **{CONFIG_KEYS[field]: value for field, value in recipe.items()}, "epochs": entry["epochs"],
             "test_time_flip": bool(flip), "val_images": results["data"]["val"], "seed": results["config"]["seed"],
             "val_accuracy": flip["val_accuracy"] if flip else entry["val_accuracy"],
             "best_val_accuracy": None if flip else max(entry["history"]["val_accuracy"]),
@@ -65,8 +67,17 @@ def recipe_row(results: dict, backbone: str) -> dict:
 def recipe_words(spec, row: dict, name_epochs: bool) -> str:
     """A row's stage 2 recipe in words: depth, learning rate, schedule, epochs where asked, clauses."""
     epoch_words = f", {row['epochs']} epochs" if name_epochs else ""
-    return (f"{depth_words(spec, row['finetune_layers'])}, {row['finetune_lr']:g}, "
-            f"{row['finetune_schedule']}{epoch_words}{stage2_clauses(row)}")
+    return (f"{depth_words(row['finetune_layers'], spec)}, {row['finetune_lr']:g}, "
+            f"{row['finetune_schedule']}{epoch_words}{clauses(row)}")
+
+
+def clauses(row: dict) -> str:
+    """A row's label smoothing, BatchNorm and stochastic depth: a clause each where they differ from
+    the plain recipe."""
+    smoothing, drop_path = row["finetune_label_smoothing"], row["finetune_drop_path"]
+    return (f", label smoothing {smoothing:g}" if smoothing else "") \
+        + (", BatchNorm trained" if row["finetune_batchnorm"] == "train" else "") \
+        + (f", stochastic depth {drop_path:g}" if drop_path else "")
 
 
 def seed_groups(rows: list[dict], spec) -> dict:
