@@ -3,11 +3,11 @@
 Each argument is a run's results.json: a path, or `COMMIT` for the results/results.json
 committed there (`git show COMMIT:results/results.json`). The script keeps each run's
 `<backbone>_finetuned` entry (recipe, final and best validation accuracy, test accuracy,
-seconds, commit), writes them to research/results/finetune_recipes.json and renders the
-README block between the `recipes` markers. A recipe is chosen on validation accuracy only;
-test accuracy is listed so that every run's outcome is on record. Where some recipes ran at more
-than one seed, a second table lists their final validation and test accuracy per seed, and the
-recipe (with its evaluation, single view or mirror-averaged) with the highest mean validation
+seconds, commit), writes them to research/results/finetune_recipes.json and renders the block
+of research/README.md between the `recipes` markers. A recipe is chosen on validation accuracy
+only; test accuracy is listed so that every run's outcome is on record. Where some recipes ran at
+more than one seed, a second table lists their final validation and test accuracy per seed, and
+the recipe (with its evaluation, single view or mirror-averaged) with the highest mean validation
 accuracy over the most seeds is chosen; one seed's validation split is too small to tell the
 leading recipes apart.
 
@@ -165,7 +165,7 @@ def seed_choice_words(groups: dict, n_val: int) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The README tables: one row per run, then the recipes run at more than one seed; the recipe
+    """The tables: one row per run, then the recipes run at more than one seed; the recipe
     chosen by (mean) final validation accuracy marked."""
     rows, spec = report["runs"], get_backbone(report["backbone"])
     groups = seed_groups(rows, spec)
@@ -214,7 +214,7 @@ def main() -> None:
     report = {"backbone": args.backbone, "runs": [recipe_row(load_run(run), args.backbone) for run in args.runs]}
     write_atomic(OUT, json.dumps(report, indent=2) + "\n")
     block = markdown(report)
-    readme = ROOT / "README.md"
+    readme = ROOT / "research" / "README.md"
     replace_marked_blocks(readme, readme.read_text(encoding="utf-8"), [(START, END, block)])
     print(block)
 
