@@ -21,6 +21,21 @@ from .errors import UserError
 ZOOM_RANGE = (0.8, 1.0)  # side of the random crop, as a fraction of the image, before resizing back
 BRIGHTNESS_DELTA = 0.1 * 255  # largest brightness shift, in pixel units
 CONTRAST_RANGE = (0.8, 1.2)  # contrast factor around each image's mean
+_EPOCH: tf.Variable | None = None  # made on first use: creating a variable starts TensorFlow's runtime
+
+
+def epoch_variable() -> tf.Variable:
+    """The epoch that training is in, which shuffling and augmentation are keyed by.
+
+    `training.fit_stage` sets it at each epoch's start. Keyed by the epoch number, not drawn
+    from a stream that advances with each pass, a stage killed in epoch e and resumed sees the
+    same order and the same augmented images in e as a run that was never stopped.
+    """
+    global _EPOCH
+    if _EPOCH is None:
+        with tf.init_scope():
+            _EPOCH = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    return _EPOCH
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,9 +122,10 @@ def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: 
     ds = _batched(x, y, batch_size, shuffle, seed)
     resize = lambda images: tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))
     if augment:
-        noise = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, noise)).map(
-            lambda batch, key: (augment_batch(resize(batch[0]), key), batch[1]),
+        epoch = epoch_variable()
+        ds = ds.enumerate().map(  # batch b of epoch e: its own key, whatever ran before
+            lambda b, batch: (augment_batch(resize(batch[0]), tf.stack([seed * 1_000_003 + epoch.read_value(), b])),
+                              batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     else:
         ds = ds.map(lambda images, labels: (resize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
@@ -163,10 +179,16 @@ def prefetched(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size)
+    """Batches of (x, y); shuffled, in an order drawn from (seed, epoch) alone (see `epoch_variable`)."""
+    if not shuffle:
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    epoch, n = epoch_variable(), len(y)
+    order = tf.data.Dataset.range(1).flat_map(lambda _: tf.data.Dataset.from_tensor_slices(
+        tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), tf.stack([seed, epoch.read_value()]))
+    )).apply(tf.data.experimental.assert_cardinality(n))  # Keras counts the steps of an epoch from it
+    x_all, y_all = tf.constant(x), tf.constant(y)
+    return order.batch(batch_size).map(lambda rows: (tf.gather(x_all, rows), tf.gather(y_all, rows)),
+                                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def augment_batch(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:

@@ -176,7 +176,7 @@ def train_cnn(run: Run) -> ModelRun:
         compile_classifier(model, CNN_LEARNING_RATE, run.jit_compile)
     stage = fit_stage(model, cnn_dataset(s.x_train, s.y_train, config.batch_size, True, config.seed),
                       cnn_dataset(s.x_val, s.y_val, config.batch_size), config.cnn_epochs,
-                      run.stage_dir("cnn"), len(s.y_train))
+                      run.stage_dir("cnn"), len(s.y_train), seed=config.seed)
     inputs = lambda x, y, index, part, mirrored: cnn_dataset(x, y, config.batch_size, flip=mirrored)  # noqa: E731
     return _finish(run, "cnn", model, stage, precision, _model_predictions(run, model, inputs, "cnn"))
 
@@ -219,7 +219,7 @@ def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
     extraction_seconds = time.perf_counter() - started
     stage = fit_stage(transfer.head, array_dataset(x_train, y_train, config.batch_size, True, config.seed),
                       array_dataset(features["val"], s.y_val, config.batch_size),
-                      config.head_epochs, stage_dir, len(y_train))
+                      config.head_epochs, stage_dir, len(y_train), seed=config.seed)
 
     def predict_split(split, mirrored):
         _, y, part, index = _split(run, split)
@@ -243,7 +243,7 @@ def train_head(run: Run, backbone: str) -> ModelRun:
             compile_classifier(transfer.model, config.head_lr, run.jit_compile)
         stage = fit_stage(transfer.model, _images(run, transfer, s.x_train, s.y_train, True, config.augment),
                           _images(run, transfer, s.x_val, s.y_val), config.head_epochs, run.stage_dir(name),
-                          len(s.y_train))
+                          len(s.y_train), seed=config.seed)
         predict_split = _online_predictions(run, transfer, name)
     return _finish(run, name, transfer.model, stage, precision, predict_split, _transfer_details(run, transfer))
 
@@ -275,7 +275,7 @@ def _fine_tune_online(run: Run, transfer: TransferModel, schedule):
     config, s, name = run.config, run.splits, stage_name(transfer.spec.name, "finetuned")
     stage = fit_stage(transfer.model, _images(run, transfer, s.x_train, s.y_train, True, config.augment),
                       _images(run, transfer, s.x_val, s.y_val), config.finetune_epochs, run.stage_dir(name),
-                      len(s.y_train), callbacks=(schedule,))
+                      len(s.y_train), callbacks=(schedule,), seed=config.seed)
     return stage, _online_predictions(run, transfer, name)
 
 
@@ -310,7 +310,7 @@ def _fine_tune_on_cut(run: Run, transfer: TransferModel, cut: BackboneCut, views
         train = _images(run, transfer, s.x_train, s.y_train, True, config.augment)
         callbacks = (SuffixValidation(cut.suffix, val_data), schedule)
     stage = fit_stage(model, train, validation, config.finetune_epochs, run.stage_dir(name), len(s.y_train),
-                      callbacks=callbacks)
+                      callbacks=callbacks, seed=config.seed)
     inputs = lambda x, y, index, part, mirrored: rows(  # noqa: E731
         [fill(part, index, "flip") if mirrored else {"train": val, "test": test}[part]], index, y).dataset(shapes)
     return replace(stage, seconds=stage.seconds + cache_seconds), _model_predictions(run, cut.suffix, inputs, name)

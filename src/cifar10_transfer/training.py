@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from .errors import UserError
+from .pipelines import epoch_variable
 from .provenance import cpu_isa
 from .publish import write_atomic
 from .recipe import Stage2Recipe
@@ -163,13 +165,58 @@ class _EpochLog(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+class _EpochSeeds(keras.callbacks.Callback):
+    """At each epoch's start, keys the data pipelines by the epoch and sets every random state of
+    the model (dropout, stochastic depth) from (seed, stage, epoch) alone.
+
+    Keras keeps those states in variables that `save_weights` leaves out and that training
+    advances, so without this a stage's masks would depend on what ran before it in the
+    process, and a resumed stage would not repeat the epochs of one never stopped.
+    """
+
+    def __init__(self, seed: int, stage: str):
+        super().__init__()
+        self.seed, self.stage = seed, zlib.crc32(stage.encode())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epoch_variable().assign(epoch)
+        states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+        for index, state in enumerate(states):
+            key = np.random.default_rng([self.seed, self.stage, epoch, index]).integers(2**31)
+            state.assign(np.array([key, 0], dtype=state.dtype))
+
+
+class _Plateau(keras.callbacks.ReduceLROnPlateau):
+    """The study's rule: halve the learning rate after 2 epochs without a lower val_loss.
+
+    Its counters live in the callback, not in the checkpoint, so a resumed stage replays the
+    epochs before the one it resumes at (`resume`), to go on as if it had never stopped.
+    """
+
+    def __init__(self):
+        super().__init__(monitor="val_loss", factor=0.5, patience=2)
+        self._logged: list[float] = []
+
+    def resume(self, history: dict[str, list[float]]) -> None:
+        """Remember the logged epochs; their learning rates came back with the checkpoint."""
+        self._logged = history.get(self.monitor, [])
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for value in self._logged[:epoch]:
+            if self.monitor_op(value, self.best):
+                self.best, self.wait = value, 0
+            else:
+                self.wait = 0 if self.wait + 1 >= self.patience else self.wait + 1
+        self._logged = []
+
+
 def stage2_schedule(recipe: Stage2Recipe, epochs: int) -> keras.callbacks.Callback:
     """The stage 2 learning-rate callback: "plateau" halves the rate after 2 epochs without a
     lower val_loss (the study's ReduceLROnPlateau); "cosine" sets epoch e (from 0) to
     learning_rate * (1 + cos(pi * e / epochs)) / 2, from the full rate down to near 0 at the
     last epoch, a function of the epoch alone so a resumed stage continues the same curve."""
     if recipe.schedule == "plateau":
-        return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2)
+        return _Plateau()
     return keras.callbacks.LearningRateScheduler(
         lambda epoch, _: recipe.learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
 
@@ -185,12 +232,13 @@ def read_history(path: Path) -> dict[str, list[float]]:
 
 
 def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: Path,
-              n_train: int, callbacks: tuple = (), verbose: str | int = "auto") -> StageResult:
+              n_train: int, callbacks: tuple = (), verbose: str | int = "auto", seed: int = 0) -> StageResult:
     """Fit `model` for `epochs` with a per-epoch checkpoint in `stage_dir`, resuming if one exists.
 
     `train_data` and `val_data` are tf.data datasets; `n_train` is the number of training
-    examples per epoch, for images per second. TensorBoard logs go to `logs/<stage>` beside
-    the `stages/` folder that holds `stage_dir`.
+    examples per epoch, for images per second. The stage's randomness derives from `seed`, the
+    stage's name (its folder's) and the epoch alone (`_EpochSeeds`). TensorBoard logs go to
+    `logs/<stage>` beside the `stages/` folder that holds `stage_dir`.
     """
     stage_dir = Path(stage_dir)
     if (stage_dir / STAGE_FILE).is_file():
@@ -202,9 +250,13 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     log, backup = stage_dir / "history.csv", stage_dir / "backup"
     if log.exists() and not backup.exists():
         log.unlink()  # a history without a checkpoint cannot be continued: start the stage afresh
+    if log.exists():
+        for callback in callbacks:
+            if hasattr(callback, "resume"):
+                callback.resume(read_history(log))
     model.fit(train_data, validation_data=val_data, epochs=epochs,
               verbose=fit_verbosity() if verbose == "auto" else verbose, shuffle=False,
-              callbacks=[_EpochLog(), *callbacks, keras.callbacks.CSVLogger(str(log), append=True),
+              callbacks=[_EpochSeeds(seed, stage_dir.name), _EpochLog(), *callbacks, keras.callbacks.CSVLogger(str(log), append=True),
                          # scalars per epoch and the model graph: tensorboard --logdir RUN/logs
                          keras.callbacks.TensorBoard(str(stage_dir.parent.parent / "logs" / stage_dir.name),
                                                      write_graph=True, profile_batch=0),
