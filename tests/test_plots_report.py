@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -231,21 +230,6 @@ def test_update_readme_without_markers_raises(results, tmp_path):
         report.update_readme(readme, results)
     assert readme.read_text() == "# Title\n" + report.README_END + "\n"
     assert not report.readme_table_matches("# Title\n", results)
-
-
-def test_load_results(results, tmp_path):
-    with pytest.raises(UserError, match="make reproduce"):
-        report.load_results(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(UserError, match="make reproduce"):
-        report.load_results(bad)
-    bad.write_text(json.dumps({"models": {}}))
-    with pytest.raises(UserError, match="config"):
-        report.load_results(bad)
-    good = tmp_path / "results.json"
-    good.write_text(json.dumps(results))
-    assert report.load_results(good)["models"]["cnn"]["test_accuracy"] == 0.6123
 
 
 def test_findings_are_computed(results):

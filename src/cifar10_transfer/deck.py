@@ -21,8 +21,9 @@ from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .recipe import Stage2Recipe, describe
 from .registry import parse_stage
-from .report import (best_model, findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label,
-                     table_rows, views_description, weights_description)
+from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
+                     views_description, weights_description)
+from .results import best_model
 from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
