@@ -8,6 +8,7 @@ import pypdf
 
 from cifar10_transfer import report
 from cifar10_transfer.cli import build_parser
+from cifar10_transfer.curve_report import seed_spread
 from cifar10_transfer.results import CURVES_FILE, load_curves
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +59,6 @@ def test_committed_artifacts_hold_no_machine_paths():
 
 
 def test_committed_curves_agree_with_the_main_table_within_their_seed_spread():
-    from cifar10_transfer.curves import seed_spread
-
     results = json.loads((ROOT / "results" / "results.json").read_text())
     curves = load_curves(ROOT / CURVES_FILE)
     assert curves is not None and "JPEG copy" in curves["provenance"]["data"]

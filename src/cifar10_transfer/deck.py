@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
+from .curve_report import curve_findings
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .recipe import Stage2Recipe, describe
@@ -156,8 +157,6 @@ def _curve_slides(curves: dict | None, images: Path) -> list:
     """The learning-curve and resolution slides of notebook 03's results (none without them)."""
     if curves is None:
         return []
-    from .curves import curve_findings
-
     sentences = curve_findings(curves)
     resolution = [line for line in sentences if line.startswith("Input size")]
     curve = [line for line in sentences if line not in resolution]

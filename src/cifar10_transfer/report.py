@@ -11,6 +11,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .curve_report import curve_findings, run_times, seed_spread
 from .errors import UserError
 from .plots import format_accuracy
 from .publish import atomic_write
@@ -25,8 +26,6 @@ CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
 
 def curves_block(curves: dict) -> str:
     """What the README shows between its curves markers: both figures and the computed findings."""
-    from .curves import curve_findings, run_times
-
     prov = curves["provenance"]
     lines = ["![learning curve](images/learning_curve.png)", "", "![resolution cost](images/resolution_cost.png)", ""]
     lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
@@ -56,11 +55,7 @@ def stage_label(results: dict, name: str) -> str:
 
 def run_seed_spread(results: dict, curves: dict | None) -> dict:
     """(mean, std, seeds) per stage from the learning curves at this run's training-set size."""
-    if curves is None:
-        return {}
-    from .curves import seed_spread
-
-    return seed_spread(curves, results["config"].get("train_size"))
+    return {} if curves is None else seed_spread(curves, results["config"].get("train_size"))
 
 
 def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
