@@ -6,7 +6,8 @@ import pytest
 
 from cifar10_transfer import deck, report
 from cifar10_transfer.config import make_config
-from cifar10_transfer.curve_report import curve_findings, curve_summary, run_times, save_curve_figures
+from cifar10_transfer.analysis import save_curve_figures
+from cifar10_transfer.curve_report import curve_findings, curve_summary, run_times
 from cifar10_transfer.curves import run_learning_curves
 from cifar10_transfer.data import synthetic_dataset
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from .plots import PALETTE, save_figure, styled
+from .plots import PALETTE, styled
 from .study import label
 
 
@@ -115,10 +114,3 @@ def resolution_cost_figure(curves: dict) -> Figure:
     ax.set_title(textwrap.shorten(f"Data: {prov['data']}; weights: {prov['weights']}; {prov['hardware']}", 140),
                  fontsize=9)
     return fig
-
-
-def save_curve_figures(curves: dict, images_dir: str | Path) -> list[Path]:
-    """learning_curve.png and resolution_cost.png in `images_dir`."""
-    images_dir = Path(images_dir)
-    return [save_figure(learning_curve_figure(curves), images_dir / "learning_curve.png"),
-            save_figure(resolution_cost_figure(curves), images_dir / "resolution_cost.png")]

@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
 from .curve_report import curve_findings
+from .figures import FIGURES, training_curve
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .recipe import Stage2Recipe, describe
@@ -163,12 +164,12 @@ def _curve_slides(curves: dict | None, images: Path) -> list:
 
     def slide(figure, lines):
         def draw(fig):
-            _picture(fig, images / figure, [0.03, 0.1, 0.55, 0.74])
+            _picture(fig, images / FIGURES[figure].file, [0.03, 0.1, 0.55, 0.74])
             _bullets(fig, lines, box=(0.6, 0.08, 0.97, 0.84), size=16)
         return draw
 
-    return [("How much labelled data transfer learning saves", slide("learning_curve.png", curve)),
-            ("Input resolution versus cost", slide("resolution_cost.png", resolution or ["(one image size only)"]))]
+    return [(FIGURES["learning_curve"].caption, slide("learning_curve", curve)),
+            (FIGURES["resolution_cost"].caption, slide("resolution_cost", resolution or ["(one image size only)"]))]
 
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
@@ -184,7 +185,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
 
     def pictures(*placed):
         # A slide of figures: (file name, [left, bottom, width, height]) pairs.
-        return lambda fig: [_picture(fig, images / name, rect) for name, rect in placed]
+        return lambda fig: [_picture(fig, images / FIGURES[name].file, rect) for name, rect in placed]
 
     def title(fig):
         fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
@@ -216,7 +217,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
             items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
                       f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
         _bullets(fig, items + [outcome("cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
-        _picture(fig, images / "cnn_curve.png", [0.47, 0.2, 0.5, 0.6])
+        _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
 
     def stages(fig):
         mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
@@ -235,7 +236,7 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
             _bullets(fig, items + [outcome(s.name) for s in rows if s.name.endswith("_" + kind)], box=box, size=16)
 
     def augmentation(fig):
-        _picture(fig, images / "augmentation.png", [0.04, 0.08, 0.45, 0.76])
+        _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
         _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
                        "Applied to training images after resizing, before preprocess_input",
                        "Seeded stateless ops: the same seed gives the same augmented epochs"]
@@ -244,8 +245,8 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
                  box=(0.52, 0.08, 0.95, 0.84), size=18)
 
     def training_curves(fig):
-        found = [images / s.curve_file for s in rows if (images / s.curve_file).is_file()][:6]
-        found = found or [images / "cnn_curve.png"]
+        found = [images / training_curve(s.name).file for s in rows if (images / training_curve(s.name).file).is_file()][:6]
+        found = found or [images / training_curve("cnn").file]
         columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
         lines = -(-len(found) // columns)
         width, height = 0.94 / columns, 0.78 / lines
@@ -276,22 +277,22 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
             "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
                                              for n in STUDY_STAGES) + "; this deck checks them.",
             f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])),
-        ("EDA: labels and samples", pictures(("train_label_distribution.png", [0.04, 0.12, 0.5, 0.7]),
-                                             ("dataset_samples.png", [0.56, 0.07, 0.4, 0.77]))),
-        ("EDA: colour statistics", pictures(("avg_rgb_by_class.png", [0.03, 0.2, 0.42, 0.6]),
-                                            ("pixel_intensity.png", [0.46, 0.12, 0.52, 0.72]))),
+        ("EDA: labels and samples", pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
+                                             ("dataset_samples", [0.56, 0.07, 0.4, 0.77]))),
+        ("EDA: colour statistics", pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
+                                            ("pixel_intensity", [0.46, 0.12, 0.52, 0.72]))),
         ("Method: the transfer-learning pipeline", method),
         ("Baseline: a small CNN from scratch", cnn),
         ("Transfer learning in two stages", stages),
         ("Augmentation", augmentation),
         ("Results: this run vs the study", lambda fig: (
             _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves),
-            _picture(fig, images / "model_comparison.png", [0.15, 0.07, 0.7, 0.47]))),
+            _picture(fig, images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47]))),
         ("Training curves", training_curves),
         *_curve_slides(curves, images),
-        ("Confusion matrix and common errors", pictures(("confusion_matrix.png", [0.03, 0.07, 0.46, 0.77]),
-                                                        ("common_errors.png", [0.51, 0.2, 0.46, 0.55]))),
-        ("Misclassified test images", pictures(("misclassified_examples.png", [0.05, 0.07, 0.9, 0.77]))),
+        ("Confusion matrix and common errors", pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
+                                                        ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
+        ("Misclassified test images", pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
         ("Findings", bullets(findings(results))),
         ("Limitations and next steps", bullets(_limitations(results, curves))),
         ("Provenance", provenance),

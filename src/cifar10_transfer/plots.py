@@ -94,7 +94,7 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 @styled
 def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Bar chart of the number of images per class (train_label_distribution.png)."""
+    """Bar chart of the number of images per class."""
     counts = np.bincount(np.asarray(labels), minlength=len(class_names))[: len(class_names)]
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -111,7 +111,7 @@ def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure
 @styled
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 per_class: int = 8, seed: int = 0) -> Figure:
-    """One row per class with its name and `per_class` randomly chosen (seeded) images (dataset_samples.png)."""
+    """One row per class with its name and `per_class` randomly chosen (seeded) images."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     fig = Figure(figsize=(1.0 * per_class + 1.4, 1.0 * len(class_names) + 0.6), layout="constrained")
@@ -130,7 +130,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 
 @styled
 def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Grouped bars of the mean red, green and blue value of each class (avg_rgb_by_class.png)."""
+    """Grouped bars of the mean red, green and blue value of each class."""
     labels = np.asarray(labels)
     means = np.array([images[labels == c].reshape(-1, 3).mean(axis=0) if np.any(labels == c)
                       else np.zeros(3) for c in range(len(class_names))])
@@ -151,7 +151,7 @@ def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Se
 
 @styled
 def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Per-class histograms of pixel values, one R/G/B line each, as small multiples (pixel_intensity.png)."""
+    """Per-class histograms of pixel values, one R/G/B line each, as small multiples."""
     labels = np.asarray(labels)
     ncols = 5
     nrows = math.ceil(len(class_names) / ncols)
@@ -182,7 +182,7 @@ def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequenc
 
 @styled
 def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
-    """Originals in the first column, their augmented variants in the next columns (augmentation.png)."""
+    """Originals in the first column, their augmented variants in the next columns."""
     variants = np.asarray(variants)
     if variants.ndim != 5 or variants.shape[0] != len(originals):
         raise ValueError(f"variants must be (n, k, H, W, 3) with n={len(originals)}; got {variants.shape}")

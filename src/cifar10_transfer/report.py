@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .curve_report import curve_findings, run_times, seed_spread
 from .errors import UserError
+from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
 from .registry import get_backbone
@@ -27,7 +28,7 @@ CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
 def curves_block(curves: dict) -> str:
     """What the README shows between its curves markers: both figures and the computed findings."""
     prov = curves["provenance"]
-    lines = ["![learning curve](images/learning_curve.png)", "", "![resolution cost](images/resolution_cost.png)", ""]
+    lines = [line for name in ("learning_curve", "resolution_cost") for line in (FIGURES[name].markdown(), "")]
     lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
     details = [f"profile {curves.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
