@@ -1,4 +1,4 @@
-"""The learning curves' report: their summary, seed spread, findings, wall-clock and figures, from learning_curves.json."""
+"""The learning curves' report: summary, seed spread, findings, wall-clock and figures, from learning_curves.json."""
 
 from __future__ import annotations
 

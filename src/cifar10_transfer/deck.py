@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -154,149 +156,180 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
             cell.set_facecolor(PALETTE["primary"])
 
 
-def _curve_slides(curves: dict | None, images: Path) -> list:
-    """The learning-curve and resolution slides of notebook 03's results (none without them)."""
-    if curves is None:
-        return []
-    sentences = curve_findings(curves)
-    resolution = [line for line in sentences if line.startswith("Input size")]
-    curve = [line for line in sentences if line not in resolution]
+@dataclass(frozen=True)
+class _Run:
+    """What every slide is drawn from: the results, the folder of the run's figures and notebook 03's curves."""
 
-    def slide(figure, lines):
-        def draw(fig):
-            _picture(fig, images / FIGURES[figure].file, [0.03, 0.1, 0.55, 0.74])
-            _bullets(fig, lines, box=(0.6, 0.08, 0.97, 0.84), size=16)
-        return draw
+    results: dict
+    images: Path
+    curves: dict | None
 
-    return [(FIGURES["learning_curve"].caption, slide("learning_curve", curve)),
-            (FIGURES["resolution_cost"].caption, slide("resolution_cost", resolution or ["(one image size only)"]))]
+
+def _title(fig: Figure, run: _Run) -> None:
+    results = run.results
+    prov, best = results["provenance"], best_model(results)
+    fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
+             weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
+    lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
+             f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
+    if best:
+        lines.append(f"Best: {label(best)}, {format_accuracy(results['models'][best]['test_accuracy'])} test accuracy")
+    fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
+
+
+def _problem(fig: Figure, run: _Run) -> None:
+    results = run.results
+    cfg, prov, data = results["config"], results["provenance"], results["data"]
+    names = data.get("class_names", [])
+    _bullets(fig, [
+        "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
+        f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
+        f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
+        f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
+        f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
+        f"Data source: {prov.get('data', 'unknown')}.",
+        "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
+                                         for n in STUDY_STAGES) + "; this deck checks them.",
+        f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])
+
+
+def _pictures(*placed):
+    """A slide of figures from the table: (name, [left, bottom, width, height]) pairs."""
+    return lambda fig, run: [_picture(fig, run.images / FIGURES[name].file, rect) for name, rect in placed]
+
+
+def _method(fig: Figure, run: _Run) -> None:
+    models = run.results["models"]
+    backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in table_stages(models)
+                                   if s.backbone and s.name in models))
+    _pipeline(fig, run.results["config"], backbones)
+    _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
+                   "top of the backbone (stage 2), learn from CIFAR-10.",
+                   "The baseline CNN skips all of this: it sees the 32×32 images directly."],
+             box=(0.05, 0.08, 0.95, 0.4), size=18)
+
+
+def _outcome(results: dict, name: str) -> str:
+    """A stage's test accuracy, the study's beside it, and its seconds; or why it did not run."""
+    m, reported = results["models"].get(name), stage(name).study_accuracy
+    study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
+    return (f"{stage_label(results, name)}: {format_accuracy(m['test_accuracy'])}{study} in "
+            f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
+
+
+def _cnn(fig: Figure, run: _Run) -> None:
+    m = run.results["models"].get("cnn")
+    items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
+             "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
+    if m:
+        items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
+                  f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
+    _bullets(fig, items + [_outcome(run.results, "cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
+    _picture(fig, run.images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
+
+
+def _stages(fig: Figure, run: _Run) -> None:
+    cfg, models = run.results["config"], run.results["models"]
+    mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
+    how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
+           else "images pass the frozen backbone every epoch (the study's way)")
+    recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
+    for box, heading, kind, items in (
+            ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
+             [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
+              f"head_mode={mode}: {how}"]),
+            ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
+             ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
+              f"{cfg.get('finetune_epochs')} epochs",
+              *recipes])):
+        fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
+        _bullets(fig, items + [_outcome(run.results, s.name) for s in table_stages(models)
+                               if s.name.endswith("_" + kind)], box=box, size=16)
+
+
+def _augmentation(fig: Figure, run: _Run) -> None:
+    cfg = run.results["config"]
+    _picture(fig, run.images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
+    _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
+                   "Applied to training images after resizing, before preprocess_input",
+                   "Seeded stateless ops: the same seed gives the same augmented epochs"]
+             + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
+                 "stage 2"] if cfg.get("head_mode") == "cached" else []),
+             box=(0.52, 0.08, 0.95, 0.84), size=18)
+
+
+def _comparison(fig: Figure, run: _Run) -> None:
+    _table(fig, run.results, [0.05, 0.56, 0.9, 0.28], run.curves)
+    _picture(fig, run.images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47])
+
+
+def _training_curves(fig: Figure, run: _Run) -> None:
+    paths = [run.images / training_curve(s.name).file for s in table_stages(run.results["models"])]
+    found = [path for path in paths if path.is_file()][:6] or [run.images / training_curve("cnn").file]
+    columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
+    lines = -(-len(found) // columns)
+    width, height = 0.94 / columns, 0.78 / lines
+    for index, path in enumerate(found):
+        row, column = divmod(index, columns)
+        _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
+
+
+def _curve_slide(name: str, resolution: bool):
+    """A curve figure beside its findings: the input-size sentence (`resolution`) or all the others."""
+    def draw(fig: Figure, run: _Run) -> None:
+        lines = [line for line in curve_findings(run.curves) if line.startswith("Input size") == resolution]
+        _picture(fig, run.images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
+        _bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
+                 size=16)
+    return draw
+
+
+def _provenance(fig: Figure, run: _Run) -> None:
+    results = run.results
+    cfg, prov = results["config"], results["provenance"]
+    packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
+    pairs = [("Git commit", short_commit(prov)),
+             ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
+             ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
+             ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
+             ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
+             ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
+             ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
+    _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
+
+
+# (title, draw(fig, run)) of each slide in order; the curve slides only where notebook 03 ran.
+_OPENING = (
+    ("cifar10-transfer", _title),
+    ("Problem and dataset", _problem),
+    ("EDA: labels and samples", _pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
+                                          ("dataset_samples", [0.56, 0.07, 0.4, 0.77]))),
+    ("EDA: colour statistics", _pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
+                                         ("pixel_intensity", [0.46, 0.12, 0.52, 0.72]))),
+    ("Method: the transfer-learning pipeline", _method),
+    ("Baseline: a small CNN from scratch", _cnn),
+    ("Transfer learning in two stages", _stages),
+    ("Augmentation", _augmentation),
+    ("Results: this run vs the study", _comparison),
+    ("Training curves", _training_curves),
+)
+_CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False)),
+           (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True)))
+_CLOSING = (
+    ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
+                                                     ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
+    ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
+    ("Findings", lambda fig, run: _bullets(fig, findings(run.results))),
+    ("Limitations and next steps", lambda fig, run: _bullets(fig, _limitations(run.results, run.curves))),
+    ("Provenance", _provenance),
+)
 
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
     """(title, draw) for each slide; draw(fig) fills the body."""
-    cfg, prov, data, models = results["config"], results["provenance"], results["data"], results["models"]
-    names, best = data.get("class_names", []), best_model(results)
-    rows = table_stages(models)
-    backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in rows
-                                   if s.backbone and s.name in models))
-
-    def bullets(items, box=BODY, size=20):
-        return lambda fig: _bullets(fig, items, box, size)
-
-    def pictures(*placed):
-        # A slide of figures: (file name, [left, bottom, width, height]) pairs.
-        return lambda fig: [_picture(fig, images / FIGURES[name].file, rect) for name, rect in placed]
-
-    def title(fig):
-        fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
-                 weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
-        lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
-                 f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
-        if best:
-            lines.append(f"Best: {label(best)}, {format_accuracy(models[best]['test_accuracy'])} test accuracy")
-        fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
-
-    def method(fig):
-        _pipeline(fig, cfg, backbones)
-        _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
-                       "top of the backbone (stage 2), learn from CIFAR-10.",
-                       "The baseline CNN skips all of this: it sees the 32×32 images directly."],
-                 box=(0.05, 0.08, 0.95, 0.4), size=18)
-
-    def outcome(name):
-        m, reported = models.get(name), stage(name).study_accuracy
-        study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
-        return (f"{stage_label(results, name)}: {format_accuracy(m['test_accuracy'])}{study} in "
-                f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
-
-    def cnn(fig):
-        m = models.get("cnn")
-        items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
-                 "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
-        if m:
-            items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
-                      f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
-        _bullets(fig, items + [outcome("cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
-        _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
-
-    def stages(fig):
-        mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
-        how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
-               else "images pass the frozen backbone every epoch (the study's way)")
-        recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
-        for box, heading, kind, items in (
-                ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
-                 [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
-                  f"head_mode={mode}: {how}"]),
-                ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
-                 ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
-                  f"{cfg.get('finetune_epochs')} epochs",
-                  *recipes])):
-            fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
-            _bullets(fig, items + [outcome(s.name) for s in rows if s.name.endswith("_" + kind)], box=box, size=16)
-
-    def augmentation(fig):
-        _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
-        _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
-                       "Applied to training images after resizing, before preprocess_input",
-                       "Seeded stateless ops: the same seed gives the same augmented epochs"]
-                 + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
-                     "stage 2"] if cfg.get("head_mode") == "cached" else []),
-                 box=(0.52, 0.08, 0.95, 0.84), size=18)
-
-    def training_curves(fig):
-        found = [images / training_curve(s.name).file for s in rows if (images / training_curve(s.name).file).is_file()][:6]
-        found = found or [images / training_curve("cnn").file]
-        columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
-        lines = -(-len(found) // columns)
-        width, height = 0.94 / columns, 0.78 / lines
-        for index, path in enumerate(found):
-            row, column = divmod(index, columns)
-            _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
-
-    def provenance(fig):
-        packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
-        pairs = [("Git commit", short_commit(prov)),
-                 ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
-                 ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
-                 ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
-                 ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
-                 ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
-                 ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
-        _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
-
-    return [
-        ("cifar10-transfer", title),
-        ("Problem and dataset", bullets([
-            "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
-            f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
-            f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
-            f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
-            f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
-            f"Data source: {prov.get('data', 'unknown')}.",
-            "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
-                                             for n in STUDY_STAGES) + "; this deck checks them.",
-            f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])),
-        ("EDA: labels and samples", pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
-                                             ("dataset_samples", [0.56, 0.07, 0.4, 0.77]))),
-        ("EDA: colour statistics", pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
-                                            ("pixel_intensity", [0.46, 0.12, 0.52, 0.72]))),
-        ("Method: the transfer-learning pipeline", method),
-        ("Baseline: a small CNN from scratch", cnn),
-        ("Transfer learning in two stages", stages),
-        ("Augmentation", augmentation),
-        ("Results: this run vs the study", lambda fig: (
-            _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves),
-            _picture(fig, images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47]))),
-        ("Training curves", training_curves),
-        *_curve_slides(curves, images),
-        ("Confusion matrix and common errors", pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
-                                                        ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
-        ("Misclassified test images", pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
-        ("Findings", bullets(findings(results))),
-        ("Limitations and next steps", bullets(_limitations(results, curves))),
-        ("Provenance", provenance),
-    ]
+    run = _Run(results, Path(images), curves)
+    return [(title, partial(draw, run=run))
+            for title, draw in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
 
 
 def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,
