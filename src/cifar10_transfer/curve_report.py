@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
-from .plots import PALETTE, styled
+from .plots import PALETTE, canvas, styled
 from .study import label
 
 
@@ -50,11 +50,10 @@ def curve_findings(curves: dict) -> list[str]:
         rows = summary[summary.model == model]
         out.append(f"{label(model)}: {seeds} seeds spread by at most ±{100 * rows['std'].max():.1f} points "
                    f"(standard deviation), ±{100 * rows['std'].mean():.1f} on average over the sizes.")
-    for size in sorted(set(summary.train_size)):
+    for size in sorted({summary.train_size.min(), largest}):
         both = summary[summary.train_size == size].set_index("model")["mean"]
-        if size in (summary.train_size.min(), largest):
-            out.append(f"At {size:,} images transfer adds {100 * (both[head] - both['cnn']):+.1f} points "
-                       f"({100 * both[head]:.1f}% vs {100 * both['cnn']:.1f}%).")
+        out.append(f"At {size:,} images transfer adds {100 * (both[head] - both['cnn']):+.1f} points "
+                   f"({100 * both[head]:.1f}% vs {100 * both['cnn']:.1f}%).")
     resolution = pd.DataFrame(curves["resolution"])
     if len(resolution) > 1:
         best, cheapest = resolution.loc[resolution.test_accuracy.idxmax()], resolution.iloc[0]
@@ -75,8 +74,7 @@ def seed_spread(curves: dict, train_size: int) -> dict[str, tuple[float, float, 
 def learning_curve_figure(curves: dict) -> Figure:
     """Test accuracy against training-set size (log scale), mean ± standard deviation over seeds."""
     summary = curve_summary(curves)
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((9, 5))
     for model, color in (("cnn", PALETTE["secondary"]), (f"{curves['backbone']}_head", PALETTE["primary"])):
         rows = summary[summary.model == model]
         ax.errorbar(rows.train_size, rows["mean"], yerr=rows["std"], marker="o", capsize=4, color=color,
@@ -85,8 +83,7 @@ def learning_curve_figure(curves: dict) -> Figure:
     ax.set_xticks(sorted(set(summary.train_size)), [f"{n:,}" for n in sorted(set(summary.train_size))])
     ax.minorticks_off()
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel("labelled training images (80% train, 20% validation)")
-    ax.set_ylabel("test accuracy")
+    ax.set(xlabel="labelled training images (80% train, 20% validation)", ylabel="test accuracy")
     ax.legend(loc="best")
     fig.suptitle("How much labelled data does transfer learning save?")
     ax.set_title(textwrap.shorten(f"Data: {curves['provenance']['data']}; weights: {curves['provenance']['weights']}",
@@ -98,17 +95,15 @@ def learning_curve_figure(curves: dict) -> Figure:
 def resolution_cost_figure(curves: dict) -> Figure:
     """Head-only test accuracy against the seconds of feature extraction, one point per input size."""
     points = pd.DataFrame(curves["resolution"])
-    fig = Figure(figsize=(9, 5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((9, 5))
     ax.plot(points.feature_seconds, points.test_accuracy, marker="o", color=PALETTE["primary"])
     for _, p in points.iterrows():
         ax.annotate(f"{p.image_size:.0f}px", (p.feature_seconds, p.test_accuracy), textcoords="offset points",
                     xytext=(6, -12))
     ax.set_xlim(0, points.feature_seconds.max() * 1.1)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set_xlabel(f"seconds to compute features of {int(points.images.iloc[0]):,} images on this machine "
-                  f"({curves['provenance']['device']})")
-    ax.set_ylabel("head-only test accuracy")
+    ax.set(xlabel=f"seconds to compute features of {int(points.images.iloc[0]):,} images on this machine "
+                  f"({curves['provenance']['device']})", ylabel="head-only test accuracy")
     fig.suptitle(f"Input resolution vs cost: {label(curves['backbone'] + '_head')}")
     prov = curves["provenance"]
     ax.set_title(textwrap.shorten(f"Data: {prov['data']}; weights: {prov['weights']}; {prov['hardware']}", 140),

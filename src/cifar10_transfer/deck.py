@@ -1,14 +1,9 @@
-"""The slide deck: a 16:9 PDF rendered from results.json and the run's figures alone.
-
-Every number is computed from the results at render time (through `report`), so the
-deck cannot drift from the run that produced it; text is real, selectable TrueType text.
-"""
+"""The slide deck: a 16:9 PDF of selectable text, computed from the results files and the run's figures alone."""
 
 from __future__ import annotations
 
 import os
 import textwrap
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -156,17 +151,7 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
             cell.set_facecolor(PALETTE["primary"])
 
 
-@dataclass(frozen=True)
-class _Run:
-    """What every slide is drawn from: the results, the folder of the run's figures and notebook 03's curves."""
-
-    results: dict
-    images: Path
-    curves: dict | None
-
-
-def _title(fig: Figure, run: _Run) -> None:
-    results = run.results
+def _title(fig: Figure, results: dict, **_) -> None:
     prov, best = results["provenance"], best_model(results)
     fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
              weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
@@ -177,8 +162,7 @@ def _title(fig: Figure, run: _Run) -> None:
     fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
 
-def _problem(fig: Figure, run: _Run) -> None:
-    results = run.results
+def _problem(fig: Figure, results: dict, **_) -> None:
     cfg, prov, data = results["config"], results["provenance"], results["data"]
     names = data.get("class_names", [])
     _bullets(fig, [
@@ -195,14 +179,14 @@ def _problem(fig: Figure, run: _Run) -> None:
 
 def _pictures(*placed):
     """A slide of figures from the table: (name, [left, bottom, width, height]) pairs."""
-    return lambda fig, run: [_picture(fig, run.images / FIGURES[name].file, rect) for name, rect in placed]
+    return lambda fig, images, **_: [_picture(fig, images / FIGURES[name].file, rect) for name, rect in placed]
 
 
-def _method(fig: Figure, run: _Run) -> None:
-    models = run.results["models"]
+def _method(fig: Figure, results: dict, **_) -> None:
+    models = results["models"]
     backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in table_stages(models)
                                    if s.backbone and s.name in models))
-    _pipeline(fig, run.results["config"], backbones)
+    _pipeline(fig, results["config"], backbones)
     _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
                    "top of the backbone (stage 2), learn from CIFAR-10.",
                    "The baseline CNN skips all of this: it sees the 32×32 images directly."],
@@ -217,19 +201,19 @@ def _outcome(results: dict, name: str) -> str:
             f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
 
 
-def _cnn(fig: Figure, run: _Run) -> None:
-    m = run.results["models"].get("cnn")
+def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:
+    m = results["models"].get("cnn")
     items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
              "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
     if m:
         items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
                   f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
-    _bullets(fig, items + [_outcome(run.results, "cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
-    _picture(fig, run.images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
+    _bullets(fig, items + [_outcome(results, "cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
+    _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
 
 
-def _stages(fig: Figure, run: _Run) -> None:
-    cfg, models = run.results["config"], run.results["models"]
+def _stages(fig: Figure, results: dict, **_) -> None:
+    cfg, models = results["config"], results["models"]
     mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
     how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
            else "images pass the frozen backbone every epoch (the study's way)")
@@ -243,13 +227,13 @@ def _stages(fig: Figure, run: _Run) -> None:
               f"{cfg.get('finetune_epochs')} epochs",
               *recipes])):
         fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
-        _bullets(fig, items + [_outcome(run.results, s.name) for s in table_stages(models)
+        _bullets(fig, items + [_outcome(results, s.name) for s in table_stages(models)
                                if s.name.endswith("_" + kind)], box=box, size=16)
 
 
-def _augmentation(fig: Figure, run: _Run) -> None:
-    cfg = run.results["config"]
-    _picture(fig, run.images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
+def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
+    cfg = results["config"]
+    _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
     _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
                    "Applied to training images after resizing, before preprocess_input",
                    "Seeded stateless ops: the same seed gives the same augmented epochs"]
@@ -258,14 +242,14 @@ def _augmentation(fig: Figure, run: _Run) -> None:
              box=(0.52, 0.08, 0.95, 0.84), size=18)
 
 
-def _comparison(fig: Figure, run: _Run) -> None:
-    _table(fig, run.results, [0.05, 0.56, 0.9, 0.28], run.curves)
-    _picture(fig, run.images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47])
+def _comparison(fig: Figure, results: dict, images: Path, curves: dict | None) -> None:
+    _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves)
+    _picture(fig, images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47])
 
 
-def _training_curves(fig: Figure, run: _Run) -> None:
-    paths = [run.images / training_curve(s.name).file for s in table_stages(run.results["models"])]
-    found = [path for path in paths if path.is_file()][:6] or [run.images / training_curve("cnn").file]
+def _training_curves(fig: Figure, results: dict, images: Path, **_) -> None:
+    paths = [images / training_curve(s.name).file for s in table_stages(results["models"])]
+    found = [path for path in paths if path.is_file()][:6] or [images / training_curve("cnn").file]
     columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
     lines = -(-len(found) // columns)
     width, height = 0.94 / columns, 0.78 / lines
@@ -276,16 +260,15 @@ def _training_curves(fig: Figure, run: _Run) -> None:
 
 def _curve_slide(name: str, resolution: bool):
     """A curve figure beside its findings: the input-size sentence (`resolution`) or all the others."""
-    def draw(fig: Figure, run: _Run) -> None:
-        lines = [line for line in curve_findings(run.curves) if line.startswith("Input size") == resolution]
-        _picture(fig, run.images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
+    def draw(fig: Figure, images: Path, curves: dict, **_) -> None:
+        lines = [line for line in curve_findings(curves) if line.startswith("Input size") == resolution]
+        _picture(fig, images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
         _bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
                  size=16)
     return draw
 
 
-def _provenance(fig: Figure, run: _Run) -> None:
-    results = run.results
+def _provenance(fig: Figure, results: dict, **_) -> None:
     cfg, prov = results["config"], results["provenance"]
     packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
     pairs = [("Git commit", short_commit(prov)),
@@ -298,7 +281,7 @@ def _provenance(fig: Figure, run: _Run) -> None:
     _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
 
 
-# (title, draw(fig, run)) of each slide in order; the curve slides only where notebook 03 ran.
+# (title, draw) of each slide in order, draw(fig, results=, images=, curves=); curve slides where notebook 03 ran.
 _OPENING = (
     ("cifar10-transfer", _title),
     ("Problem and dataset", _problem),
@@ -319,16 +302,15 @@ _CLOSING = (
     ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
                                                      ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
     ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
-    ("Findings", lambda fig, run: _bullets(fig, findings(run.results))),
-    ("Limitations and next steps", lambda fig, run: _bullets(fig, _limitations(run.results, run.curves))),
+    ("Findings", lambda fig, results, **_: _bullets(fig, findings(results))),
+    ("Limitations and next steps", lambda fig, results, curves, **_: _bullets(fig, _limitations(results, curves))),
     ("Provenance", _provenance),
 )
 
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
     """(title, draw) for each slide; draw(fig) fills the body."""
-    run = _Run(results, Path(images), curves)
-    return [(title, partial(draw, run=run))
+    return [(title, partial(draw, results=results, images=Path(images), curves=curves))
             for title, draw in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
 
 

@@ -1,9 +1,4 @@
-"""The README's results and curves blocks and the sentences the deck shares, computed from the results files.
-
-Every number shown is computed from the results dict at render time, never typed, so the
-README and the deck cannot drift from the run that produced them. Accuracies are always
-formatted by `plots.format_accuracy` (e.g. `61.2%`), the same string in table and deck.
-"""
+"""The README's results and curves blocks and the sentences the deck shares, computed from the results files."""
 
 from __future__ import annotations
 

@@ -67,8 +67,7 @@ def load_results(path: str | os.PathLike) -> dict:
 
 
 def load_curves(path: str | os.PathLike) -> dict | None:
-    """learning_curves.json, or None where the run made none (notebook 03 not run); an
-    unreadable or incomplete file raises UserError."""
+    """learning_curves.json; None where notebook 03 did not run, UserError where unreadable or incomplete."""
     if not Path(path).is_file():
         return None
     return _load(path, "learning-curves",

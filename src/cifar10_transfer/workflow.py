@@ -16,6 +16,7 @@ from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
 from .registry import get_backbone
+from .results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
 from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -126,7 +127,6 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
     """Run the three notebooks, render the deck and README blocks, then publish everything at once."""
     from .deck import render_deck
     from .report import update_readme
-    from .results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
 
     out = Path(out)
     check_run_weights(make_config(profile, overrides), weights)  # refuse bad settings before any work
@@ -155,7 +155,6 @@ def report(out: str | Path = ".") -> Path:
     """Re-render the deck and the README table from OUT/results/results.json, without training."""
     from .deck import render_deck
     from .report import update_readme
-    from .results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
 
     out = Path(out)
     results = load_results(out / RESULTS_FILE)
