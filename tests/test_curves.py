@@ -6,8 +6,9 @@ import pytest
 
 from cifar10_transfer import deck, report
 from cifar10_transfer.config import make_config
-from cifar10_transfer.curves import (curve_findings, curve_summary, run_learning_curves, run_times,
-                                    save_curve_figures)
+from cifar10_transfer.analysis import save_curve_figures
+from cifar10_transfer.curve_report import curve_findings, curve_summary, run_times
+from cifar10_transfer.curves import run_learning_curves
 from cifar10_transfer.data import synthetic_dataset
 
 TINY = ["curve_sizes=100,200", "curve_seeds=2", "resolution_sizes=32,48", "image_size=32", "test_size=200",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import copy
-import json
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -16,6 +19,7 @@ from cifar10_transfer.errors import UserError
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -233,21 +237,6 @@ def test_update_readme_without_markers_raises(results, tmp_path):
     assert not report.readme_table_matches("# Title\n", results)
 
 
-def test_load_results(results, tmp_path):
-    with pytest.raises(UserError, match="make reproduce"):
-        report.load_results(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(UserError, match="make reproduce"):
-        report.load_results(bad)
-    bad.write_text(json.dumps({"models": {}}))
-    with pytest.raises(UserError, match="config"):
-        report.load_results(bad)
-    good = tmp_path / "results.json"
-    good.write_text(json.dumps(results))
-    assert report.load_results(good)["models"]["cnn"]["test_accuracy"] == 0.6123
-
-
 def test_findings_are_computed(results):
     sentences = report.findings(results)
     assert sentences[0] == "Best model: ResNet50 head-only with 88.1% test accuracy."
@@ -354,3 +343,52 @@ def test_limitations_spread_what_the_curves_cover_and_ask_seeds_for_the_rest(res
             "learning curves' seeds at this size.") in items
     assert [s for s in items if s.startswith("Next: repeat")] == [
         "Next: repeat ResNet50 head-only and EfficientNet-Lite0 fine-tuned with several seeds and report the spread."]
+
+
+# Run in a fresh interpreter where importing TensorFlow or Keras fails: the publish wing must not need them.
+WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+from pathlib import Path
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ImportError(f"{name} is refused: the publish wing must not import it")
+
+sys.meta_path.insert(0, Refuse())
+from cifar10_transfer import deck, report
+from cifar10_transfer.results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
+
+root, pdf = Path(sys.argv[1]), Path(sys.argv[2])
+results, curves = load_results(root / RESULTS_FILE), load_curves(root / CURVES_FILE)
+readme = (root / "README.md").read_text()
+print(report.readme_table_matches(readme, results, curves), report.readme_curves_match(readme, curves))
+deck.render_deck(results, root / "images", pdf, curves)
+print(sorted(name for name in sys.modules if name.split(".")[0] == "cifar10_transfer"))
+"""
+# The run wing: what trains, evaluates and writes results; rendering must not import any of it.
+RUN_WING = {"backbones", "cache", "config", "curves", "custom_layers", "data", "efficientnet_lite", "experiment",
+            "features", "models", "pipelines", "predict", "prefix", "provenance", "stages", "training", "weights",
+            "workflow"}
+
+
+def test_readme_blocks_and_deck_render_from_the_committed_results_without_tensorflow_or_the_run_wing(tmp_path):
+    from cifar10_transfer.workflow import DECK_NAME
+
+    pdf = tmp_path / "deck.pdf"
+    probe = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(ROOT), str(pdf)], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    matches, modules = probe.stdout.splitlines()
+    assert matches == "True True"  # the README's results and curves blocks are what these files render to
+    imported = {name.split(".")[1] for name in ast.literal_eval(modules) if "." in name}
+    assert imported >= {"deck", "report", "results"} and not imported & RUN_WING, imported
+    assert pdf.read_bytes() == (ROOT / "presentation" / DECK_NAME).read_bytes()
+
+
+def test_the_best_model_is_the_one_validation_picks_whatever_the_file_stored(results):
+    results["models"]["cnn"]["val_accuracy"] = 0.95  # below the head on test, above it on validation
+    assert results["best_model"] == "resnet50_head"
+    sentences = report.findings(results)
+    assert sentences[0] == "Best model: Baseline CNN with 61.2% test accuracy."
+    assert any(s.startswith("Most common mistake (Baseline CNN)") for s in sentences)

@@ -8,18 +8,20 @@ import pypdf
 
 from cifar10_transfer import report
 from cifar10_transfer.cli import build_parser
+from cifar10_transfer.curve_report import seed_spread
+from cifar10_transfer.results import CURVES_FILE, RESULTS_FILE, load_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_table_matches_committed_results():
-    results = json.loads((ROOT / "results" / "results.json").read_text())
-    curves = report.load_curves(ROOT / "results" / report.CURVES_FILE)
+    results = json.loads((ROOT / RESULTS_FILE).read_text())
+    curves = load_curves(ROOT / CURVES_FILE)
     assert report.readme_table_matches((ROOT / "README.md").read_text(), results, curves)
 
 
 def test_readme_curves_block_matches_committed_learning_curves():
-    path = ROOT / "results" / report.CURVES_FILE
+    path = ROOT / CURVES_FILE
     readme = (ROOT / "README.md").read_text()
     if path.is_file():
         assert report.readme_curves_match(readme, json.loads(path.read_text()))
@@ -28,7 +30,7 @@ def test_readme_curves_block_matches_committed_learning_curves():
 
 
 def test_committed_reference_run_is_labelled():
-    results = json.loads((ROOT / "results" / "results.json").read_text())
+    results = json.loads((ROOT / RESULTS_FILE).read_text())
     assert "JPEG copy" in results["provenance"]["data"]
     for name in ("resnet50_head", "resnet50_finetuned"):
         assert name in results["models"] or results["not_run"][name]
@@ -57,10 +59,8 @@ def test_committed_artifacts_hold_no_machine_paths():
 
 
 def test_committed_curves_agree_with_the_main_table_within_their_seed_spread():
-    from cifar10_transfer.curves import seed_spread
-
-    results = json.loads((ROOT / "results" / "results.json").read_text())
-    curves = report.load_curves(ROOT / "results" / report.CURVES_FILE)
+    results = json.loads((ROOT / RESULTS_FILE).read_text())
+    curves = load_curves(ROOT / CURVES_FILE)
     assert curves is not None and "JPEG copy" in curves["provenance"]["data"]
     spread = seed_spread(curves, results["config"]["train_size"])
     for name in ("cnn", f"{curves['backbone']}_head"):

@@ -1,61 +1,83 @@
-"""Which figure each notebook section writes, and the tables it shows.
-
-The notebooks call these so that every figure has one name, one style and one code
-path that the tests exercise.
-"""
+"""The notebooks' glue: the figures each section writes, the tables it shows and the EDA findings."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from . import plots
-from .data import Dataset
 from .evaluation import most_confident_mistakes
+from .figures import FIGURES, training_curve
+from .results import best_model
 from .study import stage
 
-if TYPE_CHECKING:  # pipelines loads TensorFlow, which the EDA notebook does not need
+if TYPE_CHECKING:  # only their arrays are read here; pipelines would load TensorFlow, which notebook 01 does without
+    from .data import Dataset
     from .pipelines import Splits
 
 
-def save_eda_figures(dataset: Dataset, images_dir: Path, seed: int = 0) -> list[Path]:
+def save_eda_figures(dataset: Dataset, images_dir: str | os.PathLike, seed: int = 0) -> list[Path]:
     """The four EDA figures of the training set, written to `images_dir`."""
-    images_dir = Path(images_dir)
     x, y, names = dataset.x_train, dataset.y_train, dataset.class_names
-    figures = {"train_label_distribution.png": plots.label_distribution(y, names),
-               "dataset_samples.png": plots.sample_grid(x, y, names, per_class=8, seed=seed),
-               "avg_rgb_by_class.png": plots.average_rgb_by_class(x, y, names),
-               "pixel_intensity.png": plots.pixel_intensity(x, y, names)}
-    return [_save(figure, images_dir / name) for name, figure in figures.items()]
+    return [FIGURES["train_label_distribution"].save(images_dir, y, names),
+            FIGURES["dataset_samples"].save(images_dir, x, y, names, per_class=8, seed=seed),
+            FIGURES["avg_rgb_by_class"].save(images_dir, x, y, names),
+            FIGURES["pixel_intensity"].save(images_dir, x, y, names)]
 
 
-def save_augmentation_figure(splits: Splits, images_dir: Path, seed: int, n_images: int = 6,
-                             n_variants: int = 5) -> list[Path]:
-    """Training images of different classes beside augmented copies (the backbone stages' augmentation)."""
-    from .pipelines import augmentation_examples
-
+def augmentation_originals(splits: Splits, n_images: int = 6) -> np.ndarray:
+    """One training image of each of the first `n_images` classes (not six of the first class)."""
     first_of_class = [np.flatnonzero(splits.y_train == label)[0] for label in np.unique(splits.y_train)]
-    originals = splits.x_train[first_of_class[:n_images]]  # one image per class, not six of the first class
-    variants = augmentation_examples(originals, n_variants, seed)
-    return [_save(plots.augmentation_grid(originals, variants), Path(images_dir) / "augmentation.png")]
+    return splits.x_train[first_of_class[:n_images]]
 
 
-def save_training_curves(runs, images_dir: Path) -> list[Path]:
+def save_augmentation_figure(originals: np.ndarray, variants: np.ndarray, images_dir: str | os.PathLike) -> list[Path]:
+    """`originals` beside their augmented `variants` (from `pipelines.augmentation_examples`)."""
+    return [FIGURES["augmentation"].save(images_dir, originals, variants)]
+
+
+def save_training_curves(runs, images_dir: str | os.PathLike) -> list[Path]:
     """Loss and accuracy curves of each trained run (a run or a list of them; None is skipped)."""
-    runs = runs if isinstance(runs, list) else [runs]
-    return [_save(plots.training_curves(run.stage.history, f"{stage(run.name).label}: training and validation"),
-                  Path(images_dir) / stage(run.name).curve_file) for run in runs if run is not None]
+    curves = [(training_curve(run.name), run.stage.history) for run in (runs if isinstance(runs, list) else [runs])
+              if run is not None]
+    return [curve.save(images_dir, history, curve.caption) for curve, history in curves]
+
+
+def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: np.ndarray,
+                            images_dir: str | os.PathLike) -> list[Path]:
+    """Comparison, confusion matrix, common errors, per-class metrics and misclassified examples.
+
+    Everything but the comparison describes the best model of the run (`results.best_model`).
+    """
+    name = best_model(results)
+    best, label = results["models"][name], stage(name).label
+    wrong = most_confident_mistakes(splits.y_test, best_probabilities)
+    predicted = best_probabilities.argmax(axis=1)
+    return [FIGURES["model_comparison"].save(images_dir, results),
+            FIGURES["confusion_matrix"].save(images_dir, np.array(best["confusion_matrix"]), splits.class_names,
+                                             f"{label}: confusion matrix"),
+            FIGURES["common_errors"].save(images_dir, best["top_confusions"], f"{label}: most common errors"),
+            FIGURES["per_class_metrics"].save(images_dir, best["per_class"], f"{label}: per-class metrics"),
+            FIGURES["misclassified_examples"].save(images_dir, splits.x_test[wrong], splits.y_test[wrong],
+                                                   predicted[wrong], best_probabilities[wrong, predicted[wrong]],
+                                                   splits.class_names)]
+
+
+def save_curve_figures(curves: dict, images_dir: str | os.PathLike) -> list[Path]:
+    """The learning curve and the resolution cost of notebook 03's `curves`."""
+    return [FIGURES[name].save(images_dir, curves) for name in ("learning_curve", "resolution_cost")]
 
 
 def show(paths: list[Path]) -> None:
-    """Display saved figures in a notebook, each under its file name."""
+    """Display saved figures in a notebook, each under its file name and caption."""
     from IPython.display import Image, Markdown, display
 
-    for path in paths:
-        display(Markdown(f"`{Path(path).name}`"), Image(filename=str(path)))
+    for path in map(Path, paths):
+        caption = f": {FIGURES[path.stem].caption}" if path.stem in FIGURES else ""
+        display(Markdown(f"`{path.name}`{caption}"), Image(filename=str(path)))
 
 
 def bullets(lines: list[str]) -> str:
@@ -70,30 +92,35 @@ def metrics_frame(results: dict) -> pd.DataFrame:
     return pd.DataFrame({name: {c: entry[c] for c in columns} for name, entry in results["models"].items()}).T
 
 
-def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: np.ndarray,
-                            images_dir: Path) -> list[Path]:
-    """Comparison, confusion matrix, common errors, per-class metrics and misclassified examples.
-
-    Everything but the comparison describes the best model of the run.
-    """
-    images_dir = Path(images_dir)
-    best = results["models"][results["best_model"]]
-    label = stage(results["best_model"]).label
-    wrong = most_confident_mistakes(splits.y_test, best_probabilities)
-    predicted = best_probabilities.argmax(axis=1)
-    figures = {
-        "model_comparison.png": plots.model_comparison(results),
-        "confusion_matrix.png": plots.confusion_matrix_plot(np.array(best["confusion_matrix"]),
-                                                            splits.class_names, f"{label}: confusion matrix"),
-        "common_errors.png": plots.common_errors(best["top_confusions"], f"{label}: most common errors"),
-        "per_class_metrics.png": plots.per_class_metrics(best["per_class"], f"{label}: per-class metrics"),
-        "misclassified_examples.png": plots.misclassified_examples(
-            splits.x_test[wrong], splits.y_test[wrong], predicted[wrong],
-            best_probabilities[wrong, predicted[wrong]], splits.class_names),
-    }
-    return [_save(figure, images_dir / name) for name, figure in figures.items()]
+def class_table(dataset: Dataset) -> pd.DataFrame:
+    """Per class: train and test counts, share of the training set, mean R, G, B and brightness (0-255)."""
+    n_classes = len(dataset.class_names)
+    train = np.bincount(dataset.y_train, minlength=n_classes)
+    test = np.bincount(dataset.y_test, minlength=n_classes)
+    means = np.stack([dataset.x_train[dataset.y_train == c].reshape(-1, 3).mean(axis=0)
+                      for c in range(n_classes)])
+    return pd.DataFrame({"train": train, "test": test, "train_share": train / train.sum(),
+                         "mean_r": means[:, 0], "mean_g": means[:, 1], "mean_b": means[:, 2],
+                         "brightness": means.mean(axis=1)},
+                        index=pd.Index(dataset.class_names, name="class"))
 
 
-def _save(figure, path: Path) -> Path:
-    plots.save_figure(figure, path)
-    return path
+def eda_findings(dataset: Dataset) -> list[str]:
+    """Sentences for the EDA narrative, every number computed from `dataset`."""
+    table = class_table(dataset)
+    spread = table["train"].max() - table["train"].min()
+    balance = ("perfectly balanced" if spread == 0
+               else f"imbalanced by up to {spread:,} images between classes")
+    blue_lead = (table["mean_b"] - table[["mean_r", "mean_g"]].mean(axis=1)).sort_values()
+    return [
+        f"Data: {dataset.description}.",
+        f"{len(dataset.y_train):,} training and {len(dataset.y_test):,} test images of "
+        f"{dataset.x_train.shape[1]}x{dataset.x_train.shape[2]} pixels in {len(dataset.class_names)} classes; "
+        f"the training set is {balance}.",
+        f"The brightest class on average is {table['brightness'].idxmax()} "
+        f"({table['brightness'].max():.1f} of 255), the darkest {table['brightness'].idxmin()} "
+        f"({table['brightness'].min():.1f}).",
+        f"{blue_lead.index[-1]} images are the most blue-tinted (blue exceeds the red/green mean by "
+        f"{blue_lead.iloc[-1]:.1f}), {blue_lead.index[0]} the least ({blue_lead.iloc[0]:.1f}): colour alone "
+        "carries some class signal, which a model can over-rely on.",
+    ]

@@ -1,13 +1,10 @@
-"""The slide deck: a 16:9 PDF rendered from results.json and the run's figures alone.
-
-Every number is computed from the results at render time (through `report`), so the
-deck cannot drift from the run that produced it; text is real, selectable TrueType text.
-"""
+"""The slide deck: a 16:9 PDF of selectable text, computed from the results files and the run's figures alone."""
 
 from __future__ import annotations
 
 import os
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -17,12 +14,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
+from .curve_report import curve_findings
+from .figures import FIGURES, training_curve
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
 from .recipe import Stage2Recipe, describe
 from .registry import parse_stage
-from .report import (best_model, findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label,
-                     table_rows, views_description, weights_description)
+from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
+                     views_description, weights_description)
+from .results import best_model
 from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
@@ -151,151 +151,167 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
             cell.set_facecolor(PALETTE["primary"])
 
 
-def _curve_slides(curves: dict | None, images: Path) -> list:
-    """The learning-curve and resolution slides of notebook 03's results (none without them)."""
-    if curves is None:
-        return []
-    from .curves import curve_findings
+def _title(fig: Figure, results: dict, **_) -> None:
+    prov, best = results["provenance"], best_model(results)
+    fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
+             weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
+    lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
+             f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
+    if best:
+        lines.append(f"Best: {label(best)}, {format_accuracy(results['models'][best]['test_accuracy'])} test accuracy")
+    fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
-    sentences = curve_findings(curves)
-    resolution = [line for line in sentences if line.startswith("Input size")]
-    curve = [line for line in sentences if line not in resolution]
 
-    def slide(figure, lines):
-        def draw(fig):
-            _picture(fig, images / figure, [0.03, 0.1, 0.55, 0.74])
-            _bullets(fig, lines, box=(0.6, 0.08, 0.97, 0.84), size=16)
-        return draw
+def _problem(fig: Figure, results: dict, **_) -> None:
+    cfg, prov, data = results["config"], results["provenance"], results["data"]
+    names = data.get("class_names", [])
+    _bullets(fig, [
+        "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
+        f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
+        f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
+        f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
+        f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
+        f"Data source: {prov.get('data', 'unknown')}.",
+        "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
+                                         for n in STUDY_STAGES) + "; this deck checks them.",
+        f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])
 
-    return [("How much labelled data transfer learning saves", slide("learning_curve.png", curve)),
-            ("Input resolution versus cost", slide("resolution_cost.png", resolution or ["(one image size only)"]))]
+
+def _pictures(*placed):
+    """A slide of figures from the table: (name, [left, bottom, width, height]) pairs."""
+    return lambda fig, images, **_: [_picture(fig, images / FIGURES[name].file, rect) for name, rect in placed]
+
+
+def _method(fig: Figure, results: dict, **_) -> None:
+    models = results["models"]
+    backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in table_stages(models)
+                                   if s.backbone and s.name in models))
+    _pipeline(fig, results["config"], backbones)
+    _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
+                   "top of the backbone (stage 2), learn from CIFAR-10.",
+                   "The baseline CNN skips all of this: it sees the 32×32 images directly."],
+             box=(0.05, 0.08, 0.95, 0.4), size=18)
+
+
+def _outcome(results: dict, name: str) -> str:
+    """A stage's test accuracy, the study's beside it, and its seconds; or why it did not run."""
+    m, reported = results["models"].get(name), stage(name).study_accuracy
+    study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
+    return (f"{stage_label(results, name)}: {format_accuracy(m['test_accuracy'])}{study} in "
+            f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
+
+
+def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:
+    m = results["models"].get("cnn")
+    items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
+             "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
+    if m:
+        items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
+                  f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
+    _bullets(fig, items + [_outcome(results, "cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
+    _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
+
+
+def _stages(fig: Figure, results: dict, **_) -> None:
+    cfg, models = results["config"], results["models"]
+    mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
+    how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
+           else "images pass the frozen backbone every epoch (the study's way)")
+    recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
+    for box, heading, kind, items in (
+            ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
+             [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
+              f"head_mode={mode}: {how}"]),
+            ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
+             ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
+              f"{cfg.get('finetune_epochs')} epochs",
+              *recipes])):
+        fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
+        _bullets(fig, items + [_outcome(results, s.name) for s in table_stages(models)
+                               if s.name.endswith("_" + kind)], box=box, size=16)
+
+
+def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
+    cfg = results["config"]
+    _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
+    _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
+                   "Applied to training images after resizing, before preprocess_input",
+                   "Seeded stateless ops: the same seed gives the same augmented epochs"]
+             + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
+                 "stage 2"] if cfg.get("head_mode") == "cached" else []),
+             box=(0.52, 0.08, 0.95, 0.84), size=18)
+
+
+def _comparison(fig: Figure, results: dict, images: Path, curves: dict | None) -> None:
+    _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves)
+    _picture(fig, images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47])
+
+
+def _training_curves(fig: Figure, results: dict, images: Path, **_) -> None:
+    paths = [images / training_curve(s.name).file for s in table_stages(results["models"])]
+    found = [path for path in paths if path.is_file()][:6] or [images / training_curve("cnn").file]
+    columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
+    lines = -(-len(found) // columns)
+    width, height = 0.94 / columns, 0.78 / lines
+    for index, path in enumerate(found):
+        row, column = divmod(index, columns)
+        _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
+
+
+def _curve_slide(name: str, resolution: bool):
+    """A curve figure beside its findings: the input-size sentence (`resolution`) or all the others."""
+    def draw(fig: Figure, images: Path, curves: dict, **_) -> None:
+        lines = [line for line in curve_findings(curves) if line.startswith("Input size") == resolution]
+        _picture(fig, images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
+        _bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
+                 size=16)
+    return draw
+
+
+def _provenance(fig: Figure, results: dict, **_) -> None:
+    cfg, prov = results["config"], results["provenance"]
+    packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
+    pairs = [("Git commit", short_commit(prov)),
+             ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
+             ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
+             ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
+             ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
+             ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
+             ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
+    _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
+
+
+# (title, draw) of each slide in order, draw(fig, results=, images=, curves=); curve slides where notebook 03 ran.
+_OPENING = (
+    ("cifar10-transfer", _title),
+    ("Problem and dataset", _problem),
+    ("EDA: labels and samples", _pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
+                                          ("dataset_samples", [0.56, 0.07, 0.4, 0.77]))),
+    ("EDA: colour statistics", _pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
+                                         ("pixel_intensity", [0.46, 0.12, 0.52, 0.72]))),
+    ("Method: the transfer-learning pipeline", _method),
+    ("Baseline: a small CNN from scratch", _cnn),
+    ("Transfer learning in two stages", _stages),
+    ("Augmentation", _augmentation),
+    ("Results: this run vs the study", _comparison),
+    ("Training curves", _training_curves),
+)
+_CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False)),
+           (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True)))
+_CLOSING = (
+    ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
+                                                     ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
+    ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
+    ("Findings", lambda fig, results, **_: _bullets(fig, findings(results))),
+    ("Limitations and next steps", lambda fig, results, curves, **_: _bullets(fig, _limitations(results, curves))),
+    ("Provenance", _provenance),
+)
 
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
     """(title, draw) for each slide; draw(fig) fills the body."""
-    cfg, prov, data, models = results["config"], results["provenance"], results["data"], results["models"]
-    names, best = data.get("class_names", []), best_model(results)
-    rows = table_stages(models)
-    backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in rows
-                                   if s.backbone and s.name in models))
-
-    def bullets(items, box=BODY, size=20):
-        return lambda fig: _bullets(fig, items, box, size)
-
-    def pictures(*placed):
-        # A slide of figures: (file name, [left, bottom, width, height]) pairs.
-        return lambda fig: [_picture(fig, images / name, rect) for name, rect in placed]
-
-    def title(fig):
-        fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
-                 weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
-        lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
-                 f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
-        if best:
-            lines.append(f"Best: {label(best)}, {format_accuracy(models[best]['test_accuracy'])} test accuracy")
-        fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
-
-    def method(fig):
-        _pipeline(fig, cfg, backbones)
-        _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
-                       "top of the backbone (stage 2), learn from CIFAR-10.",
-                       "The baseline CNN skips all of this: it sees the 32×32 images directly."],
-                 box=(0.05, 0.08, 0.95, 0.4), size=18)
-
-    def outcome(name):
-        m, reported = models.get(name), stage(name).study_accuracy
-        study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
-        return (f"{stage_label(results, name)}: {format_accuracy(m['test_accuracy'])}{study} in "
-                f"{m.get('seconds', 0):,.0f} s" if m else f"{label(name)}: not run ({not_run_reason(results, name)})")
-
-    def cnn(fig):
-        m = models.get("cnn")
-        items = ["Input 32×32×3, scaled to [0, 1]", "3 blocks: Conv2D 3×3 (32, 64, 128 filters, ReLU) + MaxPool",
-                 "Flatten → Dense(128, ReLU) → Dropout(0.3) → Dense(10, softmax)"]
-        if m:
-            items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
-                      f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
-        _bullets(fig, items + [outcome("cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
-        _picture(fig, images / "cnn_curve.png", [0.47, 0.2, 0.5, 0.6])
-
-    def stages(fig):
-        mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
-        how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
-               else "images pass the frozen backbone every epoch (the study's way)")
-        recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
-        for box, heading, kind, items in (
-                ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
-                 [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
-                  f"head_mode={mode}: {how}"]),
-                ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
-                 ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
-                  f"{cfg.get('finetune_epochs')} epochs",
-                  *recipes])):
-            fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
-            _bullets(fig, items + [outcome(s.name) for s in rows if s.name.endswith("_" + kind)], box=box, size=16)
-
-    def augmentation(fig):
-        _picture(fig, images / "augmentation.png", [0.04, 0.08, 0.45, 0.76])
-        _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
-                       "Applied to training images after resizing, before preprocess_input",
-                       "Seeded stateless ops: the same seed gives the same augmented epochs"]
-                 + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
-                     "stage 2"] if cfg.get("head_mode") == "cached" else []),
-                 box=(0.52, 0.08, 0.95, 0.84), size=18)
-
-    def training_curves(fig):
-        found = [images / s.curve_file for s in rows if (images / s.curve_file).is_file()][:6]
-        found = found or [images / "cnn_curve.png"]
-        columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
-        lines = -(-len(found) // columns)
-        width, height = 0.94 / columns, 0.78 / lines
-        for index, path in enumerate(found):
-            row, column = divmod(index, columns)
-            _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
-
-    def provenance(fig):
-        packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
-        pairs = [("Git commit", short_commit(prov)),
-                 ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
-                 ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
-                 ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
-                 ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
-                 ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
-                 ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
-        _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
-
-    return [
-        ("cifar10-transfer", title),
-        ("Problem and dataset", bullets([
-            "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
-            f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
-            f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
-            f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
-            f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
-            f"Data source: {prov.get('data', 'unknown')}.",
-            "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
-                                             for n in STUDY_STAGES) + "; this deck checks them.",
-            f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])),
-        ("EDA: labels and samples", pictures(("train_label_distribution.png", [0.04, 0.12, 0.5, 0.7]),
-                                             ("dataset_samples.png", [0.56, 0.07, 0.4, 0.77]))),
-        ("EDA: colour statistics", pictures(("avg_rgb_by_class.png", [0.03, 0.2, 0.42, 0.6]),
-                                            ("pixel_intensity.png", [0.46, 0.12, 0.52, 0.72]))),
-        ("Method: the transfer-learning pipeline", method),
-        ("Baseline: a small CNN from scratch", cnn),
-        ("Transfer learning in two stages", stages),
-        ("Augmentation", augmentation),
-        ("Results: this run vs the study", lambda fig: (
-            _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves),
-            _picture(fig, images / "model_comparison.png", [0.15, 0.07, 0.7, 0.47]))),
-        ("Training curves", training_curves),
-        *_curve_slides(curves, images),
-        ("Confusion matrix and common errors", pictures(("confusion_matrix.png", [0.03, 0.07, 0.46, 0.77]),
-                                                        ("common_errors.png", [0.51, 0.2, 0.46, 0.55]))),
-        ("Misclassified test images", pictures(("misclassified_examples.png", [0.05, 0.07, 0.9, 0.77]))),
-        ("Findings", bullets(findings(results))),
-        ("Limitations and next steps", bullets(_limitations(results, curves))),
-        ("Provenance", provenance),
-    ]
+    return [(title, partial(draw, results=results, images=Path(images), curves=curves))
+            for title, draw in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
 
 
 def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,

@@ -1,10 +1,4 @@
-"""Every figure of the project, drawn in one style and returned as a matplotlib Figure.
-
-Figure functions are pure: they take arrays or parts of results.json and return a Figure,
-so callers decide where it goes. `save_figure` writes it as a PNG at a fixed dpi. No
-pyplot state is used (figures are `matplotlib.figure.Figure` objects), so nothing leaks
-between calls and the module works headless.
-"""
+"""The figures' style and the figures of data and results: pure functions, each returning a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -34,24 +28,12 @@ PALETTE = {"primary": "#0072B2", "secondary": "#E69F00", "tertiary": "#009E73",
            "muted": "#999999", "red": "#D55E00", "green": "#009E73", "blue": "#0072B2"}
 CHANNEL_COLORS = (PALETTE["red"], PALETTE["green"], PALETTE["blue"])
 STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 11,
-    "axes.labelsize": 10,
-    "figure.titlesize": 13,
-    "figure.titleweight": "bold",
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "legend.fontsize": 9,
-    "legend.frameon": False,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.axisbelow": True,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.titlesize": 13, "figure.titleweight": "bold",
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.frameon": False,
+    "axes.grid": True, "grid.alpha": 0.3, "axes.axisbelow": True, "axes.spines.top": False, "axes.spines.right": False,
     "axes.prop_cycle": matplotlib.cycler(color=[PALETTE["primary"], PALETTE["secondary"],
                                                 PALETTE["tertiary"], PALETTE["muted"]]),
-    "image.cmap": "Blues",
-    "savefig.dpi": DPI,
+    "image.cmap": "Blues", "savefig.dpi": DPI,
 }
 
 
@@ -67,6 +49,12 @@ def styled(func):
         with rc_context(STYLE):
             return func(*args, **kwargs)
     return wrapper
+
+
+def canvas(figsize: tuple[float, float], *grid, **kwargs) -> tuple:
+    """A constrained-layout Figure of `figsize` inches and its axes (`Figure.subplots(*grid, **kwargs)`)."""
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def _image_axes(ax) -> None:
@@ -94,28 +82,25 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 
 @styled
 def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Bar chart of the number of images per class (train_label_distribution.png)."""
+    """Bar chart of the number of images per class."""
     counts = np.bincount(np.asarray(labels), minlength=len(class_names))[: len(class_names)]
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((8, 4.5))
     bars = ax.bar(class_names, counts, color=PALETTE["primary"])
     ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=8)
-    ax.set_ylabel("images")
-    ax.set_xlabel("class")
+    ax.set(ylabel="images", xlabel="class", title=f"Training labels per class ({counts.sum():,} images)")
     ax.tick_params(axis="x", rotation=30)
     ax.margins(y=0.12)  # room for the count labels above the tallest bar
-    ax.set_title(f"Training labels per class ({counts.sum():,} images)")
     return fig
 
 
 @styled
 def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                 per_class: int = 8, seed: int = 0) -> Figure:
-    """One row per class with its name and `per_class` randomly chosen (seeded) images (dataset_samples.png)."""
+    """One row per class with its name and `per_class` randomly chosen (seeded) images."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    fig = Figure(figsize=(1.0 * per_class + 1.4, 1.0 * len(class_names) + 0.6), layout="constrained")
-    axes = fig.subplots(len(class_names), per_class, squeeze=False)
+    rows = len(class_names)
+    fig, axes = canvas((1.0 * per_class + 1.4, 1.0 * rows + 0.6), rows, per_class, squeeze=False)
     for row, name in enumerate(class_names):
         indices = np.flatnonzero(labels == row)
         chosen = rng.choice(indices, size=min(per_class, len(indices)), replace=False)
@@ -130,33 +115,28 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
 
 @styled
 def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Grouped bars of the mean red, green and blue value of each class (avg_rgb_by_class.png)."""
+    """Grouped bars of the mean red, green and blue value of each class."""
     labels = np.asarray(labels)
     means = np.array([images[labels == c].reshape(-1, 3).mean(axis=0) if np.any(labels == c)
                       else np.zeros(3) for c in range(len(class_names))])
-    fig = Figure(figsize=(9, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((9, 4.5))
     x = np.arange(len(class_names))
     width = 0.27
     for channel, (name, color) in enumerate(zip(("R", "G", "B"), CHANNEL_COLORS)):
         ax.bar(x + (channel - 1) * width, means[:, channel], width, label=name, color=color)
     ax.set_xticks(x, class_names, rotation=30)
-    ax.set_ylim(0, 255)
-    ax.set_ylabel("mean pixel value (0-255)")
-    ax.set_xlabel("class")
+    ax.set(ylim=(0, 255), ylabel="mean pixel value (0-255)", xlabel="class", title="Average colour per class")
     _legend_outside(ax)
-    ax.set_title("Average colour per class")
     return fig
 
 
 @styled
 def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """Per-class histograms of pixel values, one R/G/B line each, as small multiples (pixel_intensity.png)."""
+    """Per-class histograms of pixel values, one R/G/B line each, as small multiples."""
     labels = np.asarray(labels)
     ncols = 5
     nrows = math.ceil(len(class_names) / ncols)
-    fig = Figure(figsize=(12, 2.6 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    fig, axes = canvas((12, 2.6 * nrows + 0.6), nrows, ncols, squeeze=False, sharex=True, sharey=True)
     values = np.arange(256)
     for index, ax in enumerate(axes.flat):
         if index >= len(class_names):
@@ -182,13 +162,12 @@ def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequenc
 
 @styled
 def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
-    """Originals in the first column, their augmented variants in the next columns (augmentation.png)."""
+    """Originals in the first column, their augmented variants in the next columns."""
     variants = np.asarray(variants)
     if variants.ndim != 5 or variants.shape[0] != len(originals):
         raise ValueError(f"variants must be (n, k, H, W, 3) with n={len(originals)}; got {variants.shape}")
     n, k = variants.shape[:2]
-    fig = Figure(figsize=(1.3 * (k + 1) + 0.4, 1.3 * n + 0.7), layout="constrained")
-    axes = fig.subplots(n, k + 1, squeeze=False)
+    fig, axes = canvas((1.3 * (k + 1) + 0.4, 1.3 * n + 0.7), n, k + 1, squeeze=False)
     for row in range(n):
         for col, ax in enumerate(axes[row]):
             _image_axes(ax)
@@ -202,8 +181,7 @@ def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
 @styled
 def training_curves(history: dict, title: str) -> Figure:
     """Loss and accuracy per epoch (1-based), training and validation, in two panels."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
+    fig, (ax_loss, ax_acc) = canvas((10, 4), 1, 2)
     for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         for key, name, color in ((metric, "train", PALETTE["primary"]),
                                  (f"val_{metric}", "validation", PALETTE["secondary"])):
@@ -213,8 +191,7 @@ def training_curves(history: dict, title: str) -> Figure:
             epochs = np.arange(1, len(values) + 1)
             # Markers keep a one-epoch run visible (a line needs two points).
             ax.plot(epochs, values, marker="o", markersize=4, color=color, label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set(xlabel="epoch", ylabel=label)
         # Half an epoch of padding and integer ticks: one epoch shows as "1", not 0.95 ... 1.05.
         longest = max(len(history.get(metric) or []), len(history.get(f"val_{metric}") or []), 1)
         ax.set_xlim(0.5, longest + 0.5)
@@ -236,8 +213,7 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
     matrix = np.asarray(matrix, dtype=np.int64)
     # Colour by the share of each true class, so a class with fewer test images is not paler.
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig = Figure(figsize=(8, 7), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((8, 7))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.grid(False)
     for (row, col), count in np.ndenumerate(matrix):
@@ -246,8 +222,7 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(ticks, class_names)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
+    ax.set(xlabel="predicted class", ylabel="true class")
     colorbar = fig.colorbar(image, ax=ax, shrink=0.8, format=PercentFormatter(1.0))
     colorbar.set_label("share of the true class")
     ax.set_title(title)
@@ -258,8 +233,7 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
 def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
     """Horizontal bars of the (up to 10) most frequent "true → predicted" mistakes."""
     entries = list(top_confusions)[:10]
-    fig = Figure(figsize=(8, 0.4 * max(len(entries), 3) + 1.2), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((8, 0.4 * max(len(entries), 3) + 1.2))
     if entries:
         names = [f"{e['true']} → {e['predicted']}" for e in entries]
         counts = [e["count"] for e in entries]
@@ -284,8 +258,7 @@ def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicte
     ncols = min(max(n, 1), 4)
     nrows = max(math.ceil(n / ncols), 1)
     # Wide cells: the titles are longer than the images are wide, and a wide grid fits a 16:9 slide.
-    fig = Figure(figsize=(3.0 * ncols, 1.6 * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
+    fig, axes = canvas((3.0 * ncols, 1.6 * nrows + 0.5), nrows, ncols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         _image_axes(ax)
         if index >= n:
@@ -307,8 +280,7 @@ def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicte
 def per_class_metrics(per_class: dict, title: str) -> Figure:
     """Grouped bars of precision, recall and F1 for each class."""
     names = list(per_class)
-    fig = Figure(figsize=(10, 4.5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((10, 4.5))
     x = np.arange(len(names))
     width = 0.27
     for offset, metric in zip((-1, 0, 1), ("precision", "recall", "f1")):
@@ -328,8 +300,7 @@ def model_comparison(results: dict) -> Figure:
     """Test accuracy of each stage in this run next to the study's reported accuracy (where it has one)."""
     models = results.get("models", {})
     stages = table_stages(models)
-    fig = Figure(figsize=(max(9, 1.6 * len(stages)), 5), layout="constrained")
-    ax = fig.subplots()
+    fig, ax = canvas((max(9, 1.6 * len(stages)), 5))
     x = np.arange(len(stages))
     width = 0.38
     reported = [i for i, s in enumerate(stages) if s.study_accuracy is not None]

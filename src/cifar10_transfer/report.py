@@ -1,65 +1,29 @@
-"""The README results table and the slide deck, both rendered from results.json alone.
-
-Every number shown is computed from the results dict at render time, never typed, so the
-README and the deck cannot drift from the run that produced them. Accuracies are always
-formatted by `plots.format_accuracy` (e.g. `61.2%`), the same string in table and deck.
-"""
+"""The README's results and curves blocks and the sentences the deck shares, computed from the results files."""
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-
-from .registry import get_backbone
+from .curve_report import curve_findings, run_times, seed_spread
 from .errors import UserError
+from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
+from .registry import get_backbone
+from .results import best_model
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
 README_END = "<!-- results:end -->"
 CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
-CURVES_FILE = "learning_curves.json"  # notebook 03's results, beside results.json
-RUN_FIRST = "run `python -m cifar10_transfer train` or `make reproduce` first."
-
-
-
-def load_results(path: str | os.PathLike) -> dict:
-    """Read results.json; a missing, unreadable or incomplete file raises UserError."""
-    path = Path(path)
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: {RUN_FIRST}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not a readable results file ({error}): {RUN_FIRST}") from None
-    missing = [key for key in ("config", "provenance", "data", "models")
-               if not isinstance(results, dict) or not isinstance(results.get(key), dict)]
-    if missing:
-        raise UserError(f"{path} lacks {', '.join(missing)}: {RUN_FIRST}")
-    return results
-
-
-def load_curves(path: str | os.PathLike) -> dict | None:
-    """learning_curves.json, or None where the run made none (notebook 03 not run)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not a readable learning-curves file ({error}): {RUN_FIRST}") from None
 
 
 def curves_block(curves: dict) -> str:
     """What the README shows between its curves markers: both figures and the computed findings."""
-    from .curves import curve_findings, run_times
-
     prov = curves["provenance"]
-    lines = ["![learning curve](images/learning_curve.png)", "", "![resolution cost](images/resolution_cost.png)", ""]
+    lines = [line for name in ("learning_curve", "resolution_cost") for line in (FIGURES[name].markdown(), "")]
     lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
     details = [f"profile {curves.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
@@ -87,11 +51,7 @@ def stage_label(results: dict, name: str) -> str:
 
 def run_seed_spread(results: dict, curves: dict | None) -> dict:
     """(mean, std, seeds) per stage from the learning curves at this run's training-set size."""
-    if curves is None:
-        return {}
-    from .curves import seed_spread
-
-    return seed_spread(curves, results["config"].get("train_size"))
+    return {} if curves is None else seed_spread(curves, results["config"].get("train_size"))
 
 
 def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
@@ -211,13 +171,6 @@ def readme_curves_match(readme_text: str, curves: dict) -> bool:
     """Whether the README's curves block holds exactly what these curves render to."""
     block = _marked_block(readme_text, CURVES_START, CURVES_END)
     return block is not None and readme_text[block[0]: block[1]].strip() == curves_block(curves)
-
-
-def best_model(results: dict) -> str | None:
-    models, named = results["models"], results.get("best_model")
-    if named in models:  # the error figures (analysis.py) are drawn for results["best_model"]
-        return named
-    return max(models, key=lambda n: models[n]["test_accuracy"]) if models else None
 
 
 def _flip_findings(results: dict) -> list[str]:

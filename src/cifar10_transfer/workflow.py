@@ -16,6 +16,7 @@ from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
 from .registry import get_backbone
+from .results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
 from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +126,7 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
               resume: bool = False) -> list[Path]:
     """Run the three notebooks, render the deck and README blocks, then publish everything at once."""
     from .deck import render_deck
-    from .report import CURVES_FILE, load_curves, load_results, update_readme
+    from .report import update_readme
 
     out = Path(out)
     check_run_weights(make_config(profile, overrides), weights)  # refuse bad settings before any work
@@ -141,8 +142,8 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
         for notebook in NOTEBOOKS[1:]:
             _execute_notebook(notebook, run_dir, {**common, "profile": profile, "overrides": arguments["overrides"],
                                                   "weights": _weights_argument(weights)})
-        results = load_results(run_dir / "results" / "results.json")
-        curves = load_curves(run_dir / "results" / CURVES_FILE)
+        results = load_results(run_dir / RESULTS_FILE)
+        curves = load_curves(run_dir / CURVES_FILE)
         render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves)
         published = publish(run_dir, out, ["results", "images", "presentation", MODELS_DIR])
         if (out / "README.md").is_file():
@@ -153,11 +154,11 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
 def report(out: str | Path = ".") -> Path:
     """Re-render the deck and the README table from OUT/results/results.json, without training."""
     from .deck import render_deck
-    from .report import CURVES_FILE, load_curves, load_results, update_readme
+    from .report import update_readme
 
     out = Path(out)
-    results = load_results(out / "results" / "results.json")
-    curves = load_curves(out / "results" / CURVES_FILE)
+    results = load_results(out / RESULTS_FILE)
+    curves = load_curves(out / CURVES_FILE)
     deck = out / "presentation" / DECK_NAME
     render_deck(results, out / "images", deck, curves)
     if (out / "README.md").is_file():
