@@ -5,7 +5,7 @@ from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.backbones import preprocess_for
-from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
+from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset, epoch_variable,
                                         split_dataset, transfer_dataset)
 
 
@@ -110,7 +110,12 @@ def test_augmented_pipeline_changes_between_epochs_but_repeats_across_runs():
 
     def two_epochs():
         ds = transfer_dataset(x, y, 32, 4, RESNET, augment=True, seed=3)
-        return [next(iter(ds))[0].numpy() for _ in range(2)]
+        batches = []
+        for epoch in (0, 1):  # as training.fit_stage sets it at each epoch's start
+            epoch_variable().assign(epoch)
+            batches.append(next(iter(ds))[0].numpy())
+        epoch_variable().assign(0)
+        return batches
 
     first, second = two_epochs(), two_epochs()
     assert not np.allclose(first[0], first[1])

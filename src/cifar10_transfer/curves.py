@@ -19,6 +19,7 @@ from .config import RunConfig
 from .data import Dataset
 from .provenance import code_fingerprint, collect_provenance, weights_identity, weights_label
 from .publish import write_atomic
+from .results import CURVES_FILE
 from .stages import Run, run_stage
 
 
@@ -90,7 +91,7 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     results = {"profile": profile, "config": config.to_dict(), "backbone": config.curve_backbone,
                "provenance": provenance, **{k: v for k, v in this_run.items() if k != "finished"},
                "runs": _record_run(stages, this_run), "points": points, "resolution": resolution}
-    write_atomic(out_dir / "results" / "learning_curves.json", json.dumps(results, indent=2) + "\n")
+    write_atomic(out_dir / CURVES_FILE, json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -25,6 +25,7 @@ from .errors import UserError
 from .evaluation import view_probabilities
 from .pipelines import cnn_dataset, transfer_dataset
 from .publish import MODELS_DIR, atomic_write, write_atomic
+from .results import RESULTS_FILE, best_model, load_results
 
 TOP_K = 3
 
@@ -73,11 +74,11 @@ def image_files(paths: list[str | Path]) -> list[Path]:
 def load_stage(out: str | Path, stage: str | None = None):
     """(keras model, card) of `stage` in the run published under `out`; None: the run's best model."""
     out = Path(out)
-    results = out / "results" / "results.json"
+    results = out / RESULTS_FILE
     if not results.is_file():
         raise UserError(f"{out} holds no run ({results} is missing); run `make reproduce` or "
                         "`python -m cifar10_transfer train --out DIR` first.")
-    stage = stage or json.loads(results.read_text()).get("best_model")
+    stage = stage or best_model(load_results(results))
     models_dir = out / MODELS_DIR
     card_path = models_dir / f"{stage}.json"
     if not card_path.is_file() or not (models_dir / f"{stage}.keras").is_file():

@@ -27,6 +27,7 @@ from .predict import save_for_prediction
 from .provenance import collect_provenance, weights_label
 from .publish import MODELS_DIR, write_atomic
 from .registry import get_backbone, parse_stage, stage_name
+from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results
 from .study import STUDY_STAGES
 from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict, resolve_jit,
                        resolve_precision, seed_everything, stage2_schedule)
@@ -338,9 +339,9 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
     return trained
 
 
-def run_stages(run: Run, kind: str) -> list[ModelRun]:
-    """Train every selected stage of `kind` ("cnn", "head" or "finetuned"), in run order."""
-    return [run_stage(run, name) for name in run.config.model_list if parse_stage(name)[1] == kind]
+def trained(run: Run, kind: str) -> list[ModelRun]:
+    """The stages of `kind` ("cnn", "head" or "finetuned") that `run` has trained, in run order."""
+    return [model for name, model in run.models.items() if parse_stage(name)[1] == kind]
 
 
 def _not_run_reason(run: Run, name: str) -> str:
@@ -355,18 +356,14 @@ def _not_run_reason(run: Run, name: str) -> str:
 def results(run: Run) -> dict:
     """The content of results.json for the stages trained so far."""
     skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in run.models]
-    models = {name: model_run.summary() for name, model_run in run.models.items()}
-    return {
-        "profile": run.profile,
-        "config": run.config.to_dict(),
-        "provenance": collect_provenance(run.dataset, weights_label(run.weights), run.started),
-        "execution": {"jit_compile": run.jit_compile, "strategy": type(run.strategy).__name__,
-                      "replicas": run.strategy.num_replicas_in_sync},
-        "data": {**run.splits.sizes(), "class_names": list(run.splits.class_names)},
-        "models": models,
-        "not_run": {name: _not_run_reason(run, name) for name in skipped},
-        "best_model": max(models, key=lambda name: models[name]["test_accuracy"]) if models else None,
-    }
+    return assemble_results(
+        profile=run.profile, config=run.config.to_dict(),
+        provenance=collect_provenance(run.dataset, weights_label(run.weights), run.started),
+        execution={"jit_compile": run.jit_compile, "strategy": type(run.strategy).__name__,
+                   "replicas": run.strategy.num_replicas_in_sync},
+        data={**run.splits.sizes(), "class_names": list(run.splits.class_names)},
+        models={name: model_run.summary() for name, model_run in run.models.items()},
+        not_run={name: _not_run_reason(run, name) for name in skipped})
 
 
 def run_all(run: Run) -> dict:
@@ -380,10 +377,6 @@ def run_all(run: Run) -> dict:
 
 def save_results(run: Run, found: dict) -> Path:
     """Write results.json and each model's history CSV under `workdir/results/`."""
-    out = run.workdir / "results"
-    (out / "histories").mkdir(parents=True, exist_ok=True)
     for name in found["models"]:
-        write_atomic(out / "histories" / f"{name}.csv", (run.stage_dir(name) / "history.csv").read_text())
-    path = out / "results.json"
-    write_atomic(path, json.dumps(found, indent=2) + "\n")
-    return path
+        write_atomic(run.workdir / HISTORIES_DIR / f"{name}.csv", (run.stage_dir(name) / "history.csv").read_text())
+    return write_atomic(run.workdir / RESULTS_FILE, json.dumps(found, indent=2) + "\n")

@@ -16,7 +16,7 @@ from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
 from .registry import get_backbone
-from .results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
+from .results import CURVES_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_results
 from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +83,8 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
         run.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
         check_run_weights(config, weights)
         run_all(run)
-        publish(run_dir, out, ["results/results.json", "results/histories", MODELS_DIR])
-    return out / "results" / "results.json"
+        publish(run_dir, out, [RESULTS_FILE, HISTORIES_DIR, MODELS_DIR])
+    return out / RESULTS_FILE
 
 
 def _execute_notebook(name: str, run_dir: Path, parameters: dict) -> None:
