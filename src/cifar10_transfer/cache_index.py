@@ -259,8 +259,8 @@ def _chunk(path: Path, chunk, n_rows: int) -> tuple[np.ndarray, str]:
     """The rows and digest of one chunk of an index; `Damaged` if they are not ascending rows of the file."""
     rows, digest = (chunk.get("rows"), chunk.get("sha256")) if isinstance(chunk, dict) else (None, None)
     if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
-            and isinstance(rows, list) and rows):
+            and isinstance(rows, list) and rows and all(_is_int(row) for row in rows)):
         raise Damaged(path, "index with a malformed chunk")
-    if not all(_is_int(row) and 0 <= row < n_rows for row in rows) or any(b <= a for a, b in zip(rows, rows[1:])):
+    if not 0 <= rows[0] <= rows[-1] < n_rows or any(b <= a for a, b in zip(rows, rows[1:])):
         raise Damaged(path, "index lists rows out of range or out of order")
     return np.asarray(rows, dtype=np.int64), digest
