@@ -94,14 +94,14 @@ class FeatureCache:
         entry = self.root / self.key(transfer, dataset, split, image_size, view)
         with disk_errors(entry):
             entry.mkdir(parents=True, exist_ok=True)
-        indices = np.asarray(indices)
-        stores, missing = self._stores_for(entry, len(images), tensors, indices)
+        stores, missing = self._stores_for(entry, len(images), tensors, np.asarray(indices, dtype=np.int64))
         if not len(missing):
             return entry
         started = time.perf_counter()
         extractor = self._extractor(transfer, tensors)
-        writes = {name: missing[~store.done[missing]] for name, store in stores.items()}
-        needed = {name: len(writes[name]) * store.layout.row_bytes for name, store in stores.items()}
+        # bytes each file takes on, named if the disk fills up
+        needed = {name: np.count_nonzero(~store.done[missing]) * store.layout.row_bytes
+                  for name, store in stores.items()}
         for name, store in stores.items():
             if not store.ready:
                 store.create(needed[name])
@@ -128,7 +128,7 @@ class FeatureCache:
         for name, tensor in tensors.items():
             layout = Layout(n_images, tuple(tensor.shape[1:]), "float32" if name == "pooled" else str(tensor.dtype))
             path = entry / f"{name}.npy"
-            stores[name] = self._stores[path] = TensorStore(path, layout)
+            stores[name] = TensorStore(path, layout)
             if not any(p.exists() for p in (path, stores[name].index_path, path.with_name(f"{name}.done.npy"))):
                 continue  # never filled
             try:
@@ -137,11 +137,12 @@ class FeatureCache:
             except Damaged as exc:
                 damage[name] = exc.reason  # the file is recreated whole
                 continue
-            stores[name] = self._stores[path] = store
+            stores[name] = store
             bad = store.bad_chunks(indices, self._verified)
             if bad:
                 damage[name] = "digest mismatch"
                 lost.append(store.drop(bad))
+        self._stores.update({store.path: store for store in stores.values()})
         done = np.logical_and.reduce([store.done for store in stores.values()])
         rows = np.unique(np.concatenate(lost))
         missing = rows[~done[rows]]
@@ -161,7 +162,7 @@ class FeatureCache:
     def verify(self, entry: Path, name: str, indices: np.ndarray) -> TensorStore:
         """The store of tensor `name` in a filled entry, once the chunks holding rows `indices` matched
         their digests (each chunk is read once per cache object); `Damaged` if they do not."""
-        path, indices = Path(entry) / f"{name}.npy", np.asarray(indices)
+        path, indices = Path(entry) / f"{name}.npy", np.asarray(indices, dtype=np.int64)
         store = self._stores.get(path)
         if store is None or not store.done[indices].all():  # not loaded, or filled since by another object
             store = self._stores[path] = TensorStore.load(path)
@@ -174,7 +175,7 @@ class FeatureCache:
 
     def read(self, entry: Path, name: str, indices: np.ndarray) -> np.ndarray:
         """Rows `indices` of tensor `name` in a filled entry, in the order asked, in its stored dtype."""
-        indices = np.asarray(indices)
+        indices = np.asarray(indices, dtype=np.int64)
         array = self.verify(entry, name, indices).open()
         order = np.argsort(indices, kind="stable")
         rows = np.empty((len(indices), *array.shape[1:]), array.dtype)
@@ -195,7 +196,8 @@ class FeatureCache:
         path = entry / "speed.json"
         total = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
         total = {"images": total["images"] + images, "seconds": total["seconds"] + seconds}
-        write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
+        with disk_errors(path):
+            write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
 
     def speed(self, transfer, dataset: Dataset, split: str, image_size: int) -> dict | None:
         """Images computed into the plain entry, their seconds and `images_per_second`; None if none were."""

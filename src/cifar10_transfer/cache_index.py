@@ -185,15 +185,15 @@ class TensorStore:
 
     def create(self, needed: int) -> None:
         """A new file of unwritten rows and an index without chunks, replacing any damaged ones."""
-        def create(temporary: str) -> None:
+        def make(temporary: str) -> None:
             shape = (self.layout.rows, *self.layout.row_shape)
             np.lib.format.open_memmap(temporary, mode="w+", dtype=self.layout.stored, shape=shape).flush()
 
         self.chunks, self.owner[:] = [], -1
         with disk_errors(self.index_path, needed):
-            self.save()  # first: a file replaced under the old index would only fail its digests
+            self.save()  # first: a run killed in between leaves no old chunk over the new file, to fail its digest
         with disk_errors(self.path, needed):
-            atomic_write(self.path, create)
+            atomic_write(self.path, make)
             self.path.with_name(f"{self.path.stem}.done.npy").unlink(missing_ok=True)  # an older version's
         self.ready = True
 
