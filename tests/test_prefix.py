@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from cifar10_transfer.cache import CachedRows, FeatureCache, ViewSchedule, cut_backbone
+from cifar10_transfer.cache_index import Layout, TensorStore
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset, synthetic_dataset
 from cifar10_transfer.models import build_transfer
@@ -23,8 +24,9 @@ def test_suffix_over_cached_prefix_equals_the_online_model(tmp_path, name):
     depth = spec.stage2.layers if has_frozen_prefix(spec, spec.stage2.layers) else spec.layers // 2
     transfer = build_transfer(name, 32, "none")
     cut = cut_backbone(transfer, depth)
-    entry = FeatureCache(tmp_path).fill(transfer, DATA, "train", np.arange(12), 32, 4, cut.tensors)
-    cached = {tensor: FeatureCache.read(entry, tensor, np.arange(12)) for tensor in cut.tensors}
+    cache = FeatureCache(tmp_path)
+    entry = cache.fill(transfer, DATA, "train", np.arange(12), 32, 4, cut.tensors)
+    cached = {tensor: cache.read(entry, tensor, np.arange(12)) for tensor in cut.tensors}
     images = transfer_dataset(IMAGES, np.zeros(12), 32, 4, transfer.preprocess)
     np.testing.assert_allclose(cut.suffix.predict(cached, verbose=0), transfer.model.predict(images, verbose=0),
                                rtol=1e-4, atol=1e-6)
@@ -58,8 +60,8 @@ def test_views_are_seeded_per_image_and_differ_between_copies(tmp_path):
     (name,) = cut.tensors
 
     def view_rows(cache_dir, rows, view):
-        entry = FeatureCache(cache_dir).fill(transfer, DATA, "train", rows, 32, 3, cut.tensors, view)
-        return FeatureCache.read(entry, name, np.arange(3, 6))
+        cache = FeatureCache(cache_dir)
+        return cache.read(cache.fill(transfer, DATA, "train", rows, 32, 3, cut.tensors, view), name, np.arange(3, 6))
 
     first = view_rows(tmp_path / "a", np.arange(0, 6), "augment-3-0")
     # another cache, other batch companions: the same copies of images 3-5
@@ -73,8 +75,9 @@ def test_cached_rows_cycle_views_by_epoch_and_shuffle_by_epoch(tmp_path):
     entries = []
     for view in range(2):
         entry = tmp_path / f"view{view}"
-        entry.mkdir()
-        np.save(entry / "x.npy", np.arange(10, dtype=np.float32)[:, None] + 100 * view)
+        store = TensorStore(entry / "x.npy", Layout(10, (1,), "float32"))
+        store.create(needed=40)
+        store.write(np.arange(10), np.arange(10, dtype=np.float32)[:, None] + 100 * view, 40, set())
         entries.append(entry)
     rows = CachedRows(entries, ["x"], np.arange(10), np.arange(10), 4, shuffle=True, seed=1)
     schedule = ViewSchedule(rows)

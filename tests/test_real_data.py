@@ -85,7 +85,7 @@ def test_lite0_fine_tunes_its_whole_backbone_online_by_default(smoke_run):
         140, 0, 3e-4)
     assert finetuned["trainable_params"] > 3_000_000  # every convolution of the backbone, not just the head
     # nothing is frozen after the input, so no prefix was cached: pooled features only, never the images
-    assert {path.name for path in smoke_run.glob(".runs/**/*.npy")} == {"pooled.npy", "pooled.done.npy"}
+    assert {path.name for path in smoke_run.glob(".runs/**/*.npy")} == {"pooled.npy"}
 
 
 @pytest.mark.real_data

@@ -10,7 +10,8 @@ measured rather than named: the backbone's weight values, and the view pipeline'
 a fixed probe image. A change of weights, preprocessing, augmentation or image size
 therefore lands in a new entry and can never reuse stale rows. Rows are filled on demand,
 chunk by chunk: a run that uses 10,000 of the 50,000 training images computes only those,
-and a killed run keeps its finished chunks.
+and a killed run keeps its finished chunks. Each chunk's rows are recorded with their sha256
+and checked before they are used; damaged rows are recomputed (see `cache_index`).
 
 Stage 2 on the cached prefix: with BatchNorm frozen, the backbone layers before the first
 unfrozen one are a fixed function of the input image. `cut_backbone` splits the backbone
@@ -28,19 +29,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
+from .cache_index import Damaged, Layout, TensorStore, disk_errors
 from .data import Dataset
 from .pipelines import prefetched, view_dataset
-from .publish import atomic_write, write_atomic
+from .publish import write_atomic
 from .recipe import has_frozen_prefix
 from .training import ProgressLines
 
@@ -73,6 +73,8 @@ class FeatureCache:
         self.computed = 0
         self._fingerprints: dict[int, str] = {}
         self._extractors: dict[tuple, tuple] = {}
+        self._stores: dict[Path, TensorStore] = {}  # per tensor file, so that reads per batch parse no index
+        self._verified: set[tuple] = set()  # chunks whose bytes matched their digest (see `TensorStore.bad_chunks`)
 
     def key(self, transfer, dataset: Dataset, split: str, image_size: int, view: str = "plain") -> str:
         """The entry of `split` ("train" or "test") of `dataset` under this model and view pipeline."""
@@ -86,20 +88,23 @@ class FeatureCache:
     def fill(self, transfer, dataset: Dataset, split: str, indices: np.ndarray, image_size: int,
              batch_size: int, tensors: dict, view: str = "plain") -> Path:
         """Compute, in one backbone pass, the `tensors` (name: tensor of the backbone's graph) of the
-        images at `indices` that are not cached yet; return the entry folder for `read`."""
+        images at `indices` that are not cached yet, or whose cached rows are damaged (one line per
+        damaged file says so); return the entry folder for `read`."""
         images = dataset.x_train if split == "train" else dataset.x_test
         entry = self.root / self.key(transfer, dataset, split, image_size, view)
-        entry.mkdir(parents=True, exist_ok=True)
-        done = {name: self._done(entry, name, len(images)) for name in tensors}
-        indices = np.asarray(indices)
-        missing = np.unique(indices[~np.logical_and.reduce(list(done.values()))[indices]])
+        with disk_errors(entry):
+            entry.mkdir(parents=True, exist_ok=True)
+        stores, missing = self._stores_for(entry, len(images), tensors, np.asarray(indices, dtype=np.int64))
         if not len(missing):
             return entry
         started = time.perf_counter()
         extractor = self._extractor(transfer, tensors)
-        for name, tensor in tensors.items():
-            self._create(entry / f"{name}.npy", (len(images), *tensor.shape[1:]),
-                         "float32" if name == "pooled" else tensor.dtype)
+        # bytes each file takes on, named if the disk fills up
+        needed = {name: np.count_nonzero(~store.done[missing]) * store.layout.row_bytes
+                  for name, store in stores.items()}
+        for name, store in stores.items():
+            if not store.ready:
+                store.create(needed[name])
         progress = ProgressLines(f"{transfer.spec.name} {split} {view} ({', '.join(tensors)})",
                                  len(missing), CHUNK)
         progress.on_predict_begin()
@@ -107,14 +112,44 @@ class FeatureCache:
             rows = missing[start:start + CHUNK]
             values = extractor.predict(view_dataset(images[rows], rows, image_size, batch_size,
                                                     transfer.preprocess, view), verbose=0)
-            for name in tensors:
-                _write_rows(entry / f"{name}.npy", rows, np.asarray(values[name]))
-                done[name][rows] = True
-                atomic_write(entry / f"{name}.done.npy", lambda tmp, mask=done[name]: np.save(tmp, mask))
+            for name, store in stores.items():
+                new = ~store.done[rows]  # rows another tensor lacked are not rewritten here
+                if new.any():
+                    store.write(rows[new], np.asarray(values[name])[new], needed[name], self._verified)
             progress.on_predict_batch_end(number)
         self.computed += len(missing)
         self._record_speed(entry, len(missing), time.perf_counter() - started)
         return entry
+
+    def _stores_for(self, entry: Path, n_images: int, tensors: dict, indices: np.ndarray) -> tuple[dict, np.ndarray]:
+        """Each tensor's store in `entry`, with what is damaged dropped, and the rows to compute:
+        those of `indices` that some tensor lacks, and the whole of each chunk that failed its digest."""
+        stores, damage, lost = {}, {}, [indices]
+        for name, tensor in tensors.items():
+            layout = Layout(n_images, tuple(tensor.shape[1:]), "float32" if name == "pooled" else str(tensor.dtype))
+            path = entry / f"{name}.npy"
+            stores[name] = TensorStore(path, layout)
+            if not any(p.exists() for p in (path, stores[name].index_path, path.with_name(f"{name}.done.npy"))):
+                continue  # never filled
+            try:
+                store = TensorStore.load(path, layout)
+                store.check()
+            except Damaged as exc:
+                damage[name] = exc.reason  # the file is recreated whole
+                continue
+            stores[name] = store
+            bad = store.bad_chunks(indices, self._verified)
+            if bad:
+                damage[name] = "digest mismatch"
+                lost.append(store.drop(bad))
+        self._stores.update({store.path: store for store in stores.values()})
+        done = np.logical_and.reduce([store.done for store in stores.values()])
+        rows = np.unique(np.concatenate(lost))
+        missing = rows[~done[rows]]
+        for name, reason in damage.items():
+            lacking = np.count_nonzero(~stores[name].done[missing])
+            print(f"cache: recomputing {lacking:,} rows of {stores[name].path} ({reason})", flush=True)
+        return stores, missing
 
     def _extractor(self, transfer, tensors: dict) -> keras.Model:
         """One model per backbone and set of tensors, so its predict function is traced once."""
@@ -124,15 +159,28 @@ class FeatureCache:
             found = self._extractors[key] = (transfer.backbone, keras.Model(transfer.backbone.input, tensors))
         return found[1]
 
-    @staticmethod
-    def read(entry: Path, name: str, indices: np.ndarray) -> np.ndarray:
+    def verify(self, entry: Path, name: str, indices: np.ndarray) -> TensorStore:
+        """The store of tensor `name` in a filled entry, once the chunks holding rows `indices` matched
+        their digests (each chunk is read once per cache object); `Damaged` if they do not."""
+        path, indices = Path(entry) / f"{name}.npy", np.asarray(indices, dtype=np.int64)
+        store = self._stores.get(path)
+        if store is None or not store.done[indices].all():  # not loaded, or filled since by another object
+            store = self._stores[path] = TensorStore.load(path)
+        lacking = np.count_nonzero(~store.done[indices])
+        if lacking:
+            raise Damaged(path, f"{lacking:,} of the rows asked were never computed")
+        if store.bad_chunks(indices, self._verified):
+            raise Damaged(path, "digest mismatch")
+        return store
+
+    def read(self, entry: Path, name: str, indices: np.ndarray) -> np.ndarray:
         """Rows `indices` of tensor `name` in a filled entry, in the order asked, in its stored dtype."""
-        array = np.load(entry / f"{name}.npy", mmap_mode="r")
-        indices = np.asarray(indices)
+        indices = np.asarray(indices, dtype=np.int64)
+        array = self.verify(entry, name, indices).open()
         order = np.argsort(indices, kind="stable")
         rows = np.empty((len(indices), *array.shape[1:]), array.dtype)
         rows[order] = array[indices[order]]  # ascending reads from disk
-        return _as_stored(rows)
+        return rows
 
     def pooled(self, transfer, dataset: Dataset, split: str, indices: np.ndarray, image_size: int,
                batch_size: int, view: str = "plain", also: dict | None = None) -> np.ndarray:
@@ -143,57 +191,18 @@ class FeatureCache:
         return self.read(entry, "pooled", indices)
 
     @staticmethod
-    def _done(entry: Path, name: str, n_images: int) -> np.ndarray:
-        path = entry / f"{name}.done.npy"
-        return np.load(path) if path.is_file() else np.zeros(n_images, dtype=bool)
-
-    @staticmethod
-    def _create(path: Path, shape: tuple, dtype: str) -> None:
-        def create(temporary: str) -> None:
-            # bfloat16 is stored as 2-byte records (NumPy has no such type); `_as_stored` views them back
-            stored = np.dtype("V2") if dtype == "bfloat16" else np.dtype(dtype)
-            np.lib.format.open_memmap(temporary, mode="w+", dtype=stored, shape=shape).flush()
-
-        if not path.is_file():
-            atomic_write(path, create)
-
-    @staticmethod
     def _record_speed(entry: Path, images: int, seconds: float) -> None:
         # Summed over every computation of the entry, so many small fills average out.
         path = entry / "speed.json"
         total = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
         total = {"images": total["images"] + images, "seconds": total["seconds"] + seconds}
-        write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
+        with disk_errors(path):
+            write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
 
     def speed(self, transfer, dataset: Dataset, split: str, image_size: int) -> dict | None:
         """Images computed into the plain entry, their seconds and `images_per_second`; None if none were."""
         path = self.root / self.key(transfer, dataset, split, image_size) / "speed.json"
         return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _write_rows(path: Path, rows: np.ndarray, values: np.ndarray) -> None:
-    """Write `values` into rows `rows` (ascending dataset indices) of the .npy file at `path`.
-
-    Why positioned writes and not a memory map: assigning rows of a memory-mapped sparse file
-    faults in and zero-fills every page first, which made writing 400 images of ResNet50's
-    cut tensors take about 1 s here, against 0.05 s written this way. Consecutive rows go
-    out in one write. No fsync: the rows are in the page cache, which survives a killed
-    process, and waiting for the disk doubled the time of a pass here.
-    """
-    stored = np.load(path, mmap_mode="r")  # header only: where the rows start, their shape and dtype
-    offset, row_bytes, row_shape = stored.offset, stored.strides[0], stored.shape[1:]
-    data = np.ascontiguousarray(values.astype(_as_stored(stored).dtype))
-    del stored
-    if data.shape[1:] != row_shape:
-        raise ValueError(f"{path.name}: rows of shape {data.shape[1:]}, stored {row_shape}")
-    with open(path, "r+b") as file:
-        for run in np.split(np.arange(len(rows)), np.flatnonzero(np.diff(rows) != 1) + 1):
-            os.pwrite(file.fileno(), data[run[0]:run[-1] + 1].tobytes(), offset + int(rows[run[0]]) * row_bytes)
-
-
-def _as_stored(array: np.ndarray) -> np.ndarray:
-    """`array` viewed in the dtype it was stored from: 2-byte records are bfloat16."""
-    return array.view(ml_dtypes.bfloat16) if array.dtype.kind == "V" else array
 
 
 @dataclass(frozen=True, eq=False)
@@ -244,12 +253,16 @@ class CachedRows:
     Epoch e reads view e mod len(entries), in an order drawn from (seed, e) when `shuffle`:
     both follow the epoch number, so a resumed stage reads what an uninterrupted one would.
     Rows are read per batch from disk, so memory does not grow with the number of images.
+    They are verified through `cache` (the one that filled the entries has verified them
+    already; by default a new one) when the pipeline is made, where damage can still be
+    reported as a one-line error rather than as an error inside TensorFlow's pipeline.
     """
 
     def __init__(self, entries: list[Path], names: list[str], rows: np.ndarray, labels: np.ndarray,
-                 batch_size: int, shuffle: bool = False, seed: int = 0):
+                 batch_size: int, shuffle: bool = False, seed: int = 0, cache: FeatureCache | None = None):
         self.entries, self.names, self.rows, self.labels = entries, names, np.asarray(rows), np.asarray(labels)
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.cache = cache or FeatureCache(Path(entries[0]).parent)
         self.epoch = 0
 
     @property
@@ -262,11 +275,14 @@ class CachedRows:
                  else np.arange(len(self.rows)))
         take = order[int(step) * self.batch_size:(int(step) + 1) * self.batch_size]
         entry = self.entries[self.view]
-        tensors = [FeatureCache.read(entry, name, self.rows[take]).astype(np.float32) for name in self.names]
+        tensors = [self.cache.read(entry, name, self.rows[take]).astype(np.float32) for name in self.names]
         return [*tensors, self.labels[take].astype(np.int64)]
 
     def dataset(self, shapes: dict) -> tf.data.Dataset:
         """A tf.data pipeline of ({name: batch}, labels); `shapes` gives each tensor's per-image shape."""
+        for entry in self.entries:
+            for name in self.names:
+                self.cache.verify(entry, name, self.rows)
         def read(step):
             values = tf.numpy_function(self._batch, [step], [tf.float32] * len(self.names) + [tf.int64])
             for value, name in zip(values, self.names):

@@ -293,7 +293,7 @@ def _fine_tune_on_cut(run: Run, transfer: TransferModel, cut: BackboneCut, views
                                   cut.tensors, view)
 
     def rows(entries, index, y, shuffle=False):
-        return CachedRows(entries, names, index, y, config.batch_size, shuffle, config.seed)
+        return CachedRows(entries, names, index, y, config.batch_size, shuffle, config.seed, run.cache)
 
     # without augmentation, the one plain copy is exactly what online stage 2 would see
     view_names = [f"augment-{config.seed}-{k}" for k in range(views)] if config.augment else ["plain"]
