@@ -5,8 +5,8 @@ from cifar10_transfer.config import make_config
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.backbones import preprocess_for
-from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset, epoch_variable,
-                                        split_dataset, transfer_dataset)
+from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
+                                        epoch_variable, split_dataset, transfer_dataset)
 
 
 def _labelled_dataset(n_train=50_000, n_test=10_000):

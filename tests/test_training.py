@@ -135,7 +135,8 @@ def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):
     model = build_cnn()
     compile_classifier(model, 2e-3, False)
     result = fit_stage(model, cnn_dataset(data.x_train, data.y_train, 32), cnn_dataset(data.x_test, data.y_test, 32),
-                       4, tmp_path / "stage", len(data.y_train), callbacks=(stage2_schedule(Stage2Recipe(1, 2e-3, "cosine"), 4),),
+                       4, tmp_path / "stage", len(data.y_train),
+                       callbacks=(stage2_schedule(Stage2Recipe(1, 2e-3, "cosine"), 4),),
                        verbose=0)
     expected = [2e-3 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(4)]  # 2e-3 ... 2.9e-4
     assert result.history["learning_rate"] == pytest.approx(expected, rel=1e-6)

@@ -71,7 +71,8 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
                              else f"not run: {not_run_reason(results, entry.name)}"),
                      "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
-                     "diff": f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None else "—",
+                     "diff": (f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None
+                              else "—"),
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
     return rows
 

@@ -256,7 +256,8 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
                 callback.resume(read_history(log))
     model.fit(train_data, validation_data=val_data, epochs=epochs,
               verbose=fit_verbosity() if verbose == "auto" else verbose, shuffle=False,
-              callbacks=[_EpochSeeds(seed, stage_dir.name), _EpochLog(), *callbacks, keras.callbacks.CSVLogger(str(log), append=True),
+              callbacks=[_EpochSeeds(seed, stage_dir.name), _EpochLog(), *callbacks,
+                         keras.callbacks.CSVLogger(str(log), append=True),
                          # scalars per epoch and the model graph: tensorboard --logdir RUN/logs
                          keras.callbacks.TensorBoard(str(stage_dir.parent.parent / "logs" / stage_dir.name),
                                                      write_graph=True, profile_batch=0),
