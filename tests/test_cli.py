@@ -157,3 +157,32 @@ def test_cpu_isa_lists_the_vector_extensions_in_the_order_of_the_constant():
     cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512_bf16 avx2 avx512f fma\n"
     assert cpu_isa(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
     assert cpu_isa("model name\t: Apple M2\n") == []
+
+
+@pytest.mark.parametrize("module, writer, target", [("stages", "write_atomic", "results.json"),
+                                                    ("training", "atomic_write", "final.weights.h5")])
+def test_a_full_disk_is_one_line_and_leaves_the_published_run_as_it_was(tmp_path, monkeypatch, capsys, module,
+                                                                        writer, target):
+    import errno
+    import importlib
+
+    from cifar10_transfer.cli import main
+
+    args = ["train", "--data", "synthetic", "--profile", "smoke", "--weights", "none", "--out", str(tmp_path),
+            "--set", "models=cnn", "--set", "train_size=200", "--set", "test_size=100"]
+    assert main(args) == 0
+    published = (tmp_path / "results" / "results.json").read_bytes()
+    patched = importlib.import_module(f"cifar10_transfer.{module}")
+    original = getattr(patched, writer)
+
+    def full_disk(path, *rest):
+        if str(path).endswith(target):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(path, *rest)
+
+    monkeypatch.setattr(patched, writer, full_disk)
+    capsys.readouterr()
+    assert main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no space left on device for ") and target in lines[0]
+    assert (tmp_path / "results" / "results.json").read_bytes() == published

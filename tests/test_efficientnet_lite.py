@@ -10,6 +10,7 @@ import pytest
 from cifar10_transfer import efficientnet_lite as lite
 from cifar10_transfer.backbones import load_backbone
 from cifar10_transfer.errors import UserError
+from cifar10_transfer.publish import file_sha256
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.weights import lite0_checkpoint_path
 
@@ -71,7 +72,7 @@ def test_conversion_is_cached_and_redone_when_the_checkpoint_changes(tmp_path):
     source = tmp_path / "lite0.pth"
     shutil.copy(lite0_checkpoint_path(), source)
     first = lite.converted_weights(source, tmp_path / "cache")
-    assert first.name == f"efficientnet_lite0_{lite.sha256(source)[:16]}.weights.h5"
+    assert first.name == f"efficientnet_lite0_{file_sha256(source)[:16]}.weights.h5"
     stamp = first.stat().st_mtime_ns
     assert lite.converted_weights(source, tmp_path / "cache") == first and first.stat().st_mtime_ns == stamp
     data = bytearray(source.read_bytes())

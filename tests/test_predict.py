@@ -13,6 +13,7 @@ from PIL import Image
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.predict import format_table, image_files, load_stage, predict_images
+from cifar10_transfer.publish import file_sha256
 from cifar10_transfer.workflow import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +43,7 @@ def images(tmp_path_factory):
 def test_a_saved_stage_classifies_an_image_as_the_trained_model_did(run, images):
     model, card = load_stage(run, "cnn")
     assert card == {"stage": "cnn", "class_names": list(synthetic_dataset(seed=3).class_names), "image_size": None,
-                    "backbone": None, "test_time_flip": False}
+                    "backbone": None, "test_time_flip": False, "sha256": file_sha256(run / "models" / "cnn.keras")}
     stage, predictions = predict_images(run, [images / "a.png"])
     assert stage == "cnn"  # the best (only) model of the run
     expected = model.predict(synthetic_dataset(seed=3).x_test[:1] / 255.0, verbose=0)[0]
@@ -108,3 +109,32 @@ def test_cli_prints_json_and_exits_2_when_a_file_is_bad(run, images, tmp_path):
     assert output["model"] == "cnn" and len(output["images"][0]["top"]) == 3
     assert "error" in output["images"][1]
     assert result.stderr.strip().splitlines() == [f"error: {output['images'][1]['error']}"]
+
+
+def _damage(kind: str, path: Path) -> None:
+    data = path.read_bytes()
+    if kind == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "bytes changed":
+        path.write_bytes(data[:-64] + bytes(b ^ 0xFF for b in data[-64:]))
+    else:  # foreign: another file under the model's name
+        path.write_bytes(b"PK\x03\x04 not a keras archive")
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "bytes changed", "foreign"])
+def test_a_damaged_model_file_or_card_is_refused_in_one_line_naming_it(run, images, tmp_path, kind):
+    damaged = tmp_path / "run"
+    shutil.copytree(run, damaged)
+    _damage(kind, damaged / "models" / "cnn.keras")
+    with pytest.raises(UserError, match=r"models/cnn\.keras (is damaged|does not load)"):
+        predict_images(damaged, [images / "a.png"])
+    card = damaged / "models" / "cnn.json"
+    card.write_text(card.read_text()[:20] if kind != "foreign" else '{"some": "other json"}')
+    with pytest.raises(UserError, match=r"models/cnn\.json (is damaged|is not a model card)"):
+        predict_images(damaged, [images / "a.png"])
+    result = subprocess.run([sys.executable, "-m", "cifar10_transfer", "predict", "--run", str(damaged),
+                             str(images / "a.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "cnn.json" in result.stderr and "Traceback" not in result.stderr

@@ -129,6 +129,39 @@ def test_a_completed_stage_is_loaded_not_trained_again(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
+@pytest.mark.parametrize("damage, reason", [
+    (lambda d: (d / "final.weights.h5").write_bytes(b"garbage"), "weights digest mismatch"),
+    (lambda d: (d / "final.weights.h5").unlink(), "final.weights.h5 missing"),
+    (lambda d: (d / "stage.json").write_text("{\"history\": "), "unreadable stage.json"),
+    (lambda d: (d / "stage.json").write_text(json.dumps({k: v for k, v in json.loads(
+        (d / "stage.json").read_text()).items() if k != "weights_sha256"})), "stage.json without a weights digest"),
+])
+def test_a_damaged_kept_stage_is_trained_again_to_the_same_numbers(tmp_path, capsys, damage, reason):
+    model, first = _small_fit(tmp_path / "stage")
+    damage(tmp_path / "stage")
+    capsys.readouterr()
+    again, second = _small_fit(tmp_path / "stage")
+    assert capsys.readouterr().out.splitlines()[0] == (f"stage: retraining the stage kept in {tmp_path / 'stage'} "
+                                                       f"({reason})")
+    timeless = lambda history: {k: v for k, v in history.items() if k != "epoch_seconds"}  # noqa: E731
+    assert not second.reused and timeless(second.history) == timeless(first.history)
+    for a, b in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert _small_fit(tmp_path / "stage")[1].reused  # repaired: kept again
+
+
+def test_a_resume_whose_checkpoints_are_both_damaged_restarts_the_stage(tmp_path, capsys):
+    model, first = _small_fit(tmp_path / "clean" / "stage", epochs=2)
+    stage = tmp_path / "stage"  # the same stage name: its randomness derives from it
+    (stage / "backup").mkdir(parents=True)
+    (stage / "history.csv").write_text("epoch,loss\n0,9.0\n")  # a killed run's first epoch
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):
+        (stage / "backup" / name).write_bytes(b"\x89HDF\r\n cut short")
+    again, second = _small_fit(stage, epochs=2)
+    assert "restarting the stage from its first epoch: its checkpoint in" in capsys.readouterr().out
+    assert second.history["loss"] == first.history["loss"] and second.history["val_loss"] == first.history["val_loss"]
+
+
 def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):
     keras.utils.set_random_seed(0)
     data = synthetic_dataset(seed=0, train_per_class=10, test_per_class=5)

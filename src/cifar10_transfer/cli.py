@@ -7,6 +7,7 @@ one line and exits 2; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 
@@ -142,3 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with the same command and --resume.", file=sys.stderr)
         return 130
+    except OSError as exc:  # a full disk can strike any write (checkpoints, models, figures)
+        if args.debug or not (exc.errno == errno.ENOSPC or "No space left" in str(exc)):
+            raise
+        where = f" for {exc.filename}" if exc.filename else ""
+        print(f"error: no space left on device{where}; free space or choose another --out, then rerun "
+              "with --resume (the published results are unchanged).", file=sys.stderr)
+        return 2

@@ -14,7 +14,6 @@ a fixed 32-filter stem and 1280-filter head, TensorFlow "same" padding, BatchNor
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 import struct
@@ -26,7 +25,7 @@ from keras import layers
 
 from .custom_layers import StochasticDepth
 from .errors import UserError
-from .publish import atomic_write
+from .publish import atomic_write, file_sha256
 from .weights import LITE0_PACKAGE
 
 CHECKPOINT_NAME = "efficientnet-lite0-57934424.pth"
@@ -211,22 +210,13 @@ def keras_weights_from_state_dict(state: dict[str, np.ndarray]) -> dict[str, lis
     return converted
 
 
-def sha256(path: str | Path) -> str:
-    """The hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def converted_weights(source: str | Path, cache_dir: str | Path) -> Path:
     """A Keras weights file (with the 1000-class top) converted from `source`, cached in `cache_dir`.
 
     The cache file's name holds the source's sha256, so a changed checkpoint is converted again.
     """
     source = Path(source)
-    target = Path(cache_dir) / f"efficientnet_lite0_{sha256(source)[:16]}.weights.h5"
+    target = Path(cache_dir) / f"efficientnet_lite0_{file_sha256(source)[:16]}.weights.h5"
     if target.is_file():
         return target
     model = build(224, include_top=True)

@@ -24,7 +24,7 @@ from .data import IMAGE_SUFFIXES, read_image
 from .errors import UserError
 from .evaluation import view_probabilities
 from .pipelines import cnn_dataset, transfer_dataset
-from .publish import MODELS_DIR, atomic_write, write_atomic
+from .publish import MODELS_DIR, atomic_write, file_sha256, write_atomic
 from .results import RESULTS_FILE, best_model, load_results
 
 TOP_K = 3
@@ -37,7 +37,7 @@ def save_for_prediction(model, models_dir: Path, stage: str, class_names, image_
     models_dir = Path(models_dir)
     path = atomic_write(models_dir / f"{stage}.keras", model.save)
     card = {"stage": stage, "class_names": list(class_names), "image_size": image_size, "backbone": backbone,
-            "test_time_flip": test_time_flip}
+            "test_time_flip": test_time_flip, "sha256": file_sha256(path)}
     write_atomic(models_dir / f"{stage}.json", json.dumps(card, indent=2) + "\n")
     return path
 
@@ -85,9 +85,31 @@ def load_stage(out: str | Path, stage: str | None = None):
         saved = sorted(p.stem for p in models_dir.glob("*.json")) if models_dir.is_dir() else []
         raise UserError(f"the run in {out} has no saved model {stage!r} (saved: {', '.join(saved) or 'none'}); "
                         "train it with `python -m cifar10_transfer train` or `make reproduce`.")
-    model = keras.saving.load_model(models_dir / f"{stage}.keras", compile=False,
-                                    custom_objects={"StochasticDepth": StochasticDepth})
-    return model, json.loads(card_path.read_text())
+    card = _read_card(card_path)
+    return _load_model(models_dir / f"{stage}.keras", card.get("sha256")), card
+
+
+def _read_card(path: Path) -> dict:
+    """A model card, or UserError naming it when it is not one (empty, cut short, another file)."""
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"model card {path} is damaged ({type(exc).__name__}); train the stage again.") from None
+    if not isinstance(card, dict) or not {"stage", "class_names", "image_size", "backbone"} <= card.keys():
+        raise UserError(f"{path} is not a model card of this project; train the stage again.")
+    return card
+
+
+def _load_model(path: Path, sha256: str | None):
+    """The saved model at `path`, its bytes checked against the card's digest (cards written before
+    digests were recorded have none); UserError naming the file when it is damaged or foreign."""
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise UserError(f"model file {path} is damaged (its digest differs from its card's); train the stage again.")
+    try:
+        return keras.saving.load_model(path, compile=False, custom_objects={"StochasticDepth": StochasticDepth})
+    except Exception as exc:  # Keras fails in many ways on a file that is not one of its models
+        raise UserError(f"{path} does not load as a Keras model ({type(exc).__name__}); "
+                        "train the stage again.") from None
 
 
 def _pipeline(images: np.ndarray, card: dict, mirrored: bool = False, batch_size: int = 32):

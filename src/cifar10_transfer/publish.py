@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,15 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes: what a card records, so that reuse can verify them."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:

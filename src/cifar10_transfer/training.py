@@ -14,12 +14,14 @@ import csv
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import tensorflow as tf
@@ -27,7 +29,7 @@ import tensorflow as tf
 from .errors import UserError
 from .pipelines import epoch_variable
 from .provenance import cpu_isa
-from .publish import write_atomic
+from .publish import atomic_write, file_sha256, write_atomic
 from .recipe import Stage2Recipe
 from .registry import Backbone
 
@@ -242,12 +244,17 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     """
     stage_dir = Path(stage_dir)
     if (stage_dir / STAGE_FILE).is_file():
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # so the saved optimizer state loads too
-        model.load_weights(stage_dir / FINAL_WEIGHTS)
-        return StageResult(**{**json.loads((stage_dir / STAGE_FILE).read_text()), "reused": True})
+        kept = _kept_stage(model, stage_dir)
+        if kept is not None:
+            return kept
+        shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     log, backup = stage_dir / "history.csv", stage_dir / "backup"
+    damage = _checkpoint_damage(backup)
+    if damage:
+        print(f"{stage_dir.name}: restarting the stage from its first epoch: its checkpoint in {backup} "
+              f"is damaged ({damage})", flush=True)
+        shutil.rmtree(backup)
     if log.exists() and not backup.exists():
         log.unlink()  # a history without a checkpoint cannot be continued: start the stage afresh
     if log.exists():
@@ -267,9 +274,50 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     seconds = float(sum(history["epoch_seconds"]))
     result = StageResult(history=history, seconds=seconds,
                          images_per_second=n_train * epochs / seconds if seconds else 0.0, epochs=epochs)
-    model.save_weights(stage_dir / FINAL_WEIGHTS)
-    write_atomic(stage_dir / STAGE_FILE, json.dumps(asdict(result)))
+    weights = atomic_write(stage_dir / FINAL_WEIGHTS, model.save_weights)
+    write_atomic(stage_dir / STAGE_FILE, json.dumps({**asdict(result), "weights_sha256": file_sha256(weights)}))
     return result
+
+
+def _kept_stage(model: keras.Model, stage_dir: Path) -> StageResult | None:
+    """The finished stage kept in `stage_dir`, with its weights loaded into `model` once their
+    digest matches its record; None, and one line saying why, when the record or the weights are
+    damaged (the stage then trains afresh, to the same numbers)."""
+    try:
+        record = json.loads((stage_dir / STAGE_FILE).read_text())
+        if file_sha256(stage_dir / FINAL_WEIGHTS) != record.pop("weights_sha256"):
+            raise ValueError("weights digest mismatch")
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # so the saved optimizer state loads too
+        model.load_weights(stage_dir / FINAL_WEIGHTS)
+        return StageResult(**{**record, "reused": True})
+    except FileNotFoundError:
+        reason = f"{FINAL_WEIGHTS} missing"
+    except json.JSONDecodeError:
+        reason = f"unreadable {STAGE_FILE}"
+    except KeyError:
+        reason = f"{STAGE_FILE} without a weights digest"
+    except (OSError, ValueError, TypeError) as exc:
+        reason = str(exc) if "digest" in str(exc) else f"{FINAL_WEIGHTS} does not load: {type(exc).__name__}"
+    print(f"{stage_dir.name}: retraining the stage kept in {stage_dir} ({reason})", flush=True)
+    return None
+
+
+def _checkpoint_damage(backup: Path) -> str | None:
+    """Why no checkpoint in `backup` can be read (None: none kept, or one readable). Keras falls
+    back to the previous epoch's checkpoint on its own; this catches the case where both fail."""
+    names = ("latest.weights.h5", "latest.weights.h5.bkp")
+    if not any((backup / name).exists() for name in names):
+        return None
+    reasons = []
+    for name in names:
+        try:
+            with h5py.File(backup / name, "r") as file:
+                file.visititems(lambda _, item: item[()] if isinstance(item, h5py.Dataset) else None)
+            return None
+        except (OSError, ValueError, KeyError) as exc:
+            reasons.append(f"{name}: {type(exc).__name__}")
+    return "; ".join(reasons)
 
 
 def fit_verbosity() -> int:
