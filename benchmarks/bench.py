@@ -305,7 +305,8 @@ def markdown(report: dict) -> str:
         table += "\n\n" + accuracy_markdown(report["accuracy"])
         notes.append(("accuracy", report["accuracy"]["run"]))
     data = sorted({part["run"]["data"] for part in _parts(report)})
-    jpeg_note = ", whose JPEG re-encoding costs about a point of accuracy" if any("JPEG" in d for d in data) else ""
+    jpeg_note = (", a JPEG re-encoding whose effect on accuracy is not measured here" if any("JPEG" in d for d in data)
+                 else "")
     runs: dict[str, list[str]] = {}
     for part, run in notes:  # parts measured in the same run share one note
         runs.setdefault(_run_note(run), []).append(part)

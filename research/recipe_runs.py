@@ -187,7 +187,8 @@ def markdown(report: dict) -> str:
                      f"| {100 * row['test_accuracy']:.1f}% | {row['seconds']:,.0f} | commit {row['commit']}, "
                      f"{row['finished'][:10]}{', ' + row['hardware'] if len(machines) > 1 else ''} |")
     data = sorted({row["data"] for row in rows})
-    jpeg = " (JPEG re-encoding costs about a point of accuracy)" if any("JPEG" in d for d in data) else ""
+    jpeg = (" (a JPEG re-encoding whose effect on accuracy is not measured here)" if any("JPEG" in d for d in data)
+            else "")
     weights = sorted({row["weights"] for row in rows})
     n_val = min(row["val_images"] for row in rows)
     standard_error = 100 * (top["val_accuracy"] * (1 - top["val_accuracy"]) / n_val) ** 0.5

@@ -44,8 +44,8 @@ def _limitations(results: dict, curves: dict | None = None) -> list:
     prov, cfg, data = results["provenance"], results["config"], results["data"]
     items = []
     if "JPEG" in prov.get("data", ""):
-        items.append("Data is the CIFAR-10 JPEG copy, not the original images: JPEG re-encoding costs "
-                     "about a point of accuracy, so small gaps to the study are expected.")
+        items.append("Data is the CIFAR-10 JPEG copy, not the original images: how much its re-encoding "
+                     "changes accuracy is not measured here, so small gaps to the study may come from it.")
     if str(prov.get("weights", "")).lower() == "none":
         items.append("Weights were 'none': the backbones started from random initialization, which is NOT "
                      "transfer learning; their numbers say nothing about ImageNet pretraining.")
@@ -173,7 +173,8 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
         f"Data source: {prov.get('data', 'unknown')}.",
         "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
-                                         for n in STUDY_STAGES) + "; this deck checks them.",
+                                         for n in STUDY_STAGES)
+        + "; the rows not run here (see the table) are the study's numbers, not checked by this deck.",
         f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])
 
 

@@ -303,10 +303,16 @@ def model_comparison(results: dict) -> Figure:
     fig, ax = canvas((max(9, 1.6 * len(stages)), 5))
     x = np.arange(len(stages))
     width = 0.38
-    reported = [i for i, s in enumerate(stages) if s.study_accuracy is not None]
-    study = ax.bar(x[reported] - width / 2, [stages[i].study_accuracy for i in reported], width,
-                   color=PALETTE["muted"], label="study (reported)")
-    ax.bar_label(study, labels=[format_accuracy(stages[i].study_accuracy) for i in reported], padding=2, fontsize=9)
+    for checked in (True, False):  # the study's numbers beside a stage not run here are drawn as outlines only
+        reported = [i for i, s in enumerate(stages) if s.study_accuracy is not None and (s.name in models) == checked]
+        if not reported:
+            continue
+        style = (dict(color=PALETTE["muted"], label="study (reported)") if checked else
+                 dict(facecolor="none", edgecolor=PALETTE["muted"], linestyle="--",
+                      label="study (reported; not run here)"))
+        study = ax.bar(x[reported] - width / 2, [stages[i].study_accuracy for i in reported], width, **style)
+        ax.bar_label(study, labels=[format_accuracy(stages[i].study_accuracy) for i in reported], padding=2,
+                     fontsize=9)
     ran = [i for i, s in enumerate(stages) if s.name in models]
     accuracies = [models[stages[i].name]["test_accuracy"] for i in ran]
     this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run")
