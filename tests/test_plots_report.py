@@ -144,8 +144,9 @@ def test_training_curves_single_epoch_uses_markers():
 def test_model_comparison_marks_models_not_run(results):
     fig = plots.model_comparison(results)
     ax = fig.axes[0]
-    study, this_run = ax.containers
-    assert [p.get_height() for p in study] == [0.605, 0.887, 0.910]
+    checked, outlined, this_run = ax.containers  # the study's bars beside stages run here, then the others
+    assert [p.get_height() for p in checked] == [0.605, 0.887] and [p.get_height() for p in outlined] == [0.910]
+    assert outlined[0].get_facecolor()[3] == 0 < checked[0].get_facecolor()[3]  # an outline, not a result
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812]
     assert [t.get_text() for t in ax.texts].count("not run") == 1
     assert "JPEG copy" in ax.get_title()
@@ -203,8 +204,8 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     results["config"]["test_time_flip"] = False
     assert "weights: imagenet (EfficientNet-Lite0: pip package X)" in lines[-1]
     fig = plots.model_comparison(results)
-    study, this_run = fig.axes[0].containers
-    assert [p.get_height() for p in study] == [0.605, 0.887, 0.910]
+    checked, outlined, this_run = fig.axes[0].containers
+    assert [p.get_height() for p in checked + outlined] == [0.605, 0.887, 0.910]
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8, 0.9]
     sentences = report.findings(results)
     assert sentences[0] == "Best model: EfficientNet-Lite0 fine-tuned with 90.0% test accuracy."
@@ -287,7 +288,7 @@ def test_render_deck(arrays, results, tmp_path):
         assert accuracy in text
     assert "not run: ImageNet weights unavailable offline" in text.replace("\n", " ")
     assert "figure not produced in this run" in text  # e.g. dataset_samples.png is missing
-    assert "JPEG re-encoding" in text
+    assert "Data is the CIFAR-10 JPEG copy" in text and "changes accuracy is not measured here" in text.replace("\n", " ")
     assert "abc1234" in text
     second = deck.render_deck(results, images_dir, tmp_path / "again.pdf")
     assert first.read_bytes() == second.read_bytes()
