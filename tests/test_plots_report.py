@@ -288,7 +288,8 @@ def test_render_deck(arrays, results, tmp_path):
         assert accuracy in text
     assert "not run: ImageNet weights unavailable offline" in text.replace("\n", " ")
     assert "figure not produced in this run" in text  # e.g. dataset_samples.png is missing
-    assert "Data is the CIFAR-10 JPEG copy" in text and "changes accuracy is not measured here" in text.replace("\n", " ")
+    assert "Data is the CIFAR-10 JPEG copy" in text
+    assert "changes accuracy is not measured here" in text.replace("\n", " ")
     assert "abc1234" in text
     second = deck.render_deck(results, images_dir, tmp_path / "again.pdf")
     assert first.read_bytes() == second.read_bytes()
