@@ -13,7 +13,8 @@ DATA_DIR ?=
 WEIGHTS ?= imagenet
 SET ?=
 RUN_FLAGS = --profile $(PROFILE) --out $(OUT) --data $(DATA) --weights $(WEIGHTS) \
-	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume)
+	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume) \
+	$(if $(STRICT),--strict)
 
 .PHONY: help install test reproduce train report predict data-check bench clean
 

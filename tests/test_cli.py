@@ -186,3 +186,23 @@ def test_a_full_disk_is_one_line_and_leaves_the_published_run_as_it_was(tmp_path
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no space left on device for ") and target in lines[0]
     assert (tmp_path / "results" / "results.json").read_bytes() == published
+
+
+def test_offline_a_run_leaves_out_the_stages_whose_weights_cannot_be_had_and_says_so_last(tmp_path, monkeypatch,
+                                                                                           capsys):
+    from cifar10_transfer import weights
+    from cifar10_transfer.cli import main
+
+    monkeypatch.setattr(weights, "imagenet_status", lambda backbone: "unavailable offline")  # as on this machine
+    args = ["train", "--data", "synthetic", "--profile", "smoke", "--out", str(tmp_path), "--set",
+            "models=cnn,resnet50_finetuned", "--set", "train_size=200", "--set", "test_size=100"]
+    assert main([*args, "--strict"]) == 2
+    assert "ImageNet weights for ResNet50" in capsys.readouterr().err and not (tmp_path / "results").exists()
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == lines[-1] and lines[-1].startswith("not run: ResNet50: ImageNet weights for ResNet50 ")
+    assert "pass --weights PATH" in lines[-1]
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert list(results["models"]) == ["cnn"]
+    assert results["not_run"] == {"resnet50_head": "ImageNet weights unavailable offline",
+                                  "resnet50_finetuned": "ImageNet weights unavailable offline"}

@@ -33,6 +33,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                              "or a file (Keras .weights.h5/.h5; EfficientNet-Lite0 also its .pth checkpoint)")
     parser.add_argument("--out", default=".", help="publish results, figures and deck under this directory")
     parser.add_argument("--resume", action="store_true", help="continue the latest interrupted run in --out")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse to start when a selected backbone's ImageNet weights cannot be had "
+                             "(default: run the other stages and name the missing ones)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,19 +67,23 @@ def run(args: argparse.Namespace) -> int:
 
     if args.command == "data":
         print(workflow.data_summary(args.data, args.data_dir))
-    elif args.command == "train":
-        results = workflow.train(args.profile, args.overrides, args.data, args.data_dir, args.weights, args.out,
-                                 args.resume)
-        print(f"results: {results}")
-    elif args.command == "reproduce":
-        for path in workflow.reproduce(args.profile, args.overrides, args.data, args.data_dir,
-                                       args.weights, args.out, args.resume):
-            print(f"published: {path}")
+    elif args.command in ("train", "reproduce"):
+        overrides, missing = workflow.without_unobtainable(args.profile, args.overrides, args.weights, args.strict)
+        _say_not_run(missing)
+        command = workflow.train if args.command == "train" else workflow.reproduce
+        made = command(args.profile, overrides, args.data, args.data_dir, args.weights, args.out, args.resume)
+        print(f"results: {made}" if args.command == "train" else "\n".join(f"published: {p}" for p in made))
+        _say_not_run(missing)  # the last word: what is missing, and how to get it
     elif args.command == "report":
         print(f"deck: {workflow.report(args.out)}")
     elif args.command == "predict":
         return _predict(args)
     return 0
+
+
+def _say_not_run(missing: list[str]) -> None:
+    for reason in missing:
+        print(f"not run: {reason}", flush=True)
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from .config import make_config
 from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
-from .registry import get_backbone
+from .registry import get_backbone, parse_stage
 from .results import CURVES_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_results
 from .weights import check_weights_available, check_weights_file
 
@@ -51,6 +51,27 @@ def preflight(profile: str, overrides: list[str] | None, weights: str, out: str 
     check_weights_file(weights)
     with RunLock(Path(out)):  # writable and not in use by another run; released at once
         pass
+
+
+def without_unobtainable(profile: str, overrides: list[str] | None, weights: str,
+                         strict: bool = False) -> tuple[list[str], list[str]]:
+    """The overrides, with `models` narrowed to the stages whose ImageNet weights can be had here,
+    and one reason (with its fix) per backbone left out. Offline, the study's ResNet50 cannot be
+    fetched, and the rest of the study should still run; `strict` refuses instead (UserError),
+    as does a run that would have nothing left."""
+    overrides, config = list(overrides or []), make_config(profile, overrides)
+    if strict or weights != "imagenet":
+        return overrides, []
+    missing = {}
+    for name in config.backbones:
+        try:
+            check_weights_available(get_backbone(name), weights)
+        except UserError as exc:
+            missing[name] = f"{get_backbone(name).label}: {exc}"
+    kept = [stage for stage in config.model_list if getattr(parse_stage(stage)[0], "name", None) not in missing]
+    if missing and not kept:
+        raise UserError(next(iter(missing.values())))
+    return ([*overrides, f"models={','.join(kept)}"] if missing else overrides), list(missing.values())
 
 
 def check_run_weights(config, weights: str) -> None:
