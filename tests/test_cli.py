@@ -159,8 +159,9 @@ def test_cpu_isa_lists_the_vector_extensions_in_the_order_of_the_constant():
     assert cpu_isa("model name\t: Apple M2\n") == []
 
 
-@pytest.mark.parametrize("module, writer, target", [("stages", "write_atomic", "results.json"),
-                                                    ("training", "atomic_write", "final.weights.h5")])
+@pytest.mark.parametrize("module, writer, target", [
+    ("stages", "write_atomic", "results.json"),
+    pytest.param("training", "atomic_write", "final.weights.h5", marks=pytest.mark.slow)])
 def test_a_full_disk_is_one_line_and_leaves_the_published_run_as_it_was(tmp_path, monkeypatch, capsys, module,
                                                                         writer, target):
     import errno

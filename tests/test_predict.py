@@ -123,7 +123,8 @@ def _damage(kind: str, path: Path) -> None:
         path.write_bytes(b"PK\x03\x04 not a keras archive")
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "bytes changed", "foreign"])
+@pytest.mark.parametrize("kind", [pytest.param("truncated", marks=pytest.mark.slow), pytest.param(
+    "empty", marks=pytest.mark.slow), "bytes changed", pytest.param("foreign", marks=pytest.mark.slow)])
 def test_a_damaged_model_file_or_card_is_refused_in_one_line_naming_it(run, images, tmp_path, kind):
     damaged = tmp_path / "run"
     shutil.copytree(run, damaged)

@@ -131,10 +131,12 @@ def test_a_completed_stage_is_loaded_not_trained_again(tmp_path):
 
 @pytest.mark.parametrize("damage, reason", [
     (lambda d: (d / "final.weights.h5").write_bytes(b"garbage"), "weights digest mismatch"),
-    (lambda d: (d / "final.weights.h5").unlink(), "final.weights.h5 missing"),
-    (lambda d: (d / "stage.json").write_text("{\"history\": "), "unreadable stage.json"),
-    (lambda d: (d / "stage.json").write_text(json.dumps({k: v for k, v in json.loads(
-        (d / "stage.json").read_text()).items() if k != "weights_sha256"})), "stage.json without a weights digest"),
+    pytest.param(lambda d: (d / "final.weights.h5").unlink(), "final.weights.h5 missing", marks=pytest.mark.slow),
+    pytest.param(lambda d: (d / "stage.json").write_text("{\"history\": "), "unreadable stage.json",
+                 marks=pytest.mark.slow),
+    pytest.param(lambda d: (d / "stage.json").write_text(json.dumps({k: v for k, v in json.loads(
+        (d / "stage.json").read_text()).items() if k != "weights_sha256"})), "stage.json without a weights digest",
+        marks=pytest.mark.slow),
 ])
 def test_a_damaged_kept_stage_is_trained_again_to_the_same_numbers(tmp_path, capsys, damage, reason):
     model, first = _small_fit(tmp_path / "stage")
