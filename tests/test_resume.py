@@ -98,3 +98,27 @@ def test_kill_9_after_stage_one_and_resume_gives_the_straight_run(straight, tmp_
     subprocess.run([*command, "--resume"], check=True, capture_output=True)
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert _numbers(results) == straight
+
+
+@pytest.mark.slow
+def test_a_run_stopped_while_publishing_resumes_to_the_same_published_results(tmp_path, monkeypatch):
+    from cifar10_transfer import publish, workflow
+
+    args = ("smoke", ["models=cnn", "train_size=200", "test_size=100"], "synthetic", None, "none")
+    straight = json.loads(workflow.train(*args, tmp_path / "straight").read_text())
+    original, moves = os.replace, []
+
+    def stop_after_the_first_part(source, target):
+        if ".tmp-" not in str(source) and ".runs" in str(source):  # a part moving out of the run directory
+            moves.append(target)
+            if len(moves) == 2:  # results.json is out, its histories are not yet
+                raise KeyboardInterrupt
+        original(source, target)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(publish.os, "replace", stop_after_the_first_part)
+        with pytest.raises(KeyboardInterrupt):
+            workflow.train(*args, tmp_path / "stopped")
+    resumed = json.loads(workflow.train(*args, tmp_path / "stopped", resume=True).read_text())
+    assert _numbers(resumed) == _numbers(straight)
+    assert (tmp_path / "stopped" / "results" / "histories" / "cnn.csv").is_file()

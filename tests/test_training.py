@@ -15,6 +15,7 @@ import pytest
 
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
+from cifar10_transfer.errors import UserError
 from cifar10_transfer.models import build_cnn, compile_classifier
 from cifar10_transfer.pipelines import cnn_dataset
 from cifar10_transfer.recipe import Stage2Recipe
@@ -162,6 +163,16 @@ def test_a_resume_whose_checkpoints_are_both_damaged_restarts_the_stage(tmp_path
     again, second = _small_fit(stage, epochs=2)
     assert "restarting the stage from its first epoch: its checkpoint in" in capsys.readouterr().out
     assert second.history["loss"] == first.history["loss"] and second.history["val_loss"] == first.history["val_loss"]
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(tmp_path):
+    stage = tmp_path / "stage"
+    (stage / "backup").mkdir(parents=True)
+    (stage / "history.csv").write_text("epoch,loss\n0,9.0\n")
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    other.save_weights(stage / "backup" / "latest.weights.h5")
+    with pytest.raises(UserError, match=r"checkpoint .*latest\.weights\.h5 does not fit this stage"):
+        _small_fit(stage)
 
 
 def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):

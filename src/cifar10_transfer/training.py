@@ -269,7 +269,7 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
                          keras.callbacks.TensorBoard(str(stage_dir.parent.parent / "logs" / stage_dir.name),
                                                      write_graph=True, profile_batch=0),
                          # double_checkpoint: a kill during the write falls back to the previous epoch
-                         keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True)])
+                         _Backup(str(backup), double_checkpoint=True)])
     history = read_history(log)
     seconds = float(sum(history["epoch_seconds"]))
     result = StageResult(history=history, seconds=seconds,
@@ -277,6 +277,18 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
     weights = atomic_write(stage_dir / FINAL_WEIGHTS, model.save_weights)
     write_atomic(stage_dir / STAGE_FILE, json.dumps({**asdict(result), "weights_sha256": file_sha256(weights)}))
     return result
+
+
+class _Backup(keras.callbacks.BackupAndRestore):
+    """Keras's per-epoch checkpoint, refusing in one line a checkpoint that reads but does not fit
+    the model (another model's, say) instead of failing with a traceback inside `fit`."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"checkpoint {self._weights_path} does not fit this stage ({type(exc).__name__}); "
+                            f"delete {self.backup_dir} to train the stage afresh.") from None
 
 
 def _kept_stage(model: keras.Model, stage_dir: Path) -> StageResult | None:
