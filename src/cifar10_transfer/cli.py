@@ -118,7 +118,6 @@ def _import_tensorflow_quietly() -> None:
     them; they would bury the one-line errors. `--debug` skips this and shows them all.
     An import error still surfaces: stderr is restored before Python raises it.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as devnull:
@@ -134,6 +133,11 @@ def _import_tensorflow_quietly() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m cifar10_transfer`."""
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        # TensorFlow's C++ log lines (the cuInit error on machines without a GPU, the cost model's
+        # warnings while training) would bury what the commands print, here and in the notebook
+        # kernels, which inherit the environment; errors that matter surface as Python exceptions.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         if args.command in ("train", "reproduce"):
             from . import workflow
