@@ -28,7 +28,6 @@ from .errors import UserError
 from .publish import atomic_write, file_sha256
 from .weights import LITE0_PACKAGE
 
-CHECKPOINT_NAME = "efficientnet-lite0-57934424.pth"
 IMAGENET_CLASSES = 1000
 FEATURE_DIM = 1280
 BN_EPSILON = 1e-3
