@@ -51,7 +51,8 @@ class ScratchRecipe:
 
     Its ideas are the DAWNBench ResNet-9's (Page 2018) and airbench's (Jordan 2024): flips and
     shifts, label smoothing, SGD with Nesterov momentum and weight decay, a rate that warms up
-    and decays within one run. Its width and epochs fit 2 CPU cores (README: Method).
+    and decays within one run. Its width, with the config's `scratch_epochs`, fits the time budget
+    of 2 CPU cores (README: Method).
     """
 
     width: int = 16  # channels of the stem; its three stages have 2, 4 and 8 times as many (ResNet-9: 64)

@@ -190,8 +190,8 @@ def _flip_findings(results: dict) -> list[str]:
 
 def findings(results: dict) -> list[str]:
     """Sentences computed from results: best model, what each other stage (transfer, the ResNet from
-    scratch) adds over the CNN and at what cost, what test-time flip changed, each stage against the study, the top confusion and the
-    weakest class."""
+    scratch) adds over the CNN and at what cost, what test-time flip changed, each stage against the
+    study, the top confusion and the weakest class."""
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]

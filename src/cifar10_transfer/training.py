@@ -236,8 +236,9 @@ def scratch_schedule(recipe: ScratchRecipe, batch_size: int, steps: int) -> kera
 
 def scratch_optimizer(recipe: ScratchRecipe, batch_size: int, steps: int) -> keras.optimizers.SGD:
     """SGD with Nesterov momentum and weight decay, at `scratch_schedule`, for the scratch stage.
-    BatchNorm's scale and offset and the classifier's bias are not decayed: shrinking them does not
-    regularise the function a network with BatchNorm computes."""
+    Only kernels are decayed, not BatchNorm's scale and offset nor the classifier's bias (the "no
+    bias decay" of He et al. 2019): these few parameters set each channel's scale and offset, and
+    pulling them to 0 would not regularise the convolutions that the decay is meant for."""
     optimizer = keras.optimizers.SGD(scratch_schedule(recipe, batch_size, steps), momentum=recipe.momentum,
                                      nesterov=True, weight_decay=recipe.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
