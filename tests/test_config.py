@@ -4,6 +4,7 @@ import pytest
 
 from cifar10_transfer.config import MODEL_NAMES, PROFILES, RunConfig, make_config, parse_overrides
 from cifar10_transfer.errors import UserError
+from cifar10_transfer.recipe import ScratchRecipe
 
 
 def test_seed_profile_is_the_study():
@@ -11,16 +12,18 @@ def test_seed_profile_is_the_study():
     assert (config.train_size, config.val_fraction, config.test_size, config.seed) == (10_000, 0.2, None, 3)
     assert (config.image_size, config.batch_size) == (224, 64)
     assert (config.cnn_epochs, config.head_epochs, config.finetune_epochs) == (10, 10, 10)
+    assert config.scratch_epochs == 20 and config.scratch_recipe() == ScratchRecipe()
     # stage 2 depth and rate come from each backbone's registry entry (ResNet50: the study's 30 and 1e-5)
     assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (None, 1e-3, None)
     assert config.model_list == ["cnn", "resnet50_head", "resnet50_finetuned"]
 
 
 def test_profiles_differ_where_documented():
-    assert make_config("full").train_size == 50_000
+    full = make_config("full")
+    assert full.train_size == 50_000 and full.scratch_epochs == 12  # five times the images, within 3 times the time
     smoke = make_config("smoke")
     assert smoke.train_size < 1000 and smoke.image_size < 224
-    assert (smoke.cnn_epochs, smoke.head_epochs, smoke.finetune_epochs) == (1, 1, 1)
+    assert (smoke.cnn_epochs, smoke.head_epochs, smoke.finetune_epochs, smoke.scratch_epochs) == (1, 1, 1, 1)
     assert set(PROFILES) == {"seed", "smoke", "full"}
 
 
@@ -51,6 +54,13 @@ def test_overrides_are_typed():
     ("finetune_batchnorm=adapt", "unknown; choose from frozen, train"),
     ("finetune_drop_path=1.0", r"must lie in \[0, 1\)"),
     ("finetune_drop_path=0.2", "needs stochastic-depth blocks, which ResNet50 lacks; set finetune_drop_path=0"),
+    ("scratch_epochs=0", "scratch_epochs=0 must be positive"),
+    ("scratch_width=0", "scratch_width=0 must be positive"),
+    ("scratch_width=8.5", "expected int or none"),
+    ("scratch_lr=-0.1", "scratch_lr=-0.1 must be positive"),
+    ("scratch_weight_decay=-1e-3", "scratch_weight_decay=-0.001 must be 0 or more"),
+    ("scratch_label_smoothing=1", r"scratch_label_smoothing=1.0 must lie in \[0, 1\)"),
+    ("models=cnn,resnet_scratch", "unknown"),  # the stage is `scratch`; resnet_scratch names its builder
     ("models=efficientnet_lite0_head,cnn,vit", "unknown"),
     ("models=cnn,vit", "unknown"),
     ("precision=float8", "unknown"),
@@ -67,6 +77,12 @@ def test_unknown_profile():
         make_config("huge")
 
 
+def test_scratch_keys_replace_only_the_recipe_fields_they_set():
+    config = make_config("seed", ["scratch_width=32", "scratch_lr=0.1", "scratch_label_smoothing=0"])
+    assert config.scratch_recipe() == ScratchRecipe(width=32, learning_rate=0.1, label_smoothing=0.0)
+    assert config.scratch_recipe().peak_rate(128) == pytest.approx(0.2)  # in proportion to the batch size
+
+
 def test_finetuned_implies_head_and_order_is_fixed():
     assert make_config("seed", ["models=resnet50_finetuned,cnn"]).model_list == [
         "cnn", "resnet50_head", "resnet50_finetuned"]
@@ -74,12 +90,15 @@ def test_finetuned_implies_head_and_order_is_fixed():
     several = make_config("seed", ["models=efficientnet_lite0_finetuned,cnn,resnet50_head"])
     assert several.model_list == ["cnn", "resnet50_head", "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]
     assert several.backbones == ["resnet50", "efficientnet_lite0"]
+    scratch = make_config("seed", ["models=efficientnet_lite0_head,scratch,cnn"])
+    assert scratch.model_list == ["cnn", "scratch", "efficientnet_lite0_head"]
+    assert scratch.backbones == ["efficientnet_lite0"]
 
 
 def test_stage_names_come_from_the_registry():
     from cifar10_transfer.registry import BACKBONES
 
-    assert MODEL_NAMES == ("cnn", *(f"{b}_{k}" for b in BACKBONES for k in ("head", "finetuned")))
+    assert MODEL_NAMES == ("cnn", "scratch", *(f"{b}_{k}" for b in BACKBONES for k in ("head", "finetuned")))
     assert make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=141"]).finetune_layers == 141
     with pytest.raises(UserError, match="larger than the 141 layers of the EfficientNet-Lite0 backbone"):
         make_config("seed", ["models=efficientnet_lite0_head", "finetune_layers=142"])

@@ -9,18 +9,22 @@ import tensorflow as tf
 from cifar10_transfer.backbones import load_backbone, preprocess_for
 from cifar10_transfer.custom_layers import SmoothedSparseCrossentropy, StochasticDepth
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.models import (MODEL_REGISTRY, build_cnn, build_model, build_resnet50, build_transfer,
-                                     compile_classifier, save_backbone_weights, unfreeze)
-from cifar10_transfer.recipe import Stage2Recipe
+from cifar10_transfer.models import (MODEL_REGISTRY, build_cnn, build_model, build_resnet50, build_resnet_scratch,
+                                     build_transfer, compile_classifier, save_backbone_weights, unfreeze)
+from cifar10_transfer.recipe import ScratchRecipe, Stage2Recipe
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.pipelines import transfer_dataset
+from cifar10_transfer.training import scratch_optimizer
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "cifar10_transfer"
 
 
+SCRATCH = ("cnn", "resnet_scratch")  # the models trained from scratch: plain Keras models at 32x32
+
+
 def _classifier(name):
-    built = build_model(name) if name == "cnn" else build_model(name, image_size=32, weights="none")
-    return built if name == "cnn" else built.model
+    built = build_model(name) if name in SCRATCH else build_model(name, image_size=32, weights="none")
+    return built if name in SCRATCH else built.model
 
 
 def _trainable_count(model) -> int:
@@ -31,7 +35,7 @@ def _trainable_count(model) -> int:
 def test_registry_models_run_and_learn_on_tiny_inputs(name):
     keras.utils.set_random_seed(0)
     model = _classifier(name)
-    if name != "cnn":
+    if name not in SCRATCH:
         model.layers[1].trainable = True  # the backbone, so every weight should get a gradient
     x = tf.random.uniform((2, 32, 32, 3))
     with tf.GradientTape() as tape:
@@ -81,6 +85,39 @@ def test_parameter_counts_match_the_study():
     transfer = build_resnet50(224, "none")
     assert transfer.model.count_params() == 24_114_826
     assert _trainable_count(transfer.model) == 527_114
+
+
+def test_the_resnet_from_scratch_is_resnet9_at_a_given_width():
+    for width, params, trainable in ((16, 414_074, 412_954), (64, 6_577_610, 6_573_130)):  # 64: ResNet-9's size
+        model = build_resnet_scratch(width)
+        assert (model.count_params(), _trainable_count(model)) == (params, trainable)
+    assert model.input.shape == (None, 32, 32, 3) and model.output.shape == (None, 10)
+    convs = [layer.filters for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs == [64, 128, 128, 128, 256, 512, 512, 512]
+    assert len([l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]) == len(convs)
+
+
+def test_a_few_sgd_steps_of_the_resnet_from_scratch_lower_its_loss():
+    keras.utils.set_random_seed(0)
+    model = build_resnet_scratch(8)
+    recipe = ScratchRecipe(width=8)
+    compile_classifier(model, scratch_optimizer(recipe, 16, 4), False, recipe.label_smoothing)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 32, 32, 3)).astype("float32")
+    y = np.arange(16) % 10
+    loss = lambda: float(model.loss(y, model(x, training=True)))  # noqa: E731 -- with batch statistics
+    before = loss()
+    model.fit(x, y, batch_size=16, epochs=4, verbose=0)  # 4 steps: the rate rises from 0, then decays
+    assert loss() < before
+    assert int(model.optimizer.iterations) == 4
+
+
+def test_weight_decay_spares_batchnorm_and_biases():
+    model = build_resnet_scratch(4)
+    optimizer = scratch_optimizer(ScratchRecipe(), 64, 10)
+    optimizer.build(model.trainable_variables)
+    decayed = {v.path.rsplit("/", 1)[-1] for v in model.trainable_variables if optimizer._use_weight_decay(v)}
+    assert decayed == {"kernel"}
+    assert optimizer.nesterov and optimizer.momentum == 0.9 and optimizer.weight_decay == 5e-3
 
 
 def test_unfreeze_makes_exactly_the_last_non_batchnorm_layers_trainable():

@@ -6,7 +6,7 @@ from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.backbones import preprocess_for
 from cifar10_transfer.pipelines import (array_dataset, augment_batch, augmentation_examples, cnn_dataset,
-                                        epoch_variable, split_dataset, transfer_dataset)
+                                        epoch_variable, split_dataset, transfer_dataset, translate_batch)
 
 
 def _labelled_dataset(n_train=50_000, n_test=10_000):
@@ -121,3 +121,33 @@ def test_augmented_pipeline_changes_between_epochs_but_repeats_across_runs():
     assert not np.allclose(first[0], first[1])
     np.testing.assert_allclose(first[0], second[0])
     np.testing.assert_allclose(first[1], second[1])
+
+
+def test_translation_flips_and_shifts_each_image_within_its_reflect_padding():
+    x, _ = _images(6)
+    out = translate_batch(x, np.array([4, 2]), 4).numpy()
+    assert out.shape == x.shape and out.dtype == np.uint8
+    for image, shifted in zip(x, out):
+        views = [np.pad(view, [(4, 4), (4, 4), (0, 0)], mode="reflect") for view in (image, image[:, ::-1])]
+        offsets = [(f, i, j) for f, padded in enumerate(views) for i in range(9) for j in range(9)
+                   if np.array_equal(padded[i:i + 32, j:j + 32], shifted)]
+        assert offsets  # a crop of the padded image or of its mirror
+    np.testing.assert_array_equal(out, translate_batch(x, np.array([4, 2]), 4).numpy())
+    assert not np.array_equal(out, translate_batch(x, np.array([4, 3]), 4).numpy())
+
+
+def test_the_translated_cnn_pipeline_keeps_unit_range_and_is_keyed_by_seed_and_epoch():
+    x, y = _images(8)
+
+    def batch(epoch, seed=3):
+        epoch_variable().assign(epoch)  # as training.fit_stage sets it at each epoch's start
+        images, labels = next(iter(cnn_dataset(x, y, 8, shuffle=True, seed=seed, translate=4)))
+        epoch_variable().assign(0)
+        return images.numpy(), labels.numpy()
+
+    images, labels = batch(1)
+    assert images.shape == (8, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert sorted(labels.tolist()) == sorted(y.tolist())
+    np.testing.assert_array_equal(images, batch(1)[0])  # same seed and epoch: the same batch
+    assert not np.array_equal(images, batch(2)[0]) and not np.array_equal(images, batch(1, seed=4)[0])

@@ -213,6 +213,23 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
             "for 83 s of training (both stages) against 41 s (2x).") in sentences
 
 
+def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_with_the_cnn(results, tmp_path):
+    results["models"]["scratch"] = {**_model(0.8, 414074), "seconds": 900.0,
+                                    "recipe": {"width": 16, "learning_rate": 0.05}}
+    lines = report.results_table_markdown(results).splitlines()
+    assert lines[2].startswith("| Baseline CNN |") and lines[4].startswith("| ResNet50 fine-tuned |")
+    assert lines[5] == "| ResNet from scratch (strong baseline) | — | 80.0% | 1 seed | — | 900 |"
+    assert ("ResNet from scratch (strong baseline) vs the baseline CNN: +18.8 points (80.0% vs 61.2%), "
+            "for 900 s of training against 41 s (22x).") in report.findings(results)
+    this_run = plots.model_comparison(results).axes[0].containers[1]
+    assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8]
+    from cifar10_transfer.figures import training_curve
+
+    assert training_curve("scratch").file == "scratch_curve.png"
+    _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    assert "ResNet from scratch (strong baseline): 80.0% in 900 s" in " ".join(text.split())
+
+
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
     readme = tmp_path / "README.md"
     before = "# Title\n\nIntro.\n\n"

@@ -33,7 +33,7 @@ def test_all_60000_real_images_load(real_data_dir):
     assert 100 < dataset.x_train.mean() < 150  # real photographs, not blank decodes
 
 
-SMOKE_MODELS = "cnn,efficientnet_lite0_head,efficientnet_lite0_finetuned"
+SMOKE_MODELS = "cnn,scratch,efficientnet_lite0_head,efficientnet_lite0_finetuned"
 
 
 def _cli(*args, timeout=1200):

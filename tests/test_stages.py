@@ -147,6 +147,25 @@ def test_a_saved_lite0_stage_loads_in_a_fresh_process_and_predicts_as_trained(li
     np.testing.assert_allclose(np.load(workdir / "loaded.npy"), model.predict(np.load(images), verbose=0), rtol=1e-5)
 
 
+def test_the_resnet_from_scratch_records_its_recipe_and_predicts_as_evaluated(tmp_path):
+    from cifar10_transfer.predict import class_probabilities, load_stage
+
+    run = _run(tmp_path, "models=cnn,scratch", "scratch_width=4", "scratch_epochs=2", "scratch_lr=0.1",
+               "test_time_flip=true")
+    found = run_all(run)
+    entry = found["models"]["scratch"]
+    assert list(found["models"]) == ["cnn", "scratch"] and found["not_run"] == {
+        "resnet50_head": "not selected", "resnet50_finetuned": "not selected"}
+    assert entry["recipe"] == {"width": 4, "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-3,
+                               "label_smoothing": 0.1, "warmup": 0.2, "translate": 4}
+    assert entry["epochs"] == 2 and entry["params"] == 26_630 and entry["precision"] == "float32"
+    assert sum(map(sum, entry["confusion_matrix"])) == 50 and "test_time_flip" in entry
+    model, card = load_stage(tmp_path, "scratch")  # what `predict` reads: 32x32 input in [0, 1], as trained
+    assert (card["image_size"], card["backbone"], card["test_time_flip"]) == (None, None, True)
+    np.testing.assert_allclose(class_probabilities(model, run.splits.x_test, card), run.models["scratch"].probabilities,
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_making_a_run_record_does_no_work(tmp_path):
     run = _run(tmp_path / "lazy")
     assert not {"strategy", "splits", "jit_compile"} & set(vars(run)) and not run.models and not run.transfers

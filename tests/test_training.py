@@ -13,16 +13,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from cifar10_transfer import training
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.models import build_cnn, compile_classifier
 from cifar10_transfer.pipelines import cnn_dataset
-from cifar10_transfer.recipe import Stage2Recipe
+from cifar10_transfer.recipe import ScratchRecipe, Stage2Recipe
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.stages import Run, run_all
 from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
-                                       resolve_jit, resolve_precision, stage2_schedule)
+                                       resolve_jit, resolve_precision, scratch_schedule, stage2_schedule)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,24 +60,36 @@ def test_mixed_policy_keeps_softmax_float32_and_is_restored():
 
 
 def test_bfloat16_path_trains(tmp_path):
-    config = make_config("smoke", ["models=cnn", "train_size=200", "test_size=100", "precision=mixed_bfloat16"])
-    entry = run_all(Run(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke"))["models"]["cnn"]
-    assert entry["precision"] == "mixed_bfloat16"
-    assert np.isfinite(entry["test_loss"]) and np.isfinite(entry["history"]["loss"]).all()
+    config = make_config("smoke", ["models=cnn,scratch", "train_size=200", "test_size=100", "scratch_width=4",
+                                   "precision=mixed_bfloat16"])
+    for entry in run_all(Run(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke"))["models"].values():
+        assert entry["precision"] == "mixed_bfloat16"
+        assert np.isfinite(entry["test_loss"]) and np.isfinite(entry["history"]["loss"]).all()
 
 
 def test_float16_and_xla_path_trains_in_a_fresh_process(tmp_path):
     """The GPU defaults (mixed_float16 with loss scaling, XLA) as far as a CPU runs them.
 
     A fresh process, because op determinism enabled by other tests would make Keras drop XLA."""
+    _assert_float16_and_xla_trained(tmp_path, "cnn", "--set", "cnn_epochs=1")
+
+
+@pytest.mark.slow
+def test_the_scratch_stage_trains_under_float16_and_xla_in_a_fresh_process(tmp_path):
+    """The ResNet from scratch on the same path: SGD and its per-step schedule under loss scaling, compiled."""
+    _assert_float16_and_xla_trained(tmp_path, "scratch", "--set", "models=scratch", "--set", "train_size=500",
+                                    "--set", "scratch_width=4", "--set", "scratch_epochs=2")
+
+
+def _assert_float16_and_xla_trained(out, stage, *sets):
     result = subprocess.run(_cli("--set", "precision=mixed_float16", "--set", "jit_compile=on",
-                                 "--set", "deterministic=false", "--set", "cnn_epochs=1", out=tmp_path),
+                                 "--set", "deterministic=false", *sets, out=out),
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "support `jit_compile=True`" not in result.stderr  # Keras's warning when it drops XLA
-    results = json.loads((tmp_path / "results" / "results.json").read_text())
+    results = json.loads((out / "results" / "results.json").read_text())
     assert results["execution"]["jit_compile"] is True
-    entry = results["models"]["cnn"]
+    entry = results["models"][stage]
     assert entry["precision"] == "mixed_float16" and np.isfinite(entry["history"]["loss"]).all()
 
 
@@ -186,6 +199,41 @@ def test_cosine_schedule_falls_from_the_full_rate_per_epoch(tmp_path):
                        verbose=0)
     expected = [2e-3 * (1 + math.cos(math.pi * epoch / 4)) / 2 for epoch in range(4)]  # 2e-3 ... 2.9e-4
     assert result.history["learning_rate"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_the_scratch_schedule_warms_up_then_falls_as_a_cosine_per_step():
+    schedule = scratch_schedule(ScratchRecipe(learning_rate=0.05, warmup=0.2), 128, 100)  # peak 0.1 at batch 128
+    at = lambda step: float(schedule(step))  # noqa: E731
+    assert [at(0), at(10), at(20)] == pytest.approx([0.0, 0.05, 0.1])  # linear over the first 20 steps
+    for step in (20, 40, 60, 99):
+        assert at(step) == pytest.approx(0.1 * (1 + math.cos(math.pi * (step - 20) / 80)) / 2, rel=1e-5, abs=1e-7)
+    assert at(100) == pytest.approx(0.0, abs=1e-9) and at(150) == pytest.approx(0.0, abs=1e-9)
+
+
+def _scratch_run(workdir):
+    config = make_config("smoke", ["models=scratch", "train_size=100", "test_size=50", "batch_size=20",
+                                   "scratch_width=4", "scratch_epochs=2"])
+    return Run(config, synthetic_dataset(seed=3), "none", workdir, "smoke", save_models=False)
+
+
+@pytest.mark.slow
+def test_a_scratch_stage_stopped_after_an_epoch_resumes_to_the_numbers_of_one_never_stopped(tmp_path, monkeypatch):
+    def stop_at_the_second_epoch(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        start(self, epoch, logs)
+
+    straight = run_all(_scratch_run(tmp_path / "straight"))["models"]["scratch"]
+    start = training._EpochSeeds.on_epoch_begin
+    with monkeypatch.context() as patch:
+        patch.setattr(training._EpochSeeds, "on_epoch_begin", stop_at_the_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            run_all(_scratch_run(tmp_path / "stopped"))
+    resumed = run_all(_scratch_run(tmp_path / "stopped"))["models"]["scratch"]
+    for key in ("loss", "val_loss", "learning_rate"):  # the rate per step came back with the optimizer's state
+        assert resumed["history"][key] == straight["history"][key]
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert straight["recipe"] == {**ScratchRecipe().to_dict(), "width": 4}
 
 
 def test_plateau_schedule_is_the_studys():

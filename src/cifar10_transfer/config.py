@@ -14,10 +14,10 @@ import typing
 from dataclasses import dataclass
 
 from .errors import UserError
-from .recipe import CONFIG_KEYS, Stage2Recipe, resolve, validate
+from .recipe import CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, validate, validate_scratch
 from .registry import BACKBONES, get_backbone, parse_stage, stage_names
 
-MODEL_NAMES = stage_names()  # cnn, then <backbone>_head and <backbone>_finetuned for each backbone
+MODEL_NAMES = stage_names()  # cnn, scratch, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
@@ -36,13 +36,16 @@ class RunConfig:
     # inputs
     image_size: int = 224  # backbone input side in pixels; the CNN always sees 32x32
     batch_size: int = 64  # global batch size, split across replicas
-    augment: bool = True  # flip, crop/zoom, brightness, contrast for the backbone stages
+    augment: bool = True  # flip, crop/zoom, brightness, contrast for the backbone stages; flips and shifts for
+    # the scratch stage (the baseline CNN trains without, as in the study)
     test_time_flip: bool = False  # evaluation of every stage: each val and test image's class
     # probabilities averaged with its mirror image's (twice the inference); the study used single views
     # epochs per stage
     cnn_epochs: int = 10
     head_epochs: int = 10
     finetune_epochs: int = 10
+    scratch_epochs: int = 20  # the ResNet from scratch: an epoch of 8,000 images and its validation took 45-59 s
+    # on 2 CPU cores shared with other work, so about 18 minutes, within a budget of 20
     # transfer learning
     finetune_layers: int | None = None  # last N backbone layers unfrozen in stage 2 (BatchNorm as
     # finetune_batchnorm says); None: each backbone's registry default (ResNet50: 30, the study's)
@@ -63,6 +66,11 @@ class RunConfig:
     finetune_drop_path: float | None = None  # stage 2 stochastic depth, 0 to below 1: a training image
     # skips residual block i of n with probability finetune_drop_path * i / n; only backbones built
     # with it (EfficientNet-Lite0); None: the backbone's default (0: none)
+    # the ResNet from scratch; None: the default of recipe.ScratchRecipe, where each is described
+    scratch_width: int | None = None  # channels of its stem; its stages have 2, 4 and 8 times as many
+    scratch_lr: float | None = None  # SGD's peak learning rate at batch size 64, in proportion to batch_size
+    scratch_weight_decay: float | None = None  # decoupled weight decay per unit of learning rate, 0 or more
+    scratch_label_smoothing: float | None = None  # 0 to below 1
     head_mode: str = "cached"  # cached: backbone features once; end_to_end: the study's way
     cache_flips: bool = False  # cached mode: also cache features of horizontally flipped images
     # execution
@@ -108,6 +116,10 @@ class RunConfig:
         `finetune_*` key that this config sets (not None) in its place."""
         return resolve(get_backbone(backbone).stage2, {key: getattr(self, key) for key in CONFIG_KEYS.values()})
 
+    def scratch_recipe(self) -> ScratchRecipe:
+        """The scratch stage's recipe: its defaults, with each `scratch_*` key that this config sets (not None)."""
+        return resolve(ScratchRecipe(), {key: getattr(self, key) for key in SCRATCH_KEYS.values()}, SCRATCH_KEYS)
+
     def to_dict(self) -> dict:
         """The configuration as plain JSON-ready values."""
         return dataclasses.asdict(self)
@@ -121,9 +133,11 @@ PROFILES: dict[str, dict] = {
     "seed": {},
     # A few minutes end to end on 2 CPU cores: tiny subset, small inputs, one epoch per stage.
     "smoke": dict(train_size=500, test_size=500, image_size=64, batch_size=32,
-                  cnn_epochs=1, head_epochs=1, finetune_epochs=1,
+                  cnn_epochs=1, head_epochs=1, finetune_epochs=1, scratch_epochs=1,
                   curve_sizes="200,500", curve_seeds=2, resolution_sizes="32,64"),
-    "full": dict(train_size=50_000),
+    # 40,000 training images: 12 epochs of the ResNet from scratch, about 53 minutes at the seed profile's
+    # rate (5 times the images an epoch), within a budget of 60
+    "full": dict(train_size=50_000, scratch_epochs=12),
 }
 
 
@@ -134,7 +148,7 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {field.name}={value!r} has the wrong type; "
                             f"expected {_type_name(_field_types()[field.name])}.")
     positive = ["train_size", "image_size", "batch_size", "cnn_epochs", "head_epochs", "finetune_epochs",
-                "head_lr", "test_size"]
+                "scratch_epochs", "head_lr", "test_size"]
     for name in positive:
         if getattr(config, name) is not None and getattr(config, name) <= 0:
             raise UserError(f"config {name}={getattr(config, name)} must be positive.")
@@ -164,6 +178,7 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
+    validate_scratch(config.scratch_recipe())
     for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
         validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names)
 

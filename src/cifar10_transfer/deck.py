@@ -209,7 +209,8 @@ def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:
     if m:
         items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
                   f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
-    _bullets(fig, items + [_outcome(results, "cnn")], box=(0.05, 0.08, 0.45, 0.84), size=18)
+    strong = [_outcome(results, "scratch")] if "scratch" in results["models"] else []  # the strong baseline, if run
+    _bullets(fig, items + [_outcome(results, "cnn"), *strong], box=(0.05, 0.08, 0.45, 0.84), size=18)
     _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
 
 

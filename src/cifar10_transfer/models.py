@@ -1,4 +1,4 @@
-"""The models: the study's baseline CNN, and any registered backbone with a transfer-learning head.
+"""The models: the study's baseline CNN, the from-scratch ResNet, and any registered backbone with a head.
 
 Every builder returns an uncompiled `keras.Model` (or a `TransferModel` of them). A backbone
 is called with `training=False` and its BatchNorm layers are frozen, so they run in inference
@@ -18,7 +18,7 @@ from keras import layers
 from .backbones import load_backbone, preprocess_for
 from .custom_layers import SmoothedSparseCrossentropy, StochasticDepth
 from .errors import UserError
-from .recipe import Stage2Recipe, validate
+from .recipe import ScratchRecipe, Stage2Recipe, validate
 from .registry import BACKBONES, Backbone, get_backbone
 
 NUM_CLASSES = 10
@@ -36,6 +36,38 @@ def build_cnn(num_classes: int = NUM_CLASSES) -> keras.Model:
     x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="cnn")
+
+
+def build_resnet_scratch(width: int = ScratchRecipe.width, num_classes: int = NUM_CLASSES) -> keras.Model:
+    """The `scratch` stage's network: a compact residual CNN with BatchNorm at 32x32, laid out as
+    the DAWNBench ResNet-9 (Page 2018) at `width` channels in its stem (ResNet-9: 64).
+
+    Stem conv(w); then three stages of conv(m·w) and a 2x2 max-pool for m = 2, 4, 8 (32 → 4 px),
+    the first and last followed by a residual block of two convs; a global max-pool and
+    Dense(10). Every conv is 3x3, without bias, followed by BatchNorm and ReLU. Width 16 (the
+    recipe's): 414,074 parameters (412,954 trainable); width 64: 6,577,610, ResNet-9's size.
+    """
+    inputs = keras.Input((32, 32, 3), name="image")
+    # [0, 1] to [-1, 1]: centred, so that every conv's zero padding reads as mid-grey
+    x = _conv_bn(layers.Rescaling(2.0, offset=-1.0)(inputs), width)
+    for multiple, residual in ((2, True), (4, False), (8, True)):
+        x = layers.MaxPooling2D()(_conv_bn(x, multiple * width))
+        if residual:
+            x = layers.Add()([x, _conv_bn(_conv_bn(x, multiple * width), multiple * width)])
+    x = layers.GlobalMaxPooling2D()(x)
+    # pooled features scaled by 1/8, as ResNet-9 scales its logits: small logits at the start, not a
+    # confident guess from max-pooled activations
+    x = layers.Rescaling(0.125)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="resnet_scratch")
+
+
+def _conv_bn(x, filters: int):
+    """3x3 convolution (no bias: BatchNorm's offset replaces it), BatchNorm, ReLU."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    # momentum 0.9, PyTorch's default that ResNet-9 trained with (Keras's is 0.99): the moving statistics that
+    # evaluation uses average about the last 10 steps rather than 100, so they keep up with a short run
+    return layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,16 +167,19 @@ def unfreeze(transfer: TransferModel, recipe: Stage2Recipe, jit_compile: bool | 
     return unfrozen
 
 
-def compile_classifier(model: keras.Model, learning_rate: float, jit_compile: bool | str = "auto",
-                       label_smoothing: float = 0.0) -> None:
-    """Compile with Adam, sparse categorical cross-entropy and accuracy (every stage uses these);
-    with `label_smoothing` > 0 the cross-entropy is taken against smoothed targets."""
+def compile_classifier(model: keras.Model, optimizer: float | keras.optimizers.Optimizer,
+                       jit_compile: bool | str = "auto", label_smoothing: float = 0.0) -> None:
+    """Compile with sparse categorical cross-entropy and accuracy (every stage uses these) and
+    `optimizer`: a learning rate for Adam (every stage but `scratch`) or an optimizer. With
+    `label_smoothing` > 0 the cross-entropy is taken against smoothed targets."""
     loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"],
-                  jit_compile=jit_compile)
+    if not isinstance(optimizer, keras.optimizers.Optimizer):
+        optimizer = keras.optimizers.Adam(optimizer)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
-MODEL_REGISTRY = {"cnn": build_cnn, **{name: partial(build_transfer, name) for name in BACKBONES}}
+MODEL_REGISTRY = {"cnn": build_cnn, "resnet_scratch": build_resnet_scratch,
+                  **{name: partial(build_transfer, name) for name in BACKBONES}}
 
 
 def build_model(name: str, **kwargs):

@@ -99,10 +99,13 @@ def split_dataset(dataset: Dataset, config: RunConfig) -> Splits:
 
 
 def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
-                seed: int = 0, flip: bool = False) -> tf.data.Dataset:
-    """Batches of 32x32 images scaled to [0, 1] with their labels, for the baseline CNN;
-    `flip=True` mirrors every image, as in `transfer_dataset`."""
+                seed: int = 0, flip: bool = False, translate: int = 0) -> tf.data.Dataset:
+    """Batches of 32x32 images scaled to [0, 1] with their labels, for the models trained from
+    scratch; `flip=True` mirrors every image, as in `transfer_dataset`; `translate` > 0 augments
+    each batch with random flips and shifts of up to that many pixels (`translate_batch`)."""
     ds = _batched(x, y, batch_size, shuffle, seed)
+    if translate:
+        ds = _augmented(ds, seed, lambda images, key: translate_batch(images, key, translate))
     ds = ds.map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels),
                 num_parallel_calls=tf.data.AUTOTUNE)
     if flip:
@@ -119,16 +122,11 @@ def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: 
     entry's). `flip=True` mirrors every image (flipped copies in the feature cache, and
     `test_time_flip`'s second view).
     """
-    ds = _batched(x, y, batch_size, shuffle, seed)
-    resize = lambda images: tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size))
+    ds = _batched(x, y, batch_size, shuffle, seed).map(
+        lambda images, labels: (tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size)), labels),
+        num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
-        epoch = epoch_variable()
-        ds = ds.enumerate().map(  # batch b of epoch e: its own key, whatever ran before
-            lambda b, batch: (augment_batch(resize(batch[0]), tf.stack([seed * 1_000_003 + epoch.read_value(), b])),
-                              batch[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda images, labels: (resize(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = _augmented(ds, seed, augment_batch)
     if flip:
         ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
     ds = ds.map(lambda images, labels: (preprocess(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
@@ -189,6 +187,32 @@ def _batched(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed:
     x_all, y_all = tf.constant(x), tf.constant(y)
     return order.batch(batch_size).map(lambda rows: (tf.gather(x_all, rows), tf.gather(y_all, rows)),
                                        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _augmented(ds: tf.data.Dataset, seed: int, augment) -> tf.data.Dataset:
+    """`ds` with `augment(images, key)` applied to each batch, batch b of epoch e under the key
+    (seed · 1,000,003 + e, b): its own key, whatever ran before (see `epoch_variable`)."""
+    epoch = epoch_variable()
+    return ds.enumerate().map(
+        lambda b, batch: (augment(batch[0], tf.stack([seed * 1_000_003 + epoch.read_value(), b])), batch[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def translate_batch(images: tf.Tensor, key: tf.Tensor, padding: int) -> tf.Tensor:
+    """Random horizontal flip and translation of a batch of images (any dtype): each image is padded
+    by `padding` pixels per side, by reflection, and cropped back to its size at a random offset,
+    0 to 2 · padding in each axis (the from-scratch ResNet's augmentation, as in ResNet-9 and airbench).
+
+    `key` (two int64) seeds the stateless ops: the same key gives the same batch.
+    """
+    seeds = tf.random.experimental.stateless_split(tf.cast(key, tf.int64), num=2)
+    n, height, width = tf.shape(images)[0], images.shape[1], images.shape[2]
+    flip = tf.random.stateless_uniform([n], seeds[0]) < 0.5
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]], mode="REFLECT")
+    offsets = tf.random.stateless_uniform([n, 2], seeds[1], 0, 2 * padding + 1, dtype=tf.int32)
+    rows = tf.gather(padded, offsets[:, :1] + tf.range(height), axis=1, batch_dims=1)
+    return tf.gather(rows, offsets[:, 1:] + tf.range(width), axis=2, batch_dims=1)
 
 
 def augment_batch(images: tf.Tensor, key: tf.Tensor) -> tf.Tensor:

@@ -1,4 +1,4 @@
-"""The stage-2 (fine-tuning) recipe: one frozen value, resolved and validated once, described in words once."""
+"""The recipes of stage 2 (fine-tuning) and of the ResNet from scratch: frozen values, resolved and validated once."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ BATCHNORM_MODES = ("frozen", "train")  # stage 2 BatchNorm: ImageNet statistics 
 CONFIG_KEYS = {"layers": "finetune_layers", "learning_rate": "finetune_lr", "schedule": "finetune_schedule",
                "label_smoothing": "finetune_label_smoothing", "batchnorm": "finetune_batchnorm",
                "drop_path": "finetune_drop_path", "views": "finetune_views"}
+# The run config's override key of each ScratchRecipe field that a run may change (`--set scratch_lr=0.1`).
+SCRATCH_KEYS = {"width": "scratch_width", "learning_rate": "scratch_lr", "weight_decay": "scratch_weight_decay",
+                "label_smoothing": "scratch_label_smoothing"}
+SCRATCH_BATCH = 64  # the batch size at which ScratchRecipe.learning_rate applies as it stands
 
 
 @dataclass(frozen=True)
@@ -41,10 +45,50 @@ class Stage2Recipe:
         return cls(**{field: value for field, value in flat.items() if value is not None})
 
 
-def resolve(default: Stage2Recipe, overrides: dict) -> Stage2Recipe:
-    """`default` with each field whose config key in `overrides` is not None replaced by it."""
-    return replace(default, **{field: overrides[key] for field, key in CONFIG_KEYS.items()
-                               if overrides.get(key) is not None})
+@dataclass(frozen=True)
+class ScratchRecipe:
+    """How the `scratch` stage builds and trains its ResNet at 32x32; the defaults are the recipe.
+
+    Its ideas are the DAWNBench ResNet-9's (Page 2018) and airbench's (Jordan 2024): flips and
+    shifts, label smoothing, SGD with Nesterov momentum and weight decay, a rate that warms up
+    and decays within one run. Its width, with the config's `scratch_epochs`, fits the time budget
+    of 2 CPU cores (README: Method).
+    """
+
+    width: int = 16  # channels of the stem; its three stages have 2, 4 and 8 times as many (ResNet-9: 64)
+    learning_rate: float = 0.05  # SGD's peak rate at batch size SCRATCH_BATCH, in proportion to the batch size
+    momentum: float = 0.9  # Nesterov
+    weight_decay: float = 5e-3  # each step w -= rate * weight_decay * w, outside the momentum (Keras's
+    # decoupled form; PyTorch's 5e-4 with momentum 0.9 shrinks weights about as fast); not BatchNorm's or biases
+    label_smoothing: float = 0.1  # share of each label spread evenly over the classes, [0, 1)
+    warmup: float = 0.2  # share of the steps over which the rate rises linearly from 0; cosine decay to 0 after
+    translate: int = 4  # pixels of reflect padding: random shifts of up to this many pixels, and random flips
+
+    def to_dict(self) -> dict:
+        """The recipe as results.json records it."""
+        return asdict(self)
+
+    def peak_rate(self, batch_size: int) -> float:
+        """The peak learning rate at `batch_size`: linear in it, as SGD's rate scales with the batch."""
+        return self.learning_rate * batch_size / SCRATCH_BATCH
+
+
+def resolve(default, overrides: dict, keys: dict[str, str] = CONFIG_KEYS):
+    """`default` (a recipe) with each field whose config key (`keys`: field to key) in `overrides`
+    is not None replaced by it."""
+    return replace(default, **{field: overrides[key] for field, key in keys.items() if overrides.get(key) is not None})
+
+
+def validate_scratch(recipe: ScratchRecipe) -> ScratchRecipe:
+    """`recipe` if its values make sense, else UserError naming the config key."""
+    for field in ("width", "learning_rate"):
+        if getattr(recipe, field) <= 0:
+            raise UserError(f"config {SCRATCH_KEYS[field]}={getattr(recipe, field)} must be positive.")
+    if recipe.weight_decay < 0:
+        raise UserError(f"config scratch_weight_decay={recipe.weight_decay} must be 0 or more.")
+    if not 0 <= recipe.label_smoothing < 1:
+        raise UserError(f"config scratch_label_smoothing={recipe.label_smoothing} must lie in [0, 1).")
+    return recipe
 
 
 def has_frozen_prefix(backbone, layers: int) -> bool:

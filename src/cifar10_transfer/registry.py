@@ -1,8 +1,9 @@
 """The backbone registry and the stage names built from it: what any module may know without TensorFlow.
 
 Adding a backbone is one `Backbone` entry here and its builder in `backbones.BUILDERS`.
-Config validation, stage names (`<name>_head`, `<name>_finetuned`), precision, figures and
-tables read the entry; only the run wing builds models from it.
+Config validation, stage names (`<name>_head`, `<name>_finetuned`, after the two stages trained
+from scratch, `cnn` and `scratch`), precision, figures and tables read the entry; only the run
+wing builds models from it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from .errors import UserError
 from .recipe import Stage2Recipe
 
 STAGE_KINDS = ("head", "finetuned")
+SCRATCH_STAGES = ("cnn", "scratch")  # trained from scratch on the 32x32 images: the study's CNN and the ResNet
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,14 @@ def get_backbone(name: str) -> Backbone:
 
 
 def stage_names() -> tuple[str, ...]:
-    """Every stage a run can train: `cnn`, then `<backbone>_head` and `<backbone>_finetuned` per entry."""
-    return ("cnn", *(f"{name}_{kind}" for name in BACKBONES for kind in STAGE_KINDS))
+    """Every stage a run can train: `cnn`, `scratch`, then `<backbone>_head` and `<backbone>_finetuned` per entry."""
+    return (*SCRATCH_STAGES, *(f"{name}_{kind}" for name in BACKBONES for kind in STAGE_KINDS))
 
 
 def parse_stage(stage: str) -> tuple[Backbone | None, str]:
-    """(backbone, kind) of a stage name: (None, "cnn") or e.g. (resnet50 entry, "head")."""
-    if stage == "cnn":
-        return None, "cnn"
+    """(backbone, kind) of a stage name: (None, "cnn"), (None, "scratch") or e.g. (resnet50 entry, "head")."""
+    if stage in SCRATCH_STAGES:
+        return None, stage
     name, _, kind = stage.rpartition("_")
     if name not in BACKBONES or kind not in STAGE_KINDS:
         raise UserError(f"unknown stage {stage!r}; choose from {', '.join(stage_names())}.")

@@ -189,9 +189,9 @@ def _flip_findings(results: dict) -> list[str]:
 
 
 def findings(results: dict) -> list[str]:
-    """Sentences computed from results: best model, what transfer adds over the CNN and at what
-    cost, what test-time flip changed, each stage against the study, the top confusion and the
-    weakest class."""
+    """Sentences computed from results: best model, what each other stage (transfer, the ResNet from
+    scratch) adds over the CNN and at what cost, what test-time flip changed, each stage against the
+    study, the top confusion and the weakest class."""
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
@@ -203,7 +203,7 @@ def findings(results: dict) -> list[str]:
     if len(models) == 1:
         out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
     cnn = models.get("cnn")
-    for name in (n for n in models if stage(n).backbone and cnn):
+    for name in (n for n in models if n != "cnn" and cnn):
         m, head = models[name], models.get(name.replace("_finetuned", "_head"))
         # stage 2 starts from stage 1, so its cost includes both
         both = head is not None and head is not m

@@ -1,14 +1,15 @@
-"""The stages of a run (CNN, head, fine-tuning) as functions over one run record, and their results.
+"""The stages of a run (CNN, ResNet from scratch, head, fine-tuning) as functions over one run record, and results.
 
 `python -m cifar10_transfer train`, notebook 02, the learning curves and the tests all call
 `run_stage` / `run_all`. Each stage trains in its own directory under `workdir/stages/`, so an
-interrupted run continues where it stopped. Stages are `cnn`, `<backbone>_head` and
+interrupted run continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
 `<backbone>_finetuned` for any backbone of the registry.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from .cache import BackboneCut, CachedRows, FeatureCache, SuffixValidation, View
 from .config import RunConfig
 from .data import Dataset
 from .evaluation import evaluate_predictions, view_probabilities
-from .models import TransferModel, build_cnn, build_transfer, compile_classifier, unfreeze
+from .models import TransferModel, build_cnn, build_resnet_scratch, build_transfer, compile_classifier, unfreeze
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .predict import save_for_prediction
 from .provenance import collect_provenance, weights_label
@@ -30,7 +31,7 @@ from .registry import get_backbone, parse_stage, stage_name
 from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results
 from .study import STUDY_STAGES
 from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict, resolve_jit,
-                       resolve_precision, seed_everything, stage2_schedule)
+                       resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
 from .weights import imagenet_status
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -47,8 +48,8 @@ class ModelRun:
     precision: str
     probabilities: np.ndarray  # test-set class probabilities, N x 10, as the run evaluates them
     metrics: dict = field(default_factory=dict)
-    details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages,
-    # and the single-view accuracies beside the mirror-averaged ones under `test_time_flip`
+    details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages, the
+    # scratch stage's recipe, and the single-view accuracies beside the mirror-averaged ones under `test_time_flip`
 
     def summary(self) -> dict:
         """The model's entry in results.json."""
@@ -169,17 +170,36 @@ def _model_predictions(run: Run, model, inputs, name: str):
 
 
 def train_cnn(run: Run) -> ModelRun:
-    """Train the baseline CNN from scratch on 32x32 images (Adam, default learning rate)."""
+    """Train the baseline CNN from scratch on 32x32 images (Adam, default learning rate, no augmentation)."""
+    return _train_at_32(run, "cnn", lambda: build_cnn(len(run.splits.class_names)), lambda steps: CNN_LEARNING_RATE,
+                        run.config.cnn_epochs)
+
+
+def train_scratch(run: Run) -> ModelRun:
+    """Train the ResNet from scratch on 32x32 images with `config.scratch_recipe()`, which its results
+    entry records: flips and shifts (when `augment`), label smoothing, SGD, warm-up and cosine decay."""
+    config, recipe = run.config, run.config.scratch_recipe()
+    return _train_at_32(run, "scratch", lambda: build_resnet_scratch(recipe.width, len(run.splits.class_names)),
+                        lambda steps: scratch_optimizer(recipe, config.batch_size, config.scratch_epochs * steps),
+                        config.scratch_epochs, recipe.translate if config.augment else 0, recipe.label_smoothing,
+                        {"recipe": recipe.to_dict()})
+
+
+def _train_at_32(run: Run, name: str, build, optimizer, epochs: int, translate: int = 0,
+                 label_smoothing: float = 0.0, details: dict | None = None) -> ModelRun:
+    """Train stage `name`, the model `build()` compiled with `optimizer(steps per epoch)` (an Adam rate
+    or an optimizer), on the 32x32 images in [0, 1] (`cnn_dataset`), as `predict` will feed it."""
     config, s = run.config, run.splits
     precision = resolve_precision(config.precision, None)
     with precision_policy(precision), run.strategy.scope():
-        model = build_cnn(len(s.class_names))
-        compile_classifier(model, CNN_LEARNING_RATE, run.jit_compile)
-    stage = fit_stage(model, cnn_dataset(s.x_train, s.y_train, config.batch_size, True, config.seed),
-                      cnn_dataset(s.x_val, s.y_val, config.batch_size), config.cnn_epochs,
-                      run.stage_dir("cnn"), len(s.y_train), seed=config.seed)
+        model = build()
+        compile_classifier(model, optimizer(math.ceil(len(s.y_train) / config.batch_size)), run.jit_compile,
+                           label_smoothing)
+    train = cnn_dataset(s.x_train, s.y_train, config.batch_size, True, config.seed, translate=translate)
+    stage = fit_stage(model, train, cnn_dataset(s.x_val, s.y_val, config.batch_size), epochs, run.stage_dir(name),
+                      len(s.y_train), seed=config.seed)
     inputs = lambda x, y, index, part, mirrored: cnn_dataset(x, y, config.batch_size, flip=mirrored)  # noqa: E731
-    return _finish(run, "cnn", model, stage, precision, _model_predictions(run, model, inputs, "cnn"))
+    return _finish(run, name, model, stage, precision, _model_predictions(run, model, inputs, name), details)
 
 
 def _transfer_details(run: Run, transfer: TransferModel) -> dict:
@@ -332,7 +352,8 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
     spec, kind = parse_stage(name)
     print(f"{name}: started", flush=True)
     started = time.perf_counter()
-    trained = train_cnn(run) if spec is None else (train_head if kind == "head" else fine_tune)(run, spec.name)
+    trained = ({"cnn": train_cnn, "scratch": train_scratch}[kind](run) if spec is None
+               else (train_head if kind == "head" else fine_tune)(run, spec.name))
     done = "loaded (trained by an earlier run) and evaluated" if trained.stage.reused else "finished"
     print(f"{name}: {done} in {time.perf_counter() - started:,.0f} s, test accuracy "
           f"{trained.metrics['test_accuracy']:.4f}", flush=True)
@@ -340,7 +361,7 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
 
 
 def trained(run: Run, kind: str) -> list[ModelRun]:
-    """The stages of `kind` ("cnn", "head" or "finetuned") that `run` has trained, in run order."""
+    """The stages of `kind` ("cnn", "scratch", "head" or "finetuned") that `run` has trained, in run order."""
     return [model for name, model in run.models.items() if parse_stage(name)[1] == kind]
 
 

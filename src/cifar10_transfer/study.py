@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from .registry import BACKBONES, parse_stage
+from .registry import parse_stage, stage_names
 
 # Test accuracies (fractions) the original study reported; other stages have none.
 STUDY_ACCURACY = {"cnn": 0.605, "resnet50_head": 0.887, "resnet50_finetuned": 0.910}
 STUDY_STAGES = tuple(STUDY_ACCURACY)
 _KIND_LABEL = {"head": "head-only", "finetuned": "fine-tuned"}
 _KIND_FIGURE = {"head": "head", "finetuned": "finetuning"}
+_SCRATCH_LABEL = {"cnn": "Baseline CNN", "scratch": "ResNet from scratch (strong baseline)"}
 
 
 @dataclass(frozen=True)
@@ -26,24 +27,23 @@ class Stage:
     label: str  # e.g. "EfficientNet-Lite0 head-only"
     study_accuracy: float | None  # what the study reported, None for stages it did not run
     curve_file: str  # the training-curve figure, e.g. "resnet_head.png"
-    backbone: str | None  # registry name, None for the CNN
+    backbone: str | None  # registry name, None for the stages trained from scratch
 
 
 def stage(name: str) -> Stage:
     """The table entry of any stage name (UserError for an unknown one)."""
     backbone, kind = parse_stage(name)
     if backbone is None:
-        return Stage("cnn", "Baseline CNN", STUDY_ACCURACY["cnn"], "cnn_curve.png", None)
+        return Stage(name, _SCRATCH_LABEL[kind], STUDY_ACCURACY.get(name), f"{name}_curve.png", None)
     return Stage(name, f"{backbone.label} {_KIND_LABEL[kind]}", STUDY_ACCURACY.get(name),
                  f"{backbone.curve_prefix}_{_KIND_FIGURE[kind]}.png", backbone.name)
 
 
 def table_stages(trained: Iterable[str]) -> list[Stage]:
     """The rows a results table shows: the study's stages always, then every other stage trained,
-    in registry order."""
-    trained = set(trained)
-    others = [f"{b}_{kind}" for b in BACKBONES for kind in _KIND_LABEL]
-    return [stage(name) for name in (*STUDY_STAGES, *(n for n in others if n in trained and n not in STUDY_STAGES))]
+    in run order (`registry.stage_names`)."""
+    others = [name for name in stage_names() if name in set(trained) and name not in STUDY_STAGES]
+    return [stage(name) for name in (*STUDY_STAGES, *others)]
 
 
 def label(name: str) -> str:

@@ -30,7 +30,7 @@ from .errors import UserError
 from .pipelines import epoch_variable
 from .provenance import cpu_isa
 from .publish import atomic_write, file_sha256, write_atomic
-from .recipe import Stage2Recipe
+from .recipe import ScratchRecipe, Stage2Recipe
 from .registry import Backbone
 
 STAGE_FILE = "stage.json"
@@ -221,6 +221,28 @@ def stage2_schedule(recipe: Stage2Recipe, epochs: int) -> keras.callbacks.Callba
         return _Plateau()
     return keras.callbacks.LearningRateScheduler(
         lambda epoch, _: recipe.learning_rate * (1 + math.cos(math.pi * epoch / epochs)) / 2)
+
+
+def scratch_schedule(recipe: ScratchRecipe, batch_size: int, steps: int) -> keras.optimizers.schedules.CosineDecay:
+    """The scratch stage's learning rate at each of its `steps` optimizer steps (all epochs): from 0
+    up to `recipe.peak_rate(batch_size)` in a straight line over the first W = round(recipe.warmup
+    * steps) steps, then step s at peak * (1 + cos(pi * (s - W) / (steps - W))) / 2, down to 0 at the
+    last. A function of the step alone, which the checkpoint keeps with the optimizer's state, so a
+    resumed stage continues the same curve."""
+    warmup = round(recipe.warmup * steps)
+    return keras.optimizers.schedules.CosineDecay(0.0, max(steps - warmup, 1), warmup_steps=warmup,
+                                                  warmup_target=recipe.peak_rate(batch_size))
+
+
+def scratch_optimizer(recipe: ScratchRecipe, batch_size: int, steps: int) -> keras.optimizers.SGD:
+    """SGD with Nesterov momentum and weight decay, at `scratch_schedule`, for the scratch stage.
+    Only kernels are decayed, not BatchNorm's scale and offset nor the classifier's bias (the "no
+    bias decay" of He et al. 2019): these few parameters set each channel's scale and offset, and
+    pulling them to 0 would not regularise the convolutions that the decay is meant for."""
+    optimizer = keras.optimizers.SGD(scratch_schedule(recipe, batch_size, steps), momentum=recipe.momentum,
+                                     nesterov=True, weight_decay=recipe.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    return optimizer
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
