@@ -100,22 +100,31 @@ def image_root(tmp_path) -> Path:
     return write_image_folders(tmp_path / "folders")
 
 
+def in_ci() -> bool:
+    """CI is set (CI=true, as .ci/run and hosted CI set it); CI=false, 0 or empty is not CI."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real CIFAR-10 copy from CIFAR10_DIR. Outside CI it may be absent (skip); in CI it must exist."""
     path = os.environ.get("CIFAR10_DIR")
     if path and Path(path).is_dir():
         return Path(path)
-    if os.environ.get("CI"):
+    if in_ci():
         pytest.fail("CI=true but CIFAR10_DIR does not point at the real CIFAR-10 copy; see .ci/run.")
     pytest.skip("real CIFAR-10 not available: set CIFAR10_DIR (CI extracts ../shared/data/cifar10-jpeg.tar.gz)")
 
 
 # The modules that take longest, first. pytest-xdist hands whole modules (--dist loadscope)
-# to its workers in collection order (`make test` passes --no-loadscope-reorder), so a long
-# module never starts last on one worker while the others idle. From `make test --durations`.
-LONGEST_FIRST = ("test_real_data.py", "test_stages.py", "test_bench_backbones.py", "test_bench.py",
-                 "test_cli.py", "test_training.py", "test_prefix.py", "test_curves.py", "test_models.py")
+# to its workers in collection order (the Makefile passes --no-loadscope-reorder), so a long
+# module never starts last on one worker while the others idle. From --durations of both
+# targets: `make test` is led by test_real_data.py's smoke run (the other worker takes the
+# rest meanwhile), `make test-slow` by test_bench_backbones.py, test_real_data.py, test_cli.py.
+# A module a target does not select is simply absent.
+LONGEST_FIRST = ("test_real_data.py", "test_bench_backbones.py", "test_cli.py", "test_bench.py", "test_stages.py",
+                 "test_curves.py", "test_training.py", "test_prefix.py", "test_models.py", "test_distributed.py",
+                 "test_plots_report.py", "test_predict.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
