@@ -116,6 +116,17 @@ def real_data_dir() -> Path:
     pytest.skip("real CIFAR-10 not available: set CIFAR10_DIR (CI extracts ../shared/data/cifar10-jpeg.tar.gz)")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI no test may pass by being skipped: a skip (of any cause, not only the real data's) fails."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI={os.environ['CI']}, where every test must run: {reason}"
+
+
 # The modules that take longest, first. pytest-xdist hands whole modules (--dist loadscope)
 # to its workers in collection order (the Makefile passes --no-loadscope-reorder), so a long
 # module never starts last on one worker while the others idle. From --durations of both
