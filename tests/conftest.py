@@ -130,12 +130,14 @@ def pytest_runtest_makereport(item, call):
 # The modules that take longest, first. pytest-xdist hands whole modules (--dist loadscope)
 # to its workers in collection order (the Makefile passes --no-loadscope-reorder), so a long
 # module never starts last on one worker while the others idle. From --durations of both
-# targets: `make test` is led by test_real_data.py's smoke run (the other worker takes the
-# rest meanwhile), `make test-slow` by test_bench_backbones.py, test_real_data.py, test_cli.py.
-# A module a target does not select is simply absent.
-LONGEST_FIRST = ("test_real_data.py", "test_bench_backbones.py", "test_cli.py", "test_bench.py", "test_stages.py",
-                 "test_curves.py", "test_training.py", "test_prefix.py", "test_models.py", "test_distributed.py",
-                 "test_plots_report.py", "test_predict.py")
+# targets: in `make test` test_real_data.py's smoke run takes one worker while the other
+# starts on test_models.py; `make test-slow` starts with test_real_data.py (a smoke run of its
+# own and the runs that read it) and test_bench_backbones.py. Each target holds only some of
+# these modules' tests, and a module a target does not select is simply absent.
+LONGEST_FIRST = ("test_real_data.py", "test_bench_backbones.py", "test_stages.py", "test_resume.py", "test_models.py",
+                 "test_bench.py", "test_cli.py", "test_curves.py", "test_prefix.py", "test_training.py",
+                 "test_predict.py", "test_plots_report.py", "test_cache_integrity.py", "test_distributed.py",
+                 "test_features.py", "test_efficientnet_lite.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
