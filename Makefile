@@ -16,7 +16,7 @@ RUN_FLAGS = --profile $(PROFILE) --out $(OUT) --data $(DATA) --weights $(WEIGHTS
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume) \
 	$(if $(STRICT),--strict)
 
-.PHONY: help install test reproduce train report predict data-check bench clean
+.PHONY: help install test test-slow test-all reproduce train report predict data-check bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,8 +36,28 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name cifar10-transfer --display-name "Python (cifar10-transfer)" >/dev/null
 	touch $(STAMP)
 
-test: install ## run the test suite (real-data tests read the CIFAR10_DIR variable)
-	$(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=10
+# Two test targets, split by pytest markers (registered in pyproject.toml): `make test` runs every
+# test not marked `slow` or `bench`, `make test-slow` exactly those, so together they run each test
+# once. TESTS narrows either to files or node ids (TESTS=tests/test_cli.py); a narrowed run that
+# selects nothing passes, while a whole-suite target that selects nothing (pytest's exit code 5)
+# fails, as a marker mistake would otherwise pass unseen.
+SLOW_TESTS := slow or bench
+TESTS ?=
+PYTEST = $(PY) -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder --durations=15
+
+define run_pytest
+	$(PYTEST) -m "$(1)" $(TESTS); status=$$?; \
+	if [ $$status -eq 5 ] && [ -n "$(strip $(TESTS))" ]; then \
+	  echo "no test in $(TESTS) is selected by -m \"$(1)\""; status=0; fi; exit $$status
+endef
+
+test: install ## unit tests + one real-data smoke run: pytest -m "not (slow or bench)"; CIFAR10_DIR: real data
+	$(call run_pytest,not ($(SLOW_TESTS)))
+
+test-slow: install ## long end-to-end runs and bench.py runs: pytest -m "slow or bench"
+	$(call run_pytest,$(SLOW_TESTS))
+
+test-all: test test-slow ## both, one after the other (as .ci/run does)
 
 reproduce: install ## run both notebooks and regenerate figures, results, deck and README table
 	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS)

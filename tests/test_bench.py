@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.weights import imagenet_status
 
@@ -20,6 +22,7 @@ def _bench(*args, timeout=900):
                            "--no-readme", *map(str, args)], capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.bench
 def test_quick_benchmark_measures_the_cnn_variants_and_memory(tmp_path):
     out = tmp_path / "bench.json"
     readme_before = (ROOT / "README.md").read_text()

@@ -15,6 +15,7 @@ EARLIER = {"cnn": {"float32": {"images_per_second": 1.0, "test_accuracy": 0.5},
                            "hardware": "an earlier machine", "device": "CPU only", "data": "synthetic"}}}
 
 
+@pytest.mark.bench
 def test_quick_benchmark_of_a_backbone_merges_into_an_earlier_report(tmp_path):
     out = tmp_path / "bench.json"
     out.write_text(json.dumps(EARLIER))

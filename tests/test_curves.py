@@ -25,6 +25,7 @@ def two_runs(tmp_path_factory):
     return out, first, second
 
 
+@pytest.mark.slow
 def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_seconds(two_runs):
     out, first, _ = two_runs
     written = json.loads((out / ".runs" / "first" / "results" / "learning_curves.json").read_text())
@@ -43,6 +44,7 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
     assert set(summary["count"]) == {2} and len(summary) == 4
 
 
+@pytest.mark.slow
 def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_points(two_runs):
     _, first, second = two_runs
     assert first["backbone_images_computed"] > 0 and first["stages_trained"] == 8 + 2
@@ -77,6 +79,7 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     assert base not in others and len(others) == 5
 
 
+@pytest.mark.slow
 def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_path):
     _, first, _ = two_runs
     paths = save_curve_figures(first, tmp_path / "images")
@@ -91,6 +94,7 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
 
 
 
+@pytest.mark.slow
 def test_the_deck_gains_a_slide_per_curve_figure(two_runs, tmp_path):
     import pypdf
 

@@ -22,6 +22,7 @@ FIGURES = ["train_label_distribution.png", "dataset_samples.png", "avg_rgb_by_cl
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_all_60000_real_images_load(real_data_dir):
     dataset = load_dataset(data_dir=real_data_dir)
     assert dataset.x_train.shape == (50_000, 32, 32, 3) and dataset.x_test.shape == (10_000, 32, 32, 3)
@@ -52,7 +53,6 @@ def smoke_run(real_data_dir, tmp_path_factory):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run):
     results = json.loads((smoke_run / "results" / "results.json").read_text())
     assert list(results["models"]) == SMOKE_MODELS.split(",")
@@ -77,7 +77,6 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_lite0_fine_tunes_its_whole_backbone_online_by_default(smoke_run):
     models = json.loads((smoke_run / "results" / "results.json").read_text())["models"]
     finetuned = models["efficientnet_lite0_finetuned"]
@@ -89,7 +88,6 @@ def test_lite0_fine_tunes_its_whole_backbone_online_by_default(smoke_run):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
 def test_published_files_hold_no_absolute_path_of_this_machine(smoke_run, real_data_dir):
     machine_paths = [str(real_data_dir.resolve()), str(smoke_run.resolve()), str(ROOT)]
     published = [p for part in ("results", "presentation", "images") for p in (smoke_run / part).rglob("*")
@@ -130,6 +128,7 @@ IMAGENET_DOGS = range(151, 269)  # ImageNet classes 151-268 are dog breeds
 
 
 @pytest.mark.real_data
+@pytest.mark.slow
 def test_converted_efficientnet_lite0_sees_imagenet_dogs_in_cifar_dogs(real_data_dir):
     """A wrong layer mapping or transposition cannot pass: the ImageNet top must still work."""
     import tensorflow as tf

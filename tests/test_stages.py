@@ -172,6 +172,7 @@ def test_making_a_run_record_does_no_work(tmp_path):
     assert not (tmp_path / "lazy").exists()
 
 
+@pytest.mark.slow
 def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
     alone = run_all(_run(tmp_path / "alone", "models=efficientnet_lite0_head"))["models"]
     after_cnn = run_all(_run(tmp_path / "after", "models=cnn,efficientnet_lite0_head"))["models"]

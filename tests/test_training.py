@@ -67,6 +67,7 @@ def test_bfloat16_path_trains(tmp_path):
         assert np.isfinite(entry["test_loss"]) and np.isfinite(entry["history"]["loss"]).all()
 
 
+@pytest.mark.slow
 def test_float16_and_xla_path_trains_in_a_fresh_process(tmp_path):
     """The GPU defaults (mixed_float16 with loss scaling, XLA) as far as a CPU runs them.
 
@@ -247,6 +248,7 @@ def _cnn_results(tmp_path, name):
     return run_all(Run(config, synthetic_dataset(seed=3), "none", tmp_path / name, "smoke"))["models"]["cnn"]
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_runs(tmp_path):
     first, second = _cnn_results(tmp_path, "a"), _cnn_results(tmp_path, "b")
     assert first["history"] == second["history"]
