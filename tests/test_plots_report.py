@@ -221,7 +221,7 @@ def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_w
     assert lines[5] == "| ResNet from scratch (strong baseline) | — | 80.0% | 1 seed | — | 900 |"
     assert ("ResNet from scratch (strong baseline) vs the baseline CNN: +18.8 points (80.0% vs 61.2%), "
             "for 900 s of training against 41 s (22x).") in report.findings(results)
-    this_run = plots.model_comparison(results).axes[0].containers[1]
+    this_run = plots.model_comparison(results).axes[0].containers[-1]  # after the study's bars
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8]
     from cifar10_transfer.figures import training_curve
 
