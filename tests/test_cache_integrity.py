@@ -202,3 +202,12 @@ def test_a_cache_that_cannot_be_written_is_refused_in_one_line(copy, tmp_path, d
     (tmp_path / "file").write_text("")  # a file where the cache folder should be
     with pytest.raises(UserError, match="cannot write the feature cache at .*file/.*Not a directory"):
         _cache(tmp_path / "file").pooled(transfer, dataset, "train", ROWS, 32, 4)
+
+
+def test_a_garbage_speed_record_starts_again_and_the_features_are_still_served(copy, clean, dataset, transfer):
+    root, path = copy
+    (path.parent / "speed.json").write_text("{not json")
+    cache = _cache(root)
+    assert cache.speed(transfer, dataset, "train", 32) is None  # only a timing: never a traceback
+    np.testing.assert_array_equal(cache.pooled(transfer, dataset, "train", ROWS, 32, 4), clean[1])
+    assert cache.computed == 0

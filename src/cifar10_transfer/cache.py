@@ -194,15 +194,23 @@ class FeatureCache:
     def _record_speed(entry: Path, images: int, seconds: float) -> None:
         # Summed over every computation of the entry, so many small fills average out.
         path = entry / "speed.json"
-        total = json.loads(path.read_text()) if path.is_file() else {"images": 0, "seconds": 0.0}
+        total = _read_speed(path) or {"images": 0, "seconds": 0.0}
         total = {"images": total["images"] + images, "seconds": total["seconds"] + seconds}
         with disk_errors(path):
             write_atomic(path, json.dumps({**total, "images_per_second": total["images"] / total["seconds"]}))
 
     def speed(self, transfer, dataset: Dataset, split: str, image_size: int) -> dict | None:
         """Images computed into the plain entry, their seconds and `images_per_second`; None if none were."""
-        path = self.root / self.key(transfer, dataset, split, image_size) / "speed.json"
-        return json.loads(path.read_text()) if path.is_file() else None
+        return _read_speed(self.root / self.key(transfer, dataset, split, image_size) / "speed.json")
+
+
+def _read_speed(path: Path) -> dict | None:
+    """An entry's speed record; None where there is none or it is damaged (it only times, so it starts again)."""
+    try:
+        record = json.loads(path.read_text())
+        return record if all(isinstance(record.get(k), (int, float)) for k in ("images", "seconds")) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @dataclass(frozen=True, eq=False)
