@@ -147,6 +147,7 @@ def test_a_saved_lite0_stage_loads_in_a_fresh_process_and_predicts_as_trained(li
     np.testing.assert_allclose(np.load(workdir / "loaded.npy"), model.predict(np.load(images), verbose=0), rtol=1e-5)
 
 
+@pytest.mark.slow  # the real-data smoke run in `make test` trains and predicts with it too
 def test_the_resnet_from_scratch_records_its_recipe_and_predicts_as_evaluated(tmp_path):
     from cifar10_transfer.predict import class_probabilities, load_stage
 

@@ -59,6 +59,7 @@ def test_mixed_policy_keeps_softmax_float32_and_is_restored():
     assert model.predict(np.zeros((2, 32, 32, 3), np.float32), verbose=0).dtype == np.float32
 
 
+@pytest.mark.slow
 def test_bfloat16_path_trains(tmp_path):
     config = make_config("smoke", ["models=cnn,scratch", "train_size=200", "test_size=100", "scratch_width=4",
                                    "precision=mixed_bfloat16"])
