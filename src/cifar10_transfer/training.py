@@ -317,24 +317,32 @@ def _kept_stage(model: keras.Model, stage_dir: Path) -> StageResult | None:
     """The finished stage kept in `stage_dir`, with its weights loaded into `model` once their
     digest matches its record; None, and one line saying why, when the record or the weights are
     damaged (the stage then trains afresh, to the same numbers)."""
-    try:
-        record = json.loads((stage_dir / STAGE_FILE).read_text())
-        if file_sha256(stage_dir / FINAL_WEIGHTS) != record.pop("weights_sha256"):
-            raise ValueError("weights digest mismatch")
-        if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)  # so the saved optimizer state loads too
-        model.load_weights(stage_dir / FINAL_WEIGHTS)
-        return StageResult(**{**record, "reused": True})
-    except FileNotFoundError:
-        reason = f"{FINAL_WEIGHTS} missing"
-    except json.JSONDecodeError:
-        reason = f"unreadable {STAGE_FILE}"
-    except KeyError:
-        reason = f"{STAGE_FILE} without a weights digest"
-    except (OSError, ValueError, TypeError) as exc:
-        reason = str(exc) if "digest" in str(exc) else f"{FINAL_WEIGHTS} does not load: {type(exc).__name__}"
+    record, reason = _kept_record(stage_dir)
+    if reason is None:
+        try:
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)  # so the saved optimizer state loads too
+            model.load_weights(stage_dir / FINAL_WEIGHTS)
+            return StageResult(**{**record, "reused": True})
+        except (OSError, ValueError, TypeError) as exc:
+            reason = f"{FINAL_WEIGHTS} does not load: {type(exc).__name__}"
     print(f"{stage_dir.name}: retraining the stage kept in {stage_dir} ({reason})", flush=True)
     return None
+
+
+def _kept_record(stage_dir: Path) -> tuple[dict, str | None]:
+    """A kept stage's record without its digest, and why it cannot be trusted (None: its weights match)."""
+    try:
+        record = json.loads((stage_dir / STAGE_FILE).read_text())
+        digest = record.pop("weights_sha256")
+        matches = file_sha256(stage_dir / FINAL_WEIGHTS) == digest
+    except FileNotFoundError:
+        return {}, f"{FINAL_WEIGHTS} missing"
+    except json.JSONDecodeError:
+        return {}, f"unreadable {STAGE_FILE}"
+    except KeyError:
+        return {}, f"{STAGE_FILE} without a weights digest"
+    return record, None if matches else "weights digest mismatch"
 
 
 def _checkpoint_damage(backup: Path) -> str | None:
