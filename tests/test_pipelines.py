@@ -123,6 +123,17 @@ def test_augmented_pipeline_changes_between_epochs_but_repeats_across_runs():
     np.testing.assert_allclose(first[1], second[1])
 
 
+def test_progressive_sizes_resize_each_epoch_to_its_side_and_keep_the_last_after_the_list():
+    x, y = _images(4)
+    ds = transfer_dataset(x, y, [32, 48], 4, RESNET, shuffle=True, augment=True, seed=3)
+    sides = []
+    for epoch in (0, 1, 5):  # as training.fit_stage sets it at each epoch's start
+        epoch_variable().assign(epoch)
+        sides.append(next(iter(ds))[0].shape[1:3])
+    epoch_variable().assign(0)
+    assert sides == [(32, 32), (48, 48), (48, 48)]
+
+
 def test_translation_flips_and_shifts_each_image_within_its_reflect_padding():
     x, _ = _images(6)
     out = translate_batch(x, np.array([4, 2]), 4).numpy()

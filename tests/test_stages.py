@@ -1,5 +1,6 @@
 """The stages of a run on tiny inputs: cached flips, end-to-end head, fine-tuning, reuse of finished stages."""
 
+import json
 import subprocess
 import sys
 
@@ -20,9 +21,9 @@ def _run(tmp_path, *overrides):
     return Run(config, synthetic_dataset(seed=3), "none", tmp_path, "smoke")
 
 
-def _images(transfer, x, y, mirrored):
-    """The test images as the run's transfer stages read them (32 px, batches of 25)."""
-    return transfer_dataset(x, y, 32, 25, transfer.preprocess, flip=mirrored)
+def _images(transfer, x, y, mirrored, size=32):
+    """The test images as the run's transfer stages read them (32 px unless said, batches of 25)."""
+    return transfer_dataset(x, y, size, 25, transfer.preprocess, flip=mirrored)
 
 
 @pytest.mark.slow
@@ -123,7 +124,8 @@ def test_a_second_backbone_runs_both_stages_under_its_own_names(lite0_run):
     assert set(found["models"]) == {"efficientnet_lite0_head", "efficientnet_lite0_finetuned"}
     assert head["trainable_params"] == 1280 * 256 + 256 + 2570
     assert finetuned["stage2"] == {"layers": 20, "learning_rate": 0.001, "schedule": "cosine", "label_smoothing": 0.1,
-                                   "batchnorm": "train", "drop_path": 0.2, "views": 0}
+                                   "batchnorm": "train", "drop_path": 0.2, "views": 0, "image_size": None}
+    assert finetuned["training_sizes"] == [32, 32]
     assert finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == "float32"  # auto never picks bfloat16 for it on a CPU
     # the training and the test set's entries: its default stage 2 is online, no views cached
@@ -148,6 +150,30 @@ def test_a_saved_lite0_stage_loads_in_a_fresh_process_and_predicts_as_trained(li
 
 
 @pytest.mark.slow  # the real-data smoke run in `make test` trains and predicts with it too
+@pytest.mark.slow
+def test_stage_two_trains_at_its_own_sizes_and_is_evaluated_and_saved_at_the_evaluation_size(tmp_path):
+    run = _run(tmp_path, "models=efficientnet_lite0_finetuned", "finetune_epochs=2", "image_size=64",
+               "finetune_image_size=32-64", "finetune_lr=0.01")
+    finetuned = run_all(run)["models"]["efficientnet_lite0_finetuned"]
+    assert finetuned["stage2"]["image_size"] == "32-64" and finetuned["training_sizes"] == [32, 64]
+    transfer, s = run.transfers["efficientnet_lite0"], run.splits
+    assert transfer.model.input_shape == (None, 64, 64, 3)
+    direct = transfer.model.evaluate(_images(transfer, s.x_val, s.y_val, False, 64), verbose=0, return_dict=True)
+    assert finetuned["history"]["val_loss"][-1] == pytest.approx(direct["loss"], rel=1e-4)
+    online_test = transfer.model.predict(_images(transfer, s.x_test, s.y_test, False, 64), verbose=0)
+    assert finetuned["test_accuracy"] == pytest.approx(float((online_test.argmax(1) == s.y_test).mean()))
+    assert json.loads((tmp_path / "models" / "efficientnet_lite0_finetuned.json").read_text())["image_size"] == 64
+
+
+@pytest.mark.slow
+def test_a_training_size_equal_to_the_evaluation_size_is_stage_two_as_without_one(tmp_path):
+    lite0 = ["models=efficientnet_lite0_finetuned", "finetune_lr=0.01"]
+    default = run_all(_run(tmp_path / "default", *lite0))["models"]["efficientnet_lite0_finetuned"]
+    same = run_all(_run(tmp_path / "same", *lite0, "finetune_image_size=32"))["models"]["efficientnet_lite0_finetuned"]
+    assert same["history"] == default["history"] and same["test_accuracy"] == default["test_accuracy"]
+    assert same["stage2"]["image_size"] == 32 and default["stage2"]["image_size"] is None
+
+
 def test_the_resnet_from_scratch_records_its_recipe_and_predicts_as_evaluated(tmp_path):
     from cifar10_transfer.predict import class_probabilities, load_stage
 

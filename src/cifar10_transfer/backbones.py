@@ -23,13 +23,13 @@ from .weights import check_weights_file, imagenet_unavailable, keras_models_dir,
 class Builder:
     """How one backbone is made."""
 
-    build: Callable  # (image_size, pretrained: bool) -> keras.Model without top, 4-D feature map out
+    build: Callable  # (image_size or None: any, pretrained: bool) -> keras.Model without top, 4-D feature map out
     preprocess: Callable  # float pixels in [0, 255] -> the backbone's input (a tf op)
     load_checkpoint: Callable | None = None  # (backbone, path) for a weights file that is not Keras's
 
 
 def _keras_application(constructor: str) -> Callable:
-    def build(image_size: int, pretrained: bool):
+    def build(image_size: int | None, pretrained: bool):
         return getattr(keras.applications, constructor)(
             include_top=False, weights="imagenet" if pretrained else None, input_shape=(image_size, image_size, 3))
     return build
@@ -43,7 +43,7 @@ def _identity(images):
     return images  # the model rescales its own inputs (keras.applications EfficientNet)
 
 
-def _lite0_backbone(image_size: int, pretrained: bool):
+def _lite0_backbone(image_size: int | None, pretrained: bool):
     full = efficientnet_lite.build(image_size, include_top=True)
     if pretrained:
         full.load_weights(efficientnet_lite.converted_weights(lite0_checkpoint_path(), keras_models_dir()))
@@ -70,8 +70,9 @@ def preprocess_for(backbone: str) -> Callable:
     return BUILDERS[backbone].preprocess
 
 
-def load_backbone(backbone: Backbone, image_size: int, weights: str):
-    """Build `backbone` with `weights`: "imagenet", "none" (random init) or a weights file path.
+def load_backbone(backbone: Backbone, image_size: int | None, weights: str):
+    """Build `backbone` for `image_size` images (None: any side) with `weights`: "imagenet", "none"
+    (random init) or a weights file path.
 
     A file is a Keras weights file (`save_backbone_weights`, or Keras's own .h5 download)
     or, where the builder has a `load_checkpoint`, a checkpoint in the source's own format.

@@ -14,7 +14,8 @@ import typing
 from dataclasses import dataclass
 
 from .errors import UserError
-from .recipe import CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, validate, validate_scratch
+from .recipe import (CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, training_sizes, validate,
+                     validate_scratch)
 from .registry import BACKBONES, get_backbone, parse_stage, stage_names
 
 MODEL_NAMES = stage_names()  # cnn, scratch, then <backbone>_head and <backbone>_finetuned for each backbone
@@ -66,6 +67,10 @@ class RunConfig:
     finetune_drop_path: float | None = None  # stage 2 stochastic depth, 0 to below 1: a training image
     # skips residual block i of n with probability finetune_drop_path * i / n; only backbones built
     # with it (EfficientNet-Lite0); None: the backbone's default (0: none)
+    finetune_image_size: int | str | None = None  # stage 2's training input side, apart from image_size
+    # (validation, test and predict): N pixels, or LOW-HIGH rising by epoch from LOW to HIGH (e.g. 128-224);
+    # only where stage 2 trains the whole backbone online; None: the backbone's default, where that is
+    # none or above image_size, image_size itself
     # the ResNet from scratch; None: the default of recipe.ScratchRecipe, where each is described
     scratch_width: int | None = None  # channels of its stem; its stages have 2, 4 and 8 times as many
     scratch_lr: float | None = None  # SGD's peak learning rate at batch size 64, in proportion to batch_size
@@ -113,8 +118,12 @@ class RunConfig:
 
     def recipe(self, backbone: str) -> Stage2Recipe:
         """Stage 2's recipe for `backbone` (a registry name): its registry default, with each
-        `finetune_*` key that this config sets (not None) in its place."""
-        return resolve(get_backbone(backbone).stage2, {key: getattr(self, key) for key in CONFIG_KEYS.values()})
+        `finetune_*` key that this config sets (not None) in its place. A default training size above
+        this run's `image_size` (one chosen for 224 px, in a 64 px run) gives way to `image_size`."""
+        recipe = resolve(get_backbone(backbone).stage2, {key: getattr(self, key) for key in CONFIG_KEYS.values()})
+        if self.finetune_image_size is None and not _fits(recipe.image_size, self.image_size):
+            recipe = dataclasses.replace(recipe, image_size=None)
+        return recipe
 
     def scratch_recipe(self) -> ScratchRecipe:
         """The scratch stage's recipe: its defaults, with each `scratch_*` key that this config sets (not None)."""
@@ -180,7 +189,12 @@ def _validate(config: RunConfig) -> None:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     validate_scratch(config.scratch_recipe())
     for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
-        validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names)
+        validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names, config.image_size)
+
+
+def _fits(size: int | str | None, image_size: int) -> bool:
+    """Whether a stage-2 training size never exceeds the evaluation size `image_size`."""
+    return size is None or max(training_sizes(size, image_size, 2)) <= image_size
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -56,8 +56,9 @@ def block_specs() -> list[tuple[int, int, int, int, int]]:
     return specs
 
 
-def build(image_size: int = 224, include_top: bool = False):
-    """EfficientNet-Lite0 with random weights; `include_top` adds pooling and the 1000-class softmax.
+def build(image_size: int | None = 224, include_top: bool = False):
+    """EfficientNet-Lite0 with random weights for `image_size` images (None: any side); `include_top`
+    adds pooling and the 1000-class softmax.
 
     Without the top, the output is the head convolution's activation map (1280 channels).
     Residual blocks end in `custom_layers.StochasticDepth` (rate 0 until stage 2 sets one), block i

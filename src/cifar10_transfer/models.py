@@ -98,16 +98,18 @@ def build_head(feature_dim: int, num_classes: int = NUM_CLASSES) -> keras.Model:
 
 
 def build_transfer(backbone: str, image_size: int = 224, weights: str = "imagenet",
-                   num_classes: int = NUM_CLASSES) -> TransferModel:
+                   num_classes: int = NUM_CLASSES, any_size: bool = False) -> TransferModel:
     """A registered backbone (include_top=False), frozen, global average pooling, and the head.
 
     `weights` is "imagenet" (the backbone's own source), "none" (random initialisation,
     not transfer learning) or a weights file path (see `backbones.load_backbone`). The
     backbone is called with `training=False` and frozen, so BatchNorm runs in inference mode.
-    ResNet50 at 224x224: 24,114,826 parameters, 527,114 trainable.
+    `model` takes `image_size` images; with `any_size` its backbone takes any side, so that
+    stage 2 can train at other sizes (`at_any_size`). ResNet50 at 224x224: 24,114,826
+    parameters, 527,114 trainable.
     """
     spec = get_backbone(backbone)
-    base = load_backbone(spec, image_size, weights)
+    base = load_backbone(spec, None if any_size else image_size, weights)
     base.trainable = False
     head = build_head(spec.feature_dim, num_classes)
     inputs = keras.Input((image_size, image_size, 3), name="image")
@@ -115,6 +117,15 @@ def build_transfer(backbone: str, image_size: int = 224, weights: str = "imagene
     model = keras.Model(inputs, head(pooled), name=f"{spec.name}_transfer")
     features = keras.Model(inputs, pooled, name=f"{spec.name}_features")
     return TransferModel(model, base, features, head, spec, preprocess_for(spec.name))
+
+
+def at_any_size(transfer: TransferModel) -> keras.Model:
+    """`transfer.model` for images of any side, sharing its layers (and so its weights): what stage 2
+    trains at sizes other than the evaluation size. Its backbone must take any side (`build_transfer`'s
+    `any_size`)."""
+    inputs = keras.Input((None, None, 3), name="image")
+    pooled = transfer.model.get_layer("pool")(transfer.backbone(inputs, training=False))
+    return keras.Model(inputs, transfer.head(pooled), name=f"{transfer.spec.name}_any_size")
 
 
 def build_resnet50(image_size: int = 224, weights: str = "imagenet",

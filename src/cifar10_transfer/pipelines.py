@@ -113,17 +113,19 @@ def cnn_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = F
     return prefetched(ds)
 
 
-def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: int, preprocess,
+def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int | list[int], batch_size: int, preprocess,
                      shuffle: bool = False, augment: bool = False, seed: int = 0,
                      flip: bool = False) -> tf.data.Dataset:
     """Batches resized to `image_size`, optionally augmented or flipped, then `preprocess`.
 
-    `preprocess` is the backbone's input scaling of float pixels in [0, 255] (its registry
-    entry's). `flip=True` mirrors every image (flipped copies in the feature cache, and
-    `test_time_flip`'s second view).
+    `image_size` is a side in pixels, or one per epoch (stage 2's progressive sizes): epoch e's
+    batches are resized to side e (the last side after the list ends), keyed by the epoch as the
+    shuffle is, so a resumed stage sees the sizes an uninterrupted one would. `preprocess` is the
+    backbone's input scaling of float pixels in [0, 255] (its registry entry's). `flip=True`
+    mirrors every image (flipped copies in the feature cache, and `test_time_flip`'s second view).
     """
     ds = _batched(x, y, batch_size, shuffle, seed).map(
-        lambda images, labels: (tf.image.resize(tf.cast(images, tf.float32), (image_size, image_size)), labels),
+        lambda images, labels: (_resized(tf.cast(images, tf.float32), image_size), labels),
         num_parallel_calls=tf.data.AUTOTUNE)
     if augment:
         ds = _augmented(ds, seed, augment_batch)
@@ -131,6 +133,15 @@ def transfer_dataset(x: np.ndarray, y: np.ndarray, image_size: int, batch_size: 
         ds = ds.map(lambda images, labels: (tf.reverse(images, axis=[2]), labels))
     ds = ds.map(lambda images, labels: (preprocess(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return prefetched(ds)
+
+
+def _resized(images: tf.Tensor, image_size: int | list[int]) -> tf.Tensor:
+    """`images` resized to `image_size`, or to this epoch's side of a list of sides per epoch."""
+    if isinstance(image_size, int):
+        return tf.image.resize(images, (image_size, image_size))
+    epoch = tf.minimum(epoch_variable().read_value(), len(image_size) - 1)
+    side = tf.gather(tf.constant(image_size, tf.int32), epoch)
+    return tf.image.resize(images, tf.stack([side, side]))
 
 
 def view_dataset(x: np.ndarray, indices: np.ndarray, image_size: int, batch_size: int, preprocess,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, replace
 
 from .errors import UserError
@@ -11,11 +12,13 @@ BATCHNORM_MODES = ("frozen", "train")  # stage 2 BatchNorm: ImageNet statistics 
 # The run config's override key of each field (`--set finetune_lr=3e-4`).
 CONFIG_KEYS = {"layers": "finetune_layers", "learning_rate": "finetune_lr", "schedule": "finetune_schedule",
                "label_smoothing": "finetune_label_smoothing", "batchnorm": "finetune_batchnorm",
-               "drop_path": "finetune_drop_path", "views": "finetune_views"}
+               "drop_path": "finetune_drop_path", "views": "finetune_views", "image_size": "finetune_image_size"}
 # The run config's override key of each ScratchRecipe field that a run may change (`--set scratch_lr=0.1`).
 SCRATCH_KEYS = {"width": "scratch_width", "learning_rate": "scratch_lr", "weight_decay": "scratch_weight_decay",
                 "label_smoothing": "scratch_label_smoothing"}
 SCRATCH_BATCH = 64  # the batch size at which ScratchRecipe.learning_rate applies as it stands
+SIZE_STEP = 32  # a progressive schedule's sizes are multiples of this: the backbones' total stride, and few shapes
+PROGRESSIVE = re.compile(r"^(\d+)-(\d+)$")  # "128-224": from 128 px in the first epoch up to 224 px in the last
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class Stage2Recipe:
     batchnorm: str = "frozen"  # one of BATCHNORM_MODES
     drop_path: float = 0.0  # stochastic depth: block i of n is skipped with probability drop_path * i / n
     views: int = 0  # K cached augmented copies of each image after the frozen prefix; 0: online
+    image_size: int | str | None = None  # training input side: None, the evaluation size (the config's
+    # image_size); N pixels; or "LOW-HIGH", rising by epoch (see `training_sizes`). Validation, test and
+    # predict always see the evaluation size.
 
     def to_dict(self) -> dict:
         """The recipe as results.json records it."""
@@ -91,16 +97,54 @@ def validate_scratch(recipe: ScratchRecipe) -> ScratchRecipe:
     return recipe
 
 
+def training_sizes(size: int | str | None, image_size: int, epochs: int) -> list[int]:
+    """Stage 2's training input side in each of its `epochs` epochs, for a recipe's `size` and the
+    evaluation size `image_size`.
+
+    None trains at `image_size`; an int at that size throughout; "LOW-HIGH" rises in a straight
+    line from LOW in the first epoch to HIGH in the last, each epoch's size rounded to a multiple
+    of SIZE_STEP (at least LOW, at most HIGH). The low sizes cost less (a convolution's work grows
+    with the square of the side), and ending at the evaluation size lets the last epochs see
+    images as the test does: FixRes (Touvron et al. 2019) found the train/test size gap costs
+    accuracy unless the model is tuned at the test size at the end; EfficientNetV2 (Tan and Le
+    2021) and fast DAWNBench entries raise the size during training in this way.
+    """
+    if size is None:
+        return [image_size] * epochs
+    if isinstance(size, int):
+        return [size] * epochs
+    low, high = (int(part) for part in PROGRESSIVE.match(size).groups())
+    steps = [low + (high - low) * epoch / max(epochs - 1, 1) for epoch in range(epochs)]
+    return [min(max(SIZE_STEP * round(step / SIZE_STEP), low), high) for step in steps]
+
+
+def _check_size(size: int | str | None, image_size: int | None) -> None:
+    """UserError unless `size` is None, a side of 32 px or more, or "LOW-HIGH" with 32 <= LOW < HIGH;
+    given the evaluation `image_size`, no side may exceed it (training above it would cost more for
+    nothing the test sees)."""
+    if size is None:
+        return
+    low_high = PROGRESSIVE.match(size) if isinstance(size, str) else None
+    sides = [size] if isinstance(size, int) else [int(side) for side in low_high.groups()] if low_high else []
+    if not sides or sides[0] < 32 or (low_high and sides[0] >= sides[1]):
+        raise UserError(f"config finetune_image_size={size!r} must be a side of at least 32 px, or LOW-HIGH "
+                        "(e.g. 128-224) with 32 <= LOW < HIGH.")
+    if image_size is not None and sides[-1] > image_size:
+        raise UserError(f"config finetune_image_size={size} exceeds image_size={image_size}, the evaluation "
+                        "size; train at image_size or below.")
+
+
 def has_frozen_prefix(backbone, layers: int) -> bool:
     """Whether unfreezing the last `layers` layers of `backbone` (a registry entry) leaves a frozen
     layer after the input, whose output stage 2 can cache (see `cache.cut_backbone`)."""
     return layers < backbone.layers - 1
 
 
-def validate(recipe: Stage2Recipe, backbone, fine_tuned: bool = True) -> Stage2Recipe:
-    """`recipe` if it fits `backbone` (a registry entry), else UserError naming the config key.
+def validate(recipe: Stage2Recipe, backbone, fine_tuned: bool = True, image_size: int | None = None) -> Stage2Recipe:
+    """`recipe` if it fits `backbone` (a registry entry) and, where given, the evaluation size
+    `image_size`, else UserError naming the config key.
 
-    The prefix-cache and stochastic-depth checks apply only where the stage is `fine_tuned`."""
+    The prefix-cache, training-size and stochastic-depth checks apply only where the stage is `fine_tuned`."""
     if recipe.layers <= 0 or recipe.learning_rate <= 0:
         key = "layers" if recipe.layers <= 0 else "learning_rate"
         raise UserError(f"config {CONFIG_KEYS[key]}={getattr(recipe, key)} must be positive.")
@@ -119,6 +163,12 @@ def validate(recipe: Stage2Recipe, backbone, fine_tuned: bool = True) -> Stage2R
     if fine_tuned and recipe.views and not has_frozen_prefix(backbone, recipe.layers):
         raise UserError(f"config finetune_views={recipe.views} caches the frozen prefix of {backbone.label}, but "
                         f"finetune_layers={recipe.layers} unfreezes all of it; set finetune_views=0.")
+    _check_size(recipe.image_size, image_size)
+    if fine_tuned and image_size and has_frozen_prefix(backbone, recipe.layers) \
+            and set(training_sizes(recipe.image_size, image_size, 2)) != {image_size}:
+        raise UserError(f"config finetune_image_size={recipe.image_size} needs stage 2 to train the whole "
+                        f"{backbone.label} online, but finetune_layers={recipe.layers} leaves a frozen prefix "
+                        f"that is cached at image_size={image_size}; set finetune_image_size={image_size}.")
     if fine_tuned and recipe.drop_path and not backbone.stochastic_depth:
         raise UserError(f"config finetune_drop_path={recipe.drop_path} needs stochastic-depth blocks, which "
                         f"{backbone.label} lacks; set finetune_drop_path=0 or fine-tune another backbone.")
@@ -138,7 +188,7 @@ def describe(recipe: Stage2Recipe, backbone) -> str:
     schedule = {"plateau": ", halved when validation loss stalls", "cosine": ", cosine decay to near 0"}
     clauses = (f", label smoothing {recipe.label_smoothing:g}" if recipe.label_smoothing else "") \
         + (", BatchNorm trained" if recipe.batchnorm == "train" else "") \
-        + (f", stochastic depth {recipe.drop_path:g}" if recipe.drop_path else "")
+        + (f", stochastic depth {recipe.drop_path:g}" if recipe.drop_path else "") + _size_clause(recipe.image_size)
     if not has_frozen_prefix(backbone, recipe.layers):
         way = "online: the whole backbone every step"
     elif recipe.views == 0:
@@ -148,3 +198,11 @@ def describe(recipe: Stage2Recipe, backbone) -> str:
     return (f"{depth_words(recipe.layers, backbone)} at learning rate {recipe.learning_rate:g}"
             f"{schedule[recipe.schedule]}{clauses}; {way}")
 
+
+
+def _size_clause(size: int | str | None) -> str:
+    if size is None:
+        return ""
+    if isinstance(size, int):
+        return f", trained at {size} px"
+    return ", trained at {} px rising to {} px".format(*PROGRESSIVE.match(size).groups())

@@ -22,11 +22,13 @@ from .cache import BackboneCut, CachedRows, FeatureCache, SuffixValidation, View
 from .config import RunConfig
 from .data import Dataset
 from .evaluation import evaluate_predictions, view_probabilities
-from .models import TransferModel, build_cnn, build_resnet_scratch, build_transfer, compile_classifier, unfreeze
+from .models import (TransferModel, at_any_size, build_cnn, build_resnet_scratch, build_transfer, compile_classifier,
+                     unfreeze)
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .predict import save_for_prediction
 from .provenance import collect_provenance, weights_label
 from .publish import MODELS_DIR, write_atomic
+from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
 from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results
 from .study import STUDY_STAGES
@@ -124,10 +126,20 @@ def _split(run: Run, split: str) -> tuple[np.ndarray, np.ndarray, str, np.ndarra
     return (s.x_val, s.y_val, "train", s.val_index) if split == "val" else (s.x_test, s.y_test, "test", s.test_index)
 
 
-def _images(run: Run, transfer: TransferModel, x, y, shuffle=False, augment=False, flip=False):
+def _images(run: Run, transfer: TransferModel, x, y, shuffle=False, augment=False, flip=False, sizes=None):
     c = run.config
-    return transfer_dataset(x, y, c.image_size, c.batch_size, transfer.preprocess, shuffle=shuffle,
+    return transfer_dataset(x, y, sizes or c.image_size, c.batch_size, transfer.preprocess, shuffle=shuffle,
                             augment=augment, seed=c.seed, flip=flip)
+
+
+def _stage2_sizes(run: Run, backbone: str) -> int | list[int]:
+    """The side stage 2 of `backbone` trains at: the evaluation size or another one throughout (an
+    int), or one per epoch (a list); the evaluation size where this run does not fine-tune it."""
+    c = run.config
+    if stage_name(backbone, "finetuned") not in c.model_list:
+        return c.image_size
+    sizes = training_sizes(c.recipe(backbone).image_size, c.image_size, c.finetune_epochs)
+    return sizes[0] if len(set(sizes)) == 1 else sizes
 
 
 def _evaluated(run: Run, predict_split) -> tuple[np.ndarray, dict]:
@@ -255,8 +267,9 @@ def train_head(run: Run, backbone: str) -> ModelRun:
     config, s, name = run.config, run.splits, stage_name(backbone, "head")
     precision = resolve_precision(config.precision, get_backbone(backbone))
     with precision_policy(precision), run.strategy.scope():
-        transfer = run.transfers[backbone] = build_transfer(backbone, config.image_size, run.weights,
-                                                            len(s.class_names))
+        transfer = run.transfers[backbone] = build_transfer(
+            backbone, config.image_size, run.weights, len(s.class_names),
+            any_size=_stage2_sizes(run, backbone) != config.image_size)
     if config.head_mode == "cached":
         stage, predict_split = _cached_head(run, transfer, run.stage_dir(name))
     else:
@@ -284,17 +297,24 @@ def fine_tune(run: Run, backbone: str) -> ModelRun:
         if cut:
             compile_classifier(cut.suffix, recipe.learning_rate, run.jit_compile, recipe.label_smoothing)
     schedule = stage2_schedule(recipe, run.config.finetune_epochs)
-    stage, predict_split = (_fine_tune_online(run, transfer, schedule) if cut is None
+    stage, predict_split = (_fine_tune_online(run, transfer, recipe, schedule) if cut is None
                             else _fine_tune_on_cut(run, transfer, cut, recipe.views, schedule))
-    details = {**_transfer_details(run, transfer), "stage2": recipe.to_dict()}
+    details = {**_transfer_details(run, transfer), "stage2": recipe.to_dict(),
+               "training_sizes": training_sizes(recipe.image_size, run.config.image_size, run.config.finetune_epochs)}
     return _finish(run, stage_name(backbone, "finetuned"), transfer.model, stage,
                    run.models[stage_name(backbone, "head")].precision, predict_split, details)
 
 
-def _fine_tune_online(run: Run, transfer: TransferModel, schedule):
-    """Stage 2 with the whole backbone unfrozen: no prefix to cache, everything online on images."""
+def _fine_tune_online(run: Run, transfer: TransferModel, recipe, schedule):
+    """Stage 2 with the whole backbone unfrozen: no prefix to cache, everything online on images,
+    trained at the recipe's sizes (`_stage2_sizes`) and validated at the evaluation size."""
     config, s, name = run.config, run.splits, stage_name(transfer.spec.name, "finetuned")
-    stage = fit_stage(transfer.model, _images(run, transfer, s.x_train, s.y_train, True, config.augment),
+    sizes, model = _stage2_sizes(run, transfer.spec.name), transfer.model
+    if sizes != config.image_size:  # the same layers, for any side; validation still at image_size
+        with run.strategy.scope():
+            model = at_any_size(transfer)
+            compile_classifier(model, recipe.learning_rate, run.jit_compile, recipe.label_smoothing)
+    stage = fit_stage(model, _images(run, transfer, s.x_train, s.y_train, True, config.augment, sizes=sizes),
                       _images(run, transfer, s.x_val, s.y_val), config.finetune_epochs, run.stage_dir(name),
                       len(s.y_train), callbacks=(schedule,), seed=config.seed)
     return stage, _online_predictions(run, transfer, name)
