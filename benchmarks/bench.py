@@ -14,6 +14,9 @@ Every target is a ratio of two measurements taken in this one run, on this machi
     (benchmarks/stage_costs.py);
   - peak resident memory of a real `train` run (seed profile, ResNet50 stages of one epoch:
     memory does not depend on the number of epochs) at two training-set sizes;
+  - (sizes) EfficientNet-Lite0's online stage 2 side by side: trained at the evaluation size and
+    at a smaller training size (--finetune-size), images/s and the seed profile's stage 2
+    projected (benchmarks/stage2_sizes.py);
   - (accuracy) EfficientNet-Lite0's fine-tuned test accuracy at the seed profile, online
     and (where the depth leaves a frozen prefix) with two cached views.
 
@@ -60,6 +63,7 @@ from cifar10_transfer.stages import Run, train_cnn  # noqa: E402
 from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
 from cifar10_transfer.weights import imagenet_status  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
+from stage2_sizes import compared_size, side_by_side, side_by_side_markdown  # noqa: E402
 from stage_costs import (ACCURACY_BACKBONE, accuracy, accuracy_markdown, per_image_costs, project,  # noqa: E402
                          projection_markdown)
 
@@ -301,6 +305,9 @@ def markdown(report: dict) -> str:
         who = f"{spec.label}, {entry['precision']}, {depth_words(entry['finetune_layers'], spec)}"
         table += "\n\n" + projection_markdown(who, entry)
         notes.append((f"{spec.label} ways", entry["run"]))
+    if "sizes" in report:
+        table += "\n\n" + side_by_side_markdown(get_backbone(ACCURACY_BACKBONE).label, report["sizes"])
+        notes.append(("stage 2 sizes", report["sizes"]["run"]))
     if "accuracy" in report:
         table += "\n\n" + accuracy_markdown(report["accuracy"])
         notes.append(("accuracy", report["accuracy"]["run"]))
@@ -317,7 +324,7 @@ def markdown(report: dict) -> str:
 
 
 def _parts(report: dict) -> list[dict]:
-    return ([report[key] for key in ("cnn", "peak_rss_gb", "accuracy") if key in report]
+    return ([report[key] for key in ("cnn", "peak_rss_gb", "sizes", "accuracy") if key in report]
             + list(report.get("backbones", {}).values()) + list(report.get("stage2", {}).values()))
 
 
@@ -344,12 +351,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README block")
-    parser.add_argument("--parts", default="cnn,backbones,stage2,rss,accuracy",
-                        help="what to measure: cnn, backbones, stage2 (three ways, projected), rss, "
+    parser.add_argument("--parts", default="cnn,backbones,stage2,sizes,rss,accuracy",
+                        help="what to measure: cnn, backbones, stage2 (three ways, projected), sizes (stage 2 "
+                             "at the evaluation size and at --finetune-size, side by side), rss, "
                              "accuracy (EfficientNet-Lite0 online vs two views, seed profile: about an hour)")
     parser.add_argument("--finetune-layers", type=int,
                         help="stage 2 depth of the fine-tuning, stage2 and accuracy parts (default: each "
                              "backbone's); cached views need one that leaves a frozen prefix")
+    parser.add_argument("--finetune-size", help="the sizes part's training size: N or LOW-HIGH (default: "
+                                                "EfficientNet-Lite0's, or 128 where that is the evaluation size)")
+    parser.add_argument("--sizes-train", type=int, default=500,
+                        help="images of the sizes part (80%% of them are timed)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other parts of --out, each labelled with its own run")
     parser.add_argument("--rss-run", type=int, help=argparse.SUPPRESS)
@@ -366,7 +378,7 @@ def main() -> None:
         return
     if args.quick:
         args.image_size, args.stage1_train, args.stage1_epochs, args.features = 32, 60, 2, 32
-        args.stage2_train = 60
+        args.stage2_train = args.sizes_train = 60
         args.cnn_epochs, args.cnn_train_size = 2, 300
     parts = {part.strip() for part in args.parts.split(",")}
     dataset = _dataset(args.data, args.data_dir)
@@ -399,6 +411,13 @@ def main() -> None:
                                     Path(tmp) / f"stage2-{name}", _depth(spec, args))
             entry.update(projection=project(entry), image_size=args.image_size, run=measured(started))
             report.setdefault("stage2", {})[name] = entry
+        if "sizes" in parts:
+            started = datetime.now(timezone.utc)
+            spec, size_image = get_backbone(ACCURACY_BACKBONE), 64 if args.quick else args.image_size
+            sizes_splits = split_dataset(dataset, make_config("seed", [f"train_size={args.sizes_train}"]))
+            report["sizes"] = side_by_side(spec, sizes_splits, size_image, bench_weights(spec, args.weights),
+                                           Path(tmp) / "sizes", compared_size(spec, size_image, args.finetune_size))
+            report["sizes"]["run"] = measured(started)
         if "accuracy" in parts:
             started = datetime.now(timezone.utc)
             spec = get_backbone(ACCURACY_BACKBONE)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench  # noqa: E402
+import stage2_sizes  # noqa: E402
 import stage_costs  # noqa: E402
 
 
@@ -40,6 +41,28 @@ def test_quick_benchmark_measures_the_cnn_variants_and_memory(tmp_path):
     assert report["cnn"]["run"]["data"].startswith("synthetic")
     assert "| measurement | value |" in result.stdout  # the README block is printed
     assert (ROOT / "README.md").read_text() == readme_before  # --no-readme leaves it alone
+
+
+@pytest.mark.bench
+def test_quick_benchmark_sets_stage_two_at_two_training_sizes_side_by_side(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _bench("--parts", "sizes", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = json.loads(out.read_text())["sizes"]
+    assert (sizes["image_size"], sizes["size"]) == (64, 32)  # --quick: 64 px, and half of it
+    assert set(sizes["images_per_second"]) == {"32", "64"} and min(sizes["images_per_second"].values()) > 0
+    rate, val_rate = sizes["images_per_second"], sizes["val_images_per_second"]
+    assert sizes["seed_profile_seconds"]["32"] == pytest.approx(10 * 8000 / rate["32"] + 10 * 2000 / val_rate)
+    assert "| EfficientNet-Lite0, stage 2 online | trained at 64 px | trained at 32 px |" in result.stdout
+
+
+def test_the_compared_training_size_is_the_setting_else_a_default_below_the_evaluation_size():
+    lite0 = BACKBONES["efficientnet_lite0"]
+    assert stage2_sizes.compared_size(lite0, 224, "128-224") == "128-224"
+    assert stage2_sizes.compared_size(lite0, 224, "96") == 96
+    fallback = 128 if lite0.stage2.image_size in (None, 224) else lite0.stage2.image_size
+    assert stage2_sizes.compared_size(lite0, 224, None) == fallback
+    assert stage2_sizes.compared_size(BACKBONES["resnet50"], 64, None) == 32
 
 
 def test_projection_multiplies_per_image_costs_by_the_seed_profile_counts():
