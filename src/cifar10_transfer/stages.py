@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from .predict import save_for_prediction
 from .provenance import collect_provenance, weights_label
 from .publish import MODELS_DIR, write_atomic
 from .registry import get_backbone, parse_stage, stage_name
-from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results
+from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results, combine_seeds
 from .study import STUDY_STAGES
 from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict, resolve_jit,
                        resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
@@ -47,6 +48,8 @@ class ModelRun:
     trainable_params: int
     precision: str
     probabilities: np.ndarray  # test-set class probabilities, N x 10, as the run evaluates them
+    splits: Splits  # the split of the run that trained it, whose test images `probabilities` describe
+    eval_seconds: float  # predicting the test (under test_time_flip also val) images and scoring them
     metrics: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages, the
     # scratch stage's recipe, and the single-view accuracies beside the mirror-averaged ones under `test_time_flip`
@@ -57,7 +60,7 @@ class ModelRun:
         return {**{key: self.metrics[key] for key in ("test_accuracy", "test_loss")},
                 "train_accuracy": history["accuracy"][-1], "val_accuracy": history["val_accuracy"][-1],
                 "params": self.params, "trainable_params": self.trainable_params,
-                "epochs": self.stage.epochs, "seconds": self.stage.seconds,
+                "epochs": self.stage.epochs, "seconds": self.stage.seconds, "eval_seconds": self.eval_seconds,
                 "images_per_second": self.stage.images_per_second, "precision": self.precision,
                 "history": {key: history[key] for key in
                             ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")},
@@ -152,10 +155,11 @@ def _finish(run: Run, name: str, model, stage: StageResult, precision: str, pred
         backbone = details.get("backbone")
         save_for_prediction(model, run.workdir / MODELS_DIR, name, run.splits.class_names,
                             run.config.image_size if backbone else None, backbone, run.config.test_time_flip)
+    started = time.perf_counter()
     probabilities, flip = _evaluated(run, predict_split)
     metrics = evaluate_predictions(run.splits.y_test, probabilities, run.splits.class_names)
     model_run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
-                         probabilities, metrics, {**details, **flip})
+                         probabilities, run.splits, time.perf_counter() - started, metrics, {**details, **flip})
     run.models[name] = model_run
     return model_run
 
@@ -374,30 +378,71 @@ def _not_run_reason(run: Run, name: str) -> str:
     return "not selected"
 
 
-def results(run: Run) -> dict:
-    """The content of results.json for the stages trained so far."""
-    skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in run.models]
+def _seed_dir(run: Run, seed: int) -> Path:
+    return run.workdir / "seeds" / f"seed{seed}"
+
+
+def seed_runs(run: Run) -> list[Run]:
+    """The runs `run_all` trains: `run` itself, or under `config.seeds` one run per seed, each in
+    `workdir/seeds/seed<s>/` with that seed, sharing `run`'s data, strategy and feature cache (so
+    no image passes a backbone twice for the same weights)."""
+    if not run.config.seeds.strip():
+        return [run]
+    return [Run(run.config.replace(seed=seed), run.dataset, run.weights, _seed_dir(run, seed), run.profile,
+                run.strategy, run.cache, run.save_models, run.started) for seed in run.config.seed_list]
+
+
+def results(run: Run, runs: list[Run] | None = None) -> dict:
+    """The content of results.json for the stages trained so far by `run`, or by each of `runs`,
+    its `seed_runs`, summarised over their seeds (`results.combine_seeds`)."""
+    if runs and runs != [run]:
+        models = {name: combine_seeds({r.config.seed: r.models[name].summary() for r in runs})
+                  for name in runs[0].models if all(name in r.models for r in runs)}
+    else:
+        models = {name: model_run.summary() for name, model_run in run.models.items()}
+    skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in models]
     return assemble_results(
         profile=run.profile, config=run.config.to_dict(),
         provenance=collect_provenance(run.dataset, weights_label(run.weights), run.started),
         execution={"jit_compile": run.jit_compile, "strategy": type(run.strategy).__name__,
                    "replicas": run.strategy.num_replicas_in_sync},
         data={**run.splits.sizes(), "class_names": list(run.splits.class_names)},
-        models={name: model_run.summary() for name, model_run in run.models.items()},
-        not_run={name: _not_run_reason(run, name) for name in skipped})
+        models=models, not_run={name: _not_run_reason(run, name) for name in skipped})
 
 
 def run_all(run: Run) -> dict:
-    """Train every selected stage in order, write the results files and return the results."""
-    for name in run.config.model_list:
-        run_stage(run, name)
-    found = results(run)
+    """Train every selected stage in order, once per seed of `config.seeds`, write the results
+    files and return the results. Over seeds, `run.models` and `workdir/models/` then hold each
+    stage's shown run (`shown_seed`, the median by validation accuracy), whose details results.json shows."""
+    runs = seed_runs(run)
+    for seed_run in runs:
+        if seed_run is not run:
+            print(f"seed {seed_run.config.seed}: {seed_run.workdir}", flush=True)
+        for name in seed_run.config.model_list:
+            run_stage(seed_run, name)
+    found = results(run, runs)
+    _adopt_shown(run, runs, found)
     save_results(run, found)
     return found
 
 
+def _adopt_shown(run: Run, runs: list[Run], found: dict) -> None:
+    """Over seeds, make each stage's shown run `run`'s model, for the notebook and for `predict`."""
+    for name, entry in found["models"].items():
+        if "shown_seed" not in entry:
+            continue
+        shown = next(seed_run for seed_run in runs if seed_run.config.seed == entry["shown_seed"])
+        run.models[name] = shown.models[name]
+        if run.save_models:
+            (run.workdir / MODELS_DIR).mkdir(parents=True, exist_ok=True)
+            for file in (f"{name}.keras", f"{name}.json"):
+                shutil.copyfile(shown.workdir / MODELS_DIR / file, run.workdir / MODELS_DIR / file)
+
+
 def save_results(run: Run, found: dict) -> Path:
-    """Write results.json and each model's history CSV under `workdir/results/`."""
-    for name in found["models"]:
-        write_atomic(run.workdir / HISTORIES_DIR / f"{name}.csv", (run.stage_dir(name) / "history.csv").read_text())
+    """Write results.json and each model's history CSV (over seeds, the shown run's) under `workdir/results/`."""
+    for name, entry in found["models"].items():
+        workdir = _seed_dir(run, entry["shown_seed"]) if "shown_seed" in entry else run.workdir
+        history = (workdir / "stages" / name / "history.csv").read_text()
+        write_atomic(run.workdir / HISTORIES_DIR / f"{name}.csv", history)
     return write_atomic(run.workdir / RESULTS_FILE, json.dumps(found, indent=2) + "\n")
