@@ -202,6 +202,10 @@ def test_every_seed_of_seeds_is_an_ordinary_run_and_results_summarise_them(tmp_p
     assert card == json.loads((shown_dir / MODELS_DIR / "cnn.json").read_text())
     assert run.models["cnn"].splits.y_test.shape == (50,) and found["best_model"] == "cnn"
     assert sorted(p.name for p in (workdir / "seeds").iterdir()) == ["seed3", "seed4"]
+    # a new record on the same directory, as `--resume` makes: each seed's finished stage is kept, not retrained
+    again = run_all(_run(workdir, "models=cnn", "seeds=3,4"))["models"]["cnn"]
+    assert [(r["test_accuracy"], r["train_seconds"]) for r in again["runs"]] == [
+        (r["test_accuracy"], r["train_seconds"]) for r in cnn["runs"]]
 
 
 def test_making_a_run_record_does_no_work(tmp_path):
