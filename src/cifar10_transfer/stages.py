@@ -1,8 +1,9 @@
 """The stages of a run (CNN, ResNet from scratch, head, fine-tuning) as functions over one run record, and results.
 
 `python -m cifar10_transfer train`, notebook 02, the learning curves and the tests all call
-`run_stage` / `run_all`. Each stage trains in its own directory under `workdir/stages/`, so an
-interrupted run continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
+`run_stage` / `run_all`. Each stage trains in its own directory under `workdir/stages/` (under
+`config.seeds`, each seed's under `workdir/seeds/seed<s>/stages/`), so an interrupted run
+continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
 `<backbone>_finetuned` for any backbone of the registry.
 """
 
