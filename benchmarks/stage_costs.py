@@ -25,7 +25,8 @@ from cifar10_transfer.models import build_cnn, build_transfer, compile_classifie
 from cifar10_transfer.pipelines import array_dataset, cnn_dataset, transfer_dataset
 from cifar10_transfer.recipe import Stage2Recipe, depth_words
 from cifar10_transfer.registry import get_backbone
-from cifar10_transfer.stages import Run, run_all
+from cifar10_transfer.runs import run_all
+from cifar10_transfer.stages import Run
 from cifar10_transfer.training import precision_policy, resolve_precision
 
 SEED_PROFILE = {"train": 8_000, "val": 2_000, "test": 10_000, "epochs": 10}

@@ -41,7 +41,8 @@ def run(data_dir: str, workdir: Path, seeds: list[int]) -> None:
     from cifar10_transfer.cache import FeatureCache
     from cifar10_transfer.config import make_config
     from cifar10_transfer.data import load_dataset
-    from cifar10_transfer.stages import Run, run_all
+    from cifar10_transfer.runs import run_all
+    from cifar10_transfer.stages import Run
 
     dataset, cache = load_dataset("cifar10", data_dir), FeatureCache(workdir / "cache")
     for seed in seeds:

@@ -160,7 +160,7 @@ def test_cpu_isa_lists_the_vector_extensions_in_the_order_of_the_constant():
 
 
 @pytest.mark.parametrize("module, writer, target", [
-    ("stages", "write_atomic", "results.json"),
+    ("runs", "write_atomic", "results.json"),
     pytest.param("training", "atomic_write", "final.weights.h5", marks=pytest.mark.slow)])
 def test_a_full_disk_is_one_line_and_leaves_the_published_run_as_it_was(tmp_path, monkeypatch, capsys, module,
                                                                         writer, target):

@@ -113,3 +113,17 @@ def test_config_round_trips_through_json():
 
 def test_parse_overrides_empty():
     assert parse_overrides(None) == {}
+
+
+def test_seeds_are_a_comma_separated_setting_of_two_or_more_distinct_seeds():
+    assert make_config("seed").seed_list == [3] and make_config("seed", ["seed=7"]).seed_list == [7]
+    assert make_config("seed", ["seeds=5,3,4"]).seed_list == [5, 3, 4]
+    assert make_config("seed", {"seeds": " 3, 4 "}).seed_list == [3, 4]
+    for seeds, message in (("3,x", "comma-separated whole numbers"), ("3,3", "distinct seeds of 0 or more"),
+                           ("-1,2", "distinct seeds of 0 or more"), ("4,", "comma-separated whole numbers")):
+        with pytest.raises(UserError, match=message):
+            make_config("seed", {"seeds": seeds})
+    with pytest.raises(UserError, match="names one seed; set seed=5 instead"):
+        make_config("seed", {"seeds": "5"})
+    with pytest.raises(UserError, match="expected str"):
+        make_config("seed", ["seeds=5"])  # one seed parses as a number, not the list this key holds

@@ -365,6 +365,41 @@ def test_limitations_spread_what_the_curves_cover_and_ask_seeds_for_the_rest(res
         "Next: repeat ResNet50 head-only and EfficientNet-Lite0 fine-tuned with several seeds and report the spread."]
 
 
+def _over_seeds(results: dict, name: str, accuracies: tuple) -> None:
+    """Stage `name` as trained under seeds 3, 4 and 5, with these validation and test accuracies."""
+    from cifar10_transfer.results import combine_seeds
+
+    params = results["models"][name]["params"]
+    results["models"][name] = combine_seeds({seed: {**_model(accuracy, params), "eval_seconds": 2.0}
+                                             for seed, accuracy in zip((3, 4, 5), accuracies)})
+
+
+def test_stages_over_seeds_show_mean_sd_and_confidence_interval_in_table_findings_and_deck(results, tmp_path):
+    single_view = report.results_table_markdown(results).splitlines()
+    results["config"]["seeds"] = "3,4,5"
+    _over_seeds(results, "cnn", (0.60, 0.62, 0.64))
+    _over_seeds(results, "resnet50_head", (0.87, 0.88, 0.90))
+    curves = {"points": [{"model": "cnn", "train_size": 10000, "seed": s, "test_accuracy": 0.7} for s in (3, 4, 5)]}
+    lines = report.results_table_markdown(results, curves).splitlines()  # this run's seeds, not the curves'
+    # 0.62 ± 0.02: t(0.975, 2) = 4.303 times 0.02 / sqrt(3) = 0.0497 either side
+    assert lines[2] == "| Baseline CNN | 60.5% | 62.0% | 62.0% ± 2.0 (95% CI 57.0–67.0, 3 seeds) | +1.5 | 41 |"
+    assert lines[3] == ("| ResNet50 head-only | 88.7% | 88.3% | 88.3% ± 1.5 (95% CI 84.5–92.1, 3 seeds) "
+                        "| -0.4 | 41 |")
+    assert lines[4] == single_view[4]  # the fine-tuned stage did not run
+    sentences = report.findings(results)
+    assert sentences[0] == "Best model: ResNet50 head-only with 88.3% test accuracy (the mean of 3 seeds)."
+    assert ("The mistakes and classes below are those of ResNet50 head-only's run with the median validation "
+            "accuracy (seed 4).") in sentences
+    items = deck._limitations(results, curves)
+    assert ("Each stage trained under the seeds 3,4,5 on 8,000 training images: 'This run' is their mean, "
+            "'Over seeds' adds the standard deviation and the 95% confidence interval of the mean.") in items
+    assert not [item for item in items if "one seed" in item or "Over seeds' column" in item or "repeat" in item]
+    _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    text = " ".join(text.split())
+    assert "Best: ResNet50 head-only, 88.3% test accuracy (mean of 3 seeds)" in text
+    assert "seeds=3,4,5)" in text and "62.0% ± 2.0 (95% CI 57.0–67.0, 3 seeds)" in text
+
+
 # Run in a fresh interpreter where importing TensorFlow or Keras fails: the publish wing must not need them.
 WITHOUT_TENSORFLOW = """
 import importlib.abc, sys

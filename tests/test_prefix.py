@@ -11,7 +11,8 @@ from cifar10_transfer.models import build_transfer
 from cifar10_transfer.pipelines import transfer_dataset
 from cifar10_transfer.recipe import has_frozen_prefix
 from cifar10_transfer.registry import BACKBONES
-from cifar10_transfer.stages import Run, run_all
+from cifar10_transfer.runs import run_all
+from cifar10_transfer.stages import Run
 
 RNG = np.random.default_rng(0)
 IMAGES = RNG.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)

@@ -7,7 +7,7 @@ import pytest
 
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.results import (CURVES_FILE, RESULTS_FILE, SCHEMA_VERSION, assemble_results, best_model,
-                                      load_curves, load_results)
+                                      combine_seeds, load_curves, load_results, summarise_seeds)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def test_assemble_results_stamps_the_schema_version_and_the_best_model():
     results = _assembled({"cnn": _entry(0.6, 0.6), "resnet50_head": _entry(0.8, 0.7)})
     assert list(results) == ["schema_version", "profile", "config", "provenance", "execution", "data", "models",
                              "not_run", "best_model"]
-    assert results["schema_version"] == SCHEMA_VERSION == 2 and results["best_model"] == "resnet50_head"
+    assert results["schema_version"] == SCHEMA_VERSION == 3 and results["best_model"] == "resnet50_head"
     assert _assembled({})["best_model"] is None
 
 
@@ -62,10 +62,11 @@ def test_a_missing_unreadable_incomplete_or_newer_results_file_is_one_user_error
         load_results(bad)
     good = {"config": {}, "provenance": {}, "data": {}, "models": {"cnn": _entry(0.6, 0.6)}}
     bad.write_text(json.dumps({**good, "schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(UserError, match="schema version 3, which this code does not read"):
+    with pytest.raises(UserError, match="schema version 4, which this code does not read"):
         load_results(bad)
-    bad.write_text(json.dumps({**good, "schema_version": SCHEMA_VERSION}))
-    assert load_results(bad)["models"]["cnn"]["test_accuracy"] == 0.6
+    for version in (2, SCHEMA_VERSION):
+        bad.write_text(json.dumps({**good, "schema_version": version}))
+        assert load_results(bad)["models"]["cnn"]["test_accuracy"] == 0.6
 
 
 def test_learning_curves_are_optional_but_must_be_complete(tmp_path):
@@ -81,3 +82,58 @@ def test_learning_curves_are_optional_but_must_be_complete(tmp_path):
         with pytest.raises(UserError) as caught:
             error()
         assert "\n" not in str(caught.value)
+
+
+def test_a_spread_over_seeds_is_the_mean_the_sample_deviation_and_a_student_t_interval():
+    found = summarise_seeds([0.90, 0.92, 0.94])
+    assert found["n"] == 3 and found["mean"] == pytest.approx(0.92) and found["sd"] == pytest.approx(0.02)
+    half = 4.302653 * 0.02 / 3 ** 0.5  # t(0.975, 2 degrees of freedom) times the standard error
+    assert found["ci95"] == pytest.approx([0.92 - half, 0.92 + half])
+    two = summarise_seeds([0.5, 0.7])  # t(0.975, 1) = 12.706: two seeds bound the mean only loosely
+    assert two["sd"] == pytest.approx(0.141421, rel=1e-5) and two["ci95"] == pytest.approx([-0.6706, 1.8706], rel=1e-4)
+    with pytest.raises(ValueError, match="two or more values, got 1"):
+        summarise_seeds([0.9])
+
+
+def _seed_entry(val: float, test: float, flip_val: float | None, seconds: float) -> dict:
+    entry = {"test_accuracy": test, "val_accuracy": val, "seconds": seconds, "eval_seconds": seconds / 10,
+             "test_loss": 1 - test, "history": {"val_accuracy": [val]}}
+    if flip_val is None:
+        return entry
+    return {**entry, "test_time_flip": {"val_accuracy": flip_val, "single_view_val_accuracy": val,
+                                        "single_view_test_accuracy": test - 0.01}}
+
+
+def test_a_stage_over_seeds_holds_each_run_their_means_and_the_median_runs_details():
+    entries = {3: _seed_entry(0.80, 0.81, 0.82, 30.0), 4: _seed_entry(0.70, 0.73, 0.74, 40.0),
+               5: _seed_entry(0.75, 0.77, 0.78, 50.0)}
+    combined = combine_seeds(entries)
+    assert combined["runs"][1] == {"seed": 4, "val_accuracy": 0.74, "test_accuracy": 0.73, "train_seconds": 40.0,
+                                   "eval_seconds": 4.0, "single_view_val_accuracy": 0.70,
+                                   "single_view_test_accuracy": 0.72}
+    assert [run["seed"] for run in combined["runs"]] == [3, 4, 5] and combined["evaluation"] == "flip"
+    # seed 5's mirror-averaged validation accuracy, 0.78, is the median of 0.82, 0.74, 0.78
+    assert combined["shown_seed"] == 5 and combined["history"] == {"val_accuracy": [0.75]}
+    assert (combined["seconds"], combined["test_loss"]) == (50.0, entries[5]["test_loss"])
+    assert combined["val_accuracy"] == pytest.approx(0.78) and combined["test_accuracy"] == pytest.approx(0.77)
+    assert combined["over_seeds"]["test_accuracy"]["sd"] == pytest.approx(0.04)
+    assert combined["over_seeds"]["test_accuracy"]["ci95"] == pytest.approx([0.77 - 4.302653 * 0.04 / 3 ** 0.5,
+                                                                             0.77 + 4.302653 * 0.04 / 3 ** 0.5])
+    assert combined["test_time_flip"] == pytest.approx({"val_accuracy": 0.78, "single_view_val_accuracy": 0.75,
+                                                        "single_view_test_accuracy": 0.76})
+    single = combine_seeds({7: _seed_entry(0.80, 0.81, None, 3.0), 8: _seed_entry(0.70, 0.73, None, 4.0)})
+    assert single["evaluation"] == "single_view" and single["shown_seed"] == 8  # the lower of two middles
+    assert set(single["over_seeds"]) == {"val_accuracy", "test_accuracy"}
+
+
+def test_over_seeds_the_best_model_has_the_highest_mean_validation_accuracy():
+    def stage(*vals):
+        return combine_seeds({seed: _seed_entry(val, val, val, 1.0) for seed, val in enumerate(vals)})
+
+    # the head has the best single run and the best median run, the fine-tuned stage the best mean
+    models = {"resnet50_head": stage(0.90, 0.80, 0.70), "resnet50_finetuned": stage(0.79, 0.82, 0.81)}
+    assert models["resnet50_head"]["history"]["val_accuracy"] == [0.80]
+    assert best_model({"models": models}) == "resnet50_finetuned"
+    # the stored means are not what decides: the runs are
+    models["resnet50_head"]["test_time_flip"]["val_accuracy"] = models["resnet50_head"]["val_accuracy"] = 0.99
+    assert best_model({"models": models}) == "resnet50_finetuned"

@@ -13,7 +13,8 @@ from cifar10_transfer import stages, training
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.pipelines import epoch_variable
-from cifar10_transfer.stages import Run, run_all
+from cifar10_transfer.runs import run_all
+from cifar10_transfer.stages import Run
 
 # EfficientNet-Lite0 at 32 px: dropout in the head, stochastic depth, augmentation and shuffling in
 # stage 2, and a frozen prefix (20 layers unfrozen), so every source of randomness is exercised.

@@ -1,6 +1,7 @@
 """The stages of a run on tiny inputs: cached flips, end-to-end head, fine-tuning, reuse of finished stages."""
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -10,7 +11,8 @@ import pytest
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.pipelines import transfer_dataset
-from cifar10_transfer.stages import Run, results, run_all, run_stage
+from cifar10_transfer.runs import results, run_all
+from cifar10_transfer.stages import Run, run_stage
 
 TINY = ["image_size=32", "train_size=100", "test_size=50", "batch_size=25", "head_epochs=1", "finetune_epochs=1",
         "models=resnet50_finetuned"]
@@ -191,6 +193,45 @@ def test_the_resnet_from_scratch_records_its_recipe_and_predicts_as_evaluated(tm
     assert (card["image_size"], card["backbone"], card["test_time_flip"]) == (None, None, True)
     np.testing.assert_allclose(class_probabilities(model, run.splits.x_test, card), run.models["scratch"].probabilities,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_every_seed_of_seeds_is_an_ordinary_run_and_results_summarise_them(tmp_path):
+    from cifar10_transfer.publish import MODELS_DIR
+    from cifar10_transfer.results import HISTORIES_DIR, RESULTS_FILE, load_results
+
+    workdir = tmp_path / "over"
+    run = _run(workdir, "models=cnn", "seeds=3,4")
+    found = run_all(run)
+    cnn = found["models"]["cnn"]
+    assert found["schema_version"] == 3 and load_results(workdir / RESULTS_FILE) == found
+    assert [r["seed"] for r in cnn["runs"]] == [3, 4] and cnn["evaluation"] == "single_view"
+    assert all(r["train_seconds"] > 0 and r["eval_seconds"] > 0 for r in cnn["runs"])
+    tests = [r["test_accuracy"] for r in cnn["runs"]]
+    assert tests[0] != tests[1]  # two seeds, two splits and initialisations: a spread to summarise
+    assert cnn["test_accuracy"] == pytest.approx(statistics.fmean(tests))
+    assert cnn["val_accuracy"] == pytest.approx(statistics.fmean(r["val_accuracy"] for r in cnn["runs"]))
+    spread = cnn["over_seeds"]["test_accuracy"]
+    assert spread["sd"] == pytest.approx(abs(tests[0] - tests[1]) / 2 ** 0.5) and spread["n"] == 2
+    assert spread["ci95"] == pytest.approx([cnn["test_accuracy"] + sign * 12.7062 * spread["sd"] / 2 ** 0.5
+                                            for sign in (-1, 1)], rel=1e-4)  # t(0.975, 1 degree of freedom)
+    # of two, the shown run is the one with the lower validation accuracy (seed 3 on a tie), and it
+    # is the run that `seed` alone gives
+    shown = min(cnn["runs"], key=lambda r: (r["val_accuracy"], r["seed"]))
+    alone = run_all(_run(tmp_path / "alone", "models=cnn", f"seed={shown['seed']}"))["models"]["cnn"]
+    assert (alone["val_accuracy"], alone["test_accuracy"]) == (shown["val_accuracy"], shown["test_accuracy"])
+    assert cnn["shown_seed"] == shown["seed"] and cnn["history"] == alone["history"]
+    assert cnn["confusion_matrix"] == alone["confusion_matrix"] and cnn["seconds"] == shown["train_seconds"]
+    shown_dir = workdir / "seeds" / f"seed{shown['seed']}"
+    history = (shown_dir / "stages" / "cnn" / "history.csv").read_text()
+    assert (workdir / HISTORIES_DIR / "cnn.csv").read_text() == history
+    card = json.loads((workdir / MODELS_DIR / "cnn.json").read_text())
+    assert card == json.loads((shown_dir / MODELS_DIR / "cnn.json").read_text())
+    assert run.models["cnn"].splits.y_test.shape == (50,) and found["best_model"] == "cnn"
+    assert sorted(p.name for p in (workdir / "seeds").iterdir()) == ["seed3", "seed4"]
+    # a new record on the same directory, as `--resume` makes: each seed's finished stage is kept, not retrained
+    again = run_all(_run(workdir, "models=cnn", "seeds=3,4"))["models"]["cnn"]
+    assert [(r["test_accuracy"], r["train_seconds"]) for r in again["runs"]] == [
+        (r["test_accuracy"], r["train_seconds"]) for r in cnn["runs"]]
 
 
 def test_making_a_run_record_does_no_work(tmp_path):

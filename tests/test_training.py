@@ -21,7 +21,8 @@ from cifar10_transfer.models import build_cnn, compile_classifier
 from cifar10_transfer.pipelines import cnn_dataset
 from cifar10_transfer.recipe import ScratchRecipe, Stage2Recipe
 from cifar10_transfer.registry import BACKBONES
-from cifar10_transfer.stages import Run, run_all
+from cifar10_transfer.runs import run_all
+from cifar10_transfer.stages import Run
 from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
                                        resolve_jit, resolve_precision, scratch_schedule, stage2_schedule)
 

@@ -18,7 +18,7 @@ _EXPORTS = {
     "StochasticDepth": "custom_layers", "Stage2Recipe": "recipe",
     "BACKBONES": "registry", "Backbone": "registry", "get_backbone": "registry",
     "stage": "study", "STUDY_ACCURACY": "study",
-    "Run": "stages", "ModelRun": "stages", "run_stage": "stages", "run_all": "stages",
+    "Run": "stages", "ModelRun": "stages", "run_stage": "stages", "run_all": "runs",
     "evaluate_predictions": "evaluation", "resolve_precision": "training", "make_strategy": "training",
     "UserError": "errors",
 }

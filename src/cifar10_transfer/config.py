@@ -34,6 +34,8 @@ class RunConfig:
     val_fraction: float = 0.2  # share of train_size held out for validation
     test_size: int | None = None  # None: the whole test set
     seed: int = 3  # drives the subset, the split, shuffling and weight init
+    seeds: str = ""  # comma-separated seeds, two or more, each trained as a run of its own with that
+    # `seed`, results summarised over them; empty: one run with `seed`
     # inputs
     image_size: int = 224  # backbone input side in pixels; the CNN always sees 32x32
     batch_size: int = 64  # global batch size, split across replicas
@@ -99,6 +101,11 @@ class RunConfig:
         chosen = {name.strip() for name in self.models.split(",") if name.strip()}
         chosen |= {name.replace("_finetuned", "_head") for name in chosen if name.endswith("_finetuned")}
         return [name for name in MODEL_NAMES if name in chosen]
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds a run trains, in the order given: `seeds`, or `seed` alone where it is empty."""
+        return [int(part) for part in self.seeds.split(",")] if self.seeds.strip() else [self.seed]
 
     @property
     def curve_size_list(self) -> list[int]:
@@ -187,6 +194,7 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
+    _validate_seeds(config.seeds)
     validate_scratch(config.scratch_recipe())
     for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
         validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names, config.image_size)
@@ -195,6 +203,19 @@ def _validate(config: RunConfig) -> None:
 def _fits(size: int | str | None, image_size: int) -> bool:
     """Whether a stage-2 training size never exceeds the evaluation size `image_size`."""
     return size is None or max(training_sizes(size, image_size, 2)) <= image_size
+
+
+def _validate_seeds(seeds: str) -> None:
+    if not seeds.strip():
+        return
+    try:
+        values = [int(part) for part in seeds.split(",")]
+    except ValueError:
+        raise UserError(f"config seeds={seeds!r} must be comma-separated whole numbers, e.g. 3,4,5.") from None
+    if min(values) < 0 or len(set(values)) != len(values):
+        raise UserError(f"config seeds={seeds!r} must hold distinct seeds of 0 or more.")
+    if len(values) < 2:
+        raise UserError(f"config seeds={seeds!r} names one seed; set seed={values[0]} instead and leave seeds empty.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -51,13 +51,19 @@ def _limitations(results: dict, curves: dict | None = None) -> list:
                      "transfer learning; their numbers say nothing about ImageNet pretraining.")
     missing = [s.name for s in table_stages(results["models"]) if s.name not in results["models"]]
     items += [f"{label(n)} not run: {not_run_reason(results, n)}." for n in missing]
-    items.append(f"This run is one seed ({cfg.get('seed')}) on {data.get('train', 0):,} training images: "
-                 "differences of about a point may be run-to-run noise.")
+    seeded = [n for n, m in results["models"].items() if "runs" in m]
+    if seeded:
+        items.append(f"Each stage trained under the seeds {cfg.get('seeds')} on {data.get('train', 0):,} training "
+                     "images: 'This run' is their mean, 'Over seeds' adds the standard deviation and the 95% "
+                     "confidence interval of the mean.")
+    else:
+        items.append(f"This run is one seed ({cfg.get('seed')}) on {data.get('train', 0):,} training images: "
+                     "differences of about a point may be run-to-run noise.")
     spread = run_seed_spread(results, curves)
     if spread:
         items.append(f"The 'Over seeds' column gives the spread of {_listed(label(n) for n in spread)} "
                      "over the learning curves' seeds at this size.")
-    once = [label(n) for n in results["models"] if n not in spread]
+    once = [label(n) for n in results["models"] if n not in spread and n not in seeded]
     steps = [f"Next: repeat {_listed(once)} with several seeds and report the spread."] if once else []
     if results.get("profile") != "full":
         steps.append("Next: run the `full` profile (all 50,000 training images).")
@@ -158,7 +164,9 @@ def _title(fig: Figure, results: dict, **_) -> None:
     lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
              f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
     if best:
-        lines.append(f"Best: {label(best)}, {format_accuracy(results['models'][best]['test_accuracy'])} test accuracy")
+        entry = results["models"][best]
+        over = f" (mean of {len(entry['runs'])} seeds)" if "runs" in entry else ""
+        lines.append(f"Best: {label(best)}, {format_accuracy(entry['test_accuracy'])} test accuracy{over}")
     fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
 
@@ -170,7 +178,8 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
         f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
         f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
-        f"val_fraction={cfg.get('val_fraction')}, seed={cfg.get('seed')}).",
+        f"val_fraction={cfg.get('val_fraction')}, "
+        + (f"seeds={cfg['seeds']})." if cfg.get("seeds") else f"seed={cfg.get('seed')})."),
         f"Data source: {prov.get('data', 'unknown')}.",
         "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
                                          for n in STUDY_STAGES)

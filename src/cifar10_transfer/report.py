@@ -50,15 +50,27 @@ def stage_label(results: dict, name: str) -> str:
 
 
 def run_seed_spread(results: dict, curves: dict | None) -> dict:
-    """(mean, std, seeds) per stage from the learning curves at this run's training-set size."""
-    return {} if curves is None else seed_spread(curves, results["config"].get("train_size"))
+    """(mean, std, seeds) per stage from the learning curves at this run's training-set size, for
+    the stages that this run did not train under several seeds itself."""
+    spread = {} if curves is None else seed_spread(curves, results["config"].get("train_size"))
+    return {name: found for name, found in spread.items() if "runs" not in results["models"].get(name, {})}
+
+
+def over_seeds_cell(entry: dict) -> str:
+    """A stage trained under several seeds: its mean test accuracy ± the sample standard deviation
+    (points), the 95% confidence interval of the mean and the number of seeds."""
+    spread = entry["over_seeds"]["test_accuracy"]
+    low, high = (100 * bound for bound in spread["ci95"])
+    return (f"{format_accuracy(spread['mean'])} ± {100 * spread['sd']:.1f} "
+            f"(95% CI {low:.1f}–{high:.1f}, {spread['n']} seeds)")
 
 
 def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
     """One row per stage (the study's, then the others trained), as display strings shared by
     the README and the deck. With notebook 03's `curves`, stages it ran at this run's size
     also show their mean ± standard deviation over seeds, marked where the curves evaluated
-    one view per image and this run also the mirror (`test_time_flip`); the others say "1 seed"."""
+    one view per image and this run also the mirror (`test_time_flip`). Stages this run trained
+    under several seeds show their own (`over_seeds_cell`); the others say "1 seed"."""
     rows, spread = [], run_seed_spread(results, curves)
     views = ", single view" if curves and results["config"].get("test_time_flip") and not (
         curves.get("config", {}).get("test_time_flip")) else ""
@@ -69,7 +81,8 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
                      "study": format_accuracy(study) if study is not None else "—",
                      "run": (format_accuracy(m["test_accuracy"]) if m
                              else f"not run: {not_run_reason(results, entry.name)}"),
-                     "seeds": f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
+                     "seeds": over_seeds_cell(m) if m and "runs" in m
+                     else f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
                      "diff": (f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None
                               else "—"),
@@ -195,8 +208,9 @@ def findings(results: dict) -> list[str]:
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
-    acc = models[best]["test_accuracy"]
-    out = [f"Best model: {label(best)} with {format_accuracy(acc)} test accuracy."]
+    acc, runs = models[best]["test_accuracy"], models[best].get("runs")
+    over = f" (the mean of {len(runs)} seeds)" if runs else ""
+    out = [f"Best model: {label(best)} with {format_accuracy(acc)} test accuracy{over}."]
     if str(results["provenance"].get("weights")) == "none" and any(stage(n).backbone for n in models):
         out.append("The backbones ran from random initialisation (weights none): not transfer learning, "
                    "so their rows only show that the pipeline runs.")
@@ -219,6 +233,9 @@ def findings(results: dict) -> list[str]:
         out.append(f"{label(name)}: {format_accuracy(models[name]['test_accuracy'])} here vs "
                    f"{format_accuracy(reported)} in the study "
                    f"({points_difference(models[name]['test_accuracy'], reported):+.1f} points).")
+    if runs:  # one model's details: those of the run shown
+        out.append(f"The mistakes and classes below are those of {label(best)}'s run with the median "
+                   f"validation accuracy (seed {models[best]['shown_seed']}).")
     confusions = models[best].get("top_confusions") or []
     per_class = models[best].get("per_class") or {}
     if confusions:

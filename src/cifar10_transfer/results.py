@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 from pathlib import Path
 
 from .errors import UserError
 
 # Version 2 added this key and chose `best_model` by validation accuracy; a file without the key is version 1.
-SCHEMA_VERSION = 2
+# Version 3 adds the entries of stages trained over several seeds (`runs`, `over_seeds`, `shown_seed`).
+SCHEMA_VERSION = 3
 # Paths relative to a run's directory (OUT, or the working directory of a run before it is published).
 RESULTS_FILE = "results/results.json"
 CURVES_FILE = "results/learning_curves.json"  # notebook 03's learning curves
@@ -37,9 +40,59 @@ def best_model(results: dict) -> str | None:
     models = results["models"]
 
     def validation(name: str) -> float:
+        if "runs" in models[name]:  # over seeds: their mean, in the view the runs were evaluated in
+            return statistics.fmean(run["val_accuracy"] for run in models[name]["runs"])
         return models[name].get("test_time_flip", {}).get("val_accuracy", models[name]["val_accuracy"])
 
     return max(models, key=validation, default=None)
+
+
+def summarise_seeds(values: list[float]) -> dict:
+    """Mean, sample standard deviation and 95% confidence interval of the mean (Student's t with
+    n - 1 degrees of freedom) of one number measured under two or more seeds."""
+    from scipy.stats import t  # imported here: the command line starts without it
+
+    if len(values) < 2:
+        raise ValueError(f"a spread over seeds needs two or more values, got {len(values)}")
+    mean, sd = statistics.fmean(values), statistics.stdev(values)
+    half = float(t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": len(values)}
+
+
+def seed_record(seed: int, entry: dict) -> dict:
+    """One seed's run of a stage, from its single-run entry: accuracies in the view it was evaluated
+    in (mirror-averaged under `test_time_flip`, with the single views beside) and its seconds."""
+    flip = entry.get("test_time_flip")
+    record = {"seed": seed, "val_accuracy": flip["val_accuracy"] if flip else entry["val_accuracy"],
+              "test_accuracy": entry["test_accuracy"], "train_seconds": entry["seconds"],
+              "eval_seconds": entry["eval_seconds"]}
+    if flip:
+        record.update(single_view_val_accuracy=flip["single_view_val_accuracy"],
+                      single_view_test_accuracy=flip["single_view_test_accuracy"])
+    return record
+
+
+def combine_seeds(entries: dict[int, dict]) -> dict:
+    """The results entry of a stage trained under each seed of `entries` (seed: its single-run entry).
+
+    Accuracies are means over the seeds, each summarised in `over_seeds`, and `evaluation` names
+    their view; everything that describes one model (history, confusions, per-class scores, loss,
+    seconds) is that of `shown_seed`, the run with the median validation accuracy (the lower
+    middle one for an even count; ties go to the smaller seed).
+    """
+    runs = [seed_record(seed, entry) for seed, entry in entries.items()]
+    shown = sorted(runs, key=lambda run: (run["val_accuracy"], run["seed"]))[(len(runs) - 1) // 2]["seed"]
+    keys = [key for key in runs[0] if key.endswith("accuracy")]
+    over_seeds = {key: summarise_seeds([run[key] for run in runs]) for key in keys}
+    flip = "test_time_flip" in entries[shown]
+    combined = {**entries[shown], "val_accuracy": over_seeds["val_accuracy"]["mean"],
+                "test_accuracy": over_seeds["test_accuracy"]["mean"],
+                "evaluation": "flip" if flip else "single_view", "shown_seed": shown, "runs": runs,
+                "over_seeds": over_seeds}
+    if flip:  # the same block as a single run's, of means, so every reader of it sees the seeds' summary
+        combined["test_time_flip"] = {"val_accuracy": over_seeds["val_accuracy"]["mean"],
+                                      **{key: over_seeds[key]["mean"] for key in keys if key.startswith("single")}}
+    return combined
 
 
 def _load(path: str | os.PathLike, kind: str, required: dict[str, type]) -> dict:

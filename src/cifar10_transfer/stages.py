@@ -1,14 +1,14 @@
-"""The stages of a run (CNN, ResNet from scratch, head, fine-tuning) as functions over one run record, and results.
+"""The stages of a run (CNN, ResNet from scratch, head, fine-tuning) as functions over one run record.
 
 `python -m cifar10_transfer train`, notebook 02, the learning curves and the tests all call
-`run_stage` / `run_all`. Each stage trains in its own directory under `workdir/stages/`, so an
-interrupted run continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
+`run_stage`, directly or through `runs.run_all`. Each stage trains in its own directory under `workdir/stages/` (under
+`config.seeds`, each seed's under `workdir/seeds/seed<s>/stages/`), so an interrupted run
+continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
 `<backbone>_finetuned` for any backbone of the registry.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -26,15 +26,12 @@ from .models import (TransferModel, at_any_size, build_cnn, build_resnet_scratch
                      unfreeze)
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .predict import save_for_prediction
-from .provenance import collect_provenance, weights_label
-from .publish import MODELS_DIR, write_atomic
+from .provenance import weights_label
+from .publish import MODELS_DIR
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
-from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results
-from .study import STUDY_STAGES
 from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict, resolve_jit,
                        resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
-from .weights import imagenet_status
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
 
@@ -49,6 +46,8 @@ class ModelRun:
     trainable_params: int
     precision: str
     probabilities: np.ndarray  # test-set class probabilities, N x 10, as the run evaluates them
+    splits: Splits  # the split of the run that trained it, whose test images `probabilities` describe
+    eval_seconds: float  # predicting the test (under test_time_flip also val) images and scoring them
     metrics: dict = field(default_factory=dict)
     details: dict = field(default_factory=dict)  # backbone, weights and stage-2 recipe of transfer stages, the
     # scratch stage's recipe, and the single-view accuracies beside the mirror-averaged ones under `test_time_flip`
@@ -59,7 +58,7 @@ class ModelRun:
         return {**{key: self.metrics[key] for key in ("test_accuracy", "test_loss")},
                 "train_accuracy": history["accuracy"][-1], "val_accuracy": history["val_accuracy"][-1],
                 "params": self.params, "trainable_params": self.trainable_params,
-                "epochs": self.stage.epochs, "seconds": self.stage.seconds,
+                "epochs": self.stage.epochs, "seconds": self.stage.seconds, "eval_seconds": self.eval_seconds,
                 "images_per_second": self.stage.images_per_second, "precision": self.precision,
                 "history": {key: history[key] for key in
                             ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")},
@@ -164,10 +163,11 @@ def _finish(run: Run, name: str, model, stage: StageResult, precision: str, pred
         backbone = details.get("backbone")
         save_for_prediction(model, run.workdir / MODELS_DIR, name, run.splits.class_names,
                             run.config.image_size if backbone else None, backbone, run.config.test_time_flip)
+    started = time.perf_counter()
     probabilities, flip = _evaluated(run, predict_split)
     metrics = evaluate_predictions(run.splits.y_test, probabilities, run.splits.class_names)
     model_run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
-                         probabilities, metrics, {**details, **flip})
+                         probabilities, run.splits, time.perf_counter() - started, metrics, {**details, **flip})
     run.models[name] = model_run
     return model_run
 
@@ -383,41 +383,3 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
 def trained(run: Run, kind: str) -> list[ModelRun]:
     """The stages of `kind` ("cnn", "scratch", "head" or "finetuned") that `run` has trained, in run order."""
     return [model for name, model in run.models.items() if parse_stage(name)[1] == kind]
-
-
-def _not_run_reason(run: Run, name: str) -> str:
-    if name in run.config.model_list:
-        return "not finished"
-    spec, _ = parse_stage(name)
-    if spec is not None and run.weights == "imagenet" and imagenet_status(spec) == "unavailable offline":
-        return "ImageNet weights unavailable offline"
-    return "not selected"
-
-
-def results(run: Run) -> dict:
-    """The content of results.json for the stages trained so far."""
-    skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in run.models]
-    return assemble_results(
-        profile=run.profile, config=run.config.to_dict(),
-        provenance=collect_provenance(run.dataset, weights_label(run.weights), run.started),
-        execution={"jit_compile": run.jit_compile, "strategy": type(run.strategy).__name__,
-                   "replicas": run.strategy.num_replicas_in_sync},
-        data={**run.splits.sizes(), "class_names": list(run.splits.class_names)},
-        models={name: model_run.summary() for name, model_run in run.models.items()},
-        not_run={name: _not_run_reason(run, name) for name in skipped})
-
-
-def run_all(run: Run) -> dict:
-    """Train every selected stage in order, write the results files and return the results."""
-    for name in run.config.model_list:
-        run_stage(run, name)
-    found = results(run)
-    save_results(run, found)
-    return found
-
-
-def save_results(run: Run, found: dict) -> Path:
-    """Write results.json and each model's history CSV under `workdir/results/`."""
-    for name in found["models"]:
-        write_atomic(run.workdir / HISTORIES_DIR / f"{name}.csv", (run.stage_dir(name) / "history.csv").read_text())
-    return write_atomic(run.workdir / RESULTS_FILE, json.dumps(found, indent=2) + "\n")

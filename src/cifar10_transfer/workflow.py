@@ -93,7 +93,8 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
     out = Path(out)
     config = make_config(profile, overrides)  # bad settings fail here, before TensorFlow is imported
     with RunLock(out):
-        from .stages import Run, run_all
+        from .runs import run_all
+        from .stages import Run
         from .training import make_strategy
 
         strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
