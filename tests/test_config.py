@@ -127,3 +127,17 @@ def test_seeds_are_a_comma_separated_setting_of_two_or_more_distinct_seeds():
         make_config("seed", {"seeds": "5"})
     with pytest.raises(UserError, match="expected str"):
         make_config("seed", ["seeds=5"])  # one seed parses as a number, not the list this key holds
+
+
+def test_curve_models_name_kinds_of_the_curve_backbone_and_refuse_others():
+    config = make_config("smoke")
+    assert config.curve_stage_list == ["cnn", "scratch", "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]
+    chosen = make_config("smoke", ["curve_models=finetuned,cnn", "curve_backbone=resnet50"])
+    assert chosen.curve_stage_list == ["cnn", "resnet50_finetuned"]
+    with pytest.raises(UserError, match="curve_models='resnet50_head' is unknown; choose from cnn, scratch, head"):
+        make_config("smoke", ["curve_models=resnet50_head"])
+    with pytest.raises(UserError, match="curve_models is empty"):
+        make_config("smoke", ["curve_models=,"])
+    assert make_config("smoke", ["curve_finetune_max_size=none"]).curve_finetune_max_size is None
+    with pytest.raises(UserError, match="curve_finetune_max_size=0 must be positive"):
+        make_config("smoke", ["curve_finetune_max_size=0"])

@@ -7,12 +7,16 @@ import pytest
 from cifar10_transfer import deck, report
 from cifar10_transfer.config import make_config
 from cifar10_transfer.analysis import save_curve_figures
-from cifar10_transfer.curve_report import curve_findings, curve_summary, run_times
+from cifar10_transfer.curve_report import curve_findings, run_times
+from cifar10_transfer.curve_stats import curve_summary
 from cifar10_transfer.curves import run_learning_curves
 from cifar10_transfer.data import synthetic_dataset
 
+# every line of the curves, fine-tuning capped at the smaller size
 TINY = ["curve_sizes=100,200", "curve_seeds=2", "resolution_sizes=32,48", "image_size=32", "test_size=200",
-        "batch_size=50"]
+        "batch_size=50", "curve_finetune_max_size=100"]
+LINES = ("cnn", "scratch", "efficientnet_lite0_head")
+TUNED = "efficientnet_lite0_finetuned"
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
     assert written == json.loads(json.dumps(first))
     points = written["points"]
     assert {(p["model"], p["train_size"], p["seed"]) for p in points} == {
-        (m, n, s) for m in ("cnn", "efficientnet_lite0_head") for n in (100, 200) for s in (3, 4)}
+        (m, n, s) for m in LINES for n in (100, 200) for s in (3, 4)} | {(TUNED, 100, s) for s in (3, 4)}
     for p in points:
         assert 0 <= p["test_accuracy"] <= 1 and p["seconds"] > 0
     assert [r["image_size"] for r in written["resolution"]] == [32, 48]
@@ -41,19 +45,20 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
         assert r["features_per_second"] > 0 and r["feature_seconds"] > 0 and r["images"] == 500 + 200
     assert written["provenance"]["weights"] == "none" and written["backbone"] == "efficientnet_lite0"
     summary = curve_summary(written)
-    assert set(summary["count"]) == {2} and len(summary) == 4
+    assert set(summary["count"]) == {2} and len(summary) == 3 * 2 + 1
 
 
 @pytest.mark.slow
 def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_points(two_runs):
     _, first, second = two_runs
-    assert first["backbone_images_computed"] > 0 and first["stages_trained"] == 8 + 2
+    # 3 lines at 2 sizes, fine-tuning at 1, 2 seeds each; 2 input sizes
+    assert first["backbone_images_computed"] > 0 and first["stages_trained"] == (3 * 2 + 1) * 2 + 2
     assert second["backbone_images_computed"] == 0 and second["stages_trained"] == 0
     # both runs are recorded beside the stages, the first (which trained them) first
-    assert [run["stages_trained"] for run in second["runs"]] == [10, 0]
+    assert [run["stages_trained"] for run in second["runs"]] == [16, 0]
     assert second["runs"][0]["seconds"] == first["seconds"] and second["runs"][1]["seconds"] == second["seconds"]
     assert run_times(second) == (f"first run {first['seconds'] / 60:.1f} min, {first['backbone_images_computed']:,} "
-                                 "images through the backbone, 10 stages trained; rerun with the features and stages "
+                                 "images through the backbone, 16 stages trained; rerun with the features and stages "
                                  f"kept {second['seconds'] / 60:.1f} min, 0 images through the backbone, "
                                  "0 stages trained")
     assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
@@ -87,6 +92,7 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
     assert all(p.stat().st_size > 10_000 for p in paths)
     findings = curve_findings(first)
     assert any("2 seeds spread by at most" in line for line in findings)
+    assert any(line.startswith("Labelled images for 80% test accuracy") for line in findings)
     assert any(line.startswith("Input size:") for line in findings)
     block = report.curves_block(first)
     assert "images/learning_curve.png" in block and "weights: none" in block
@@ -95,7 +101,7 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_deck_gains_a_slide_per_curve_figure(two_runs, tmp_path):
+def test_the_deck_gains_a_slide_per_curve_figure_and_one_of_gaps(two_runs, tmp_path):
     import pypdf
 
     from test_plots_report import CLASSES, _model
@@ -106,6 +112,7 @@ def test_the_deck_gains_a_slide_per_curve_figure(two_runs, tmp_path):
                "provenance": first["provenance"], "models": {"cnn": _model(0.5, 356810)}, "best_model": "cnn"}
     without = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "a.pdf"))
     with_curves = pypdf.PdfReader(deck.render_deck(results, tmp_path, tmp_path / "b.pdf", first))
-    assert len(with_curves.pages) == len(without.pages) + 2
+    assert len(with_curves.pages) == len(without.pages) + 3
     text = " ".join(" ".join(page.extract_text() for page in with_curves.pages).split())
     assert "How much labelled data transfer learning saves" in text and "Input resolution versus cost" in text
+    assert "Learning curves: gaps and cost" in text and "paired by seed with a 95% t interval" in text

@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from .errors import UserError
 from .recipe import (CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, training_sizes, validate,
                      validate_scratch)
-from .registry import BACKBONES, get_backbone, parse_stage, stage_names
+from .registry import BACKBONES, SCRATCH_STAGES, STAGE_KINDS, get_backbone, parse_stage, stage_name, stage_names
 
 MODEL_NAMES = stage_names()  # cnn, scratch, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
+CURVE_KINDS = (*SCRATCH_STAGES, *STAGE_KINDS)  # what curve_models may name: cnn, scratch, head, finetuned
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,13 @@ class RunConfig:
     deterministic: bool = True  # TensorFlow op determinism (identical CPU runs); excludes XLA
     models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated stages (MODEL_NAMES)
     # learning curves and input resolution (notebook 03)
-    curve_backbone: str = "efficientnet_lite0"  # its head is compared with the CNN; needs ImageNet weights
+    curve_backbone: str = "efficientnet_lite0"  # its head and fine-tuned stage are the curves' transfer lines;
+    # needs ImageNet weights
     curve_sizes: str = "500,1000,2000,5000,10000,20000,50000"  # training-set sizes (train + val images)
     curve_seeds: int = 3  # seeds seed, seed+1, ... per size; each size is a stratified draw per seed
+    curve_models: str = "cnn,scratch,head,finetuned"  # the curves' lines (CURVE_KINDS): the two stages from
+    # scratch, and curve_backbone's head and fine-tuned stage (stage 2 with recipe(curve_backbone))
+    curve_finetune_max_size: int | None = None  # fine-tune only at curve sizes up to this; None: at every size
     resolution_sizes: str = "64,96,128,160,224"  # backbone input sides for the resolution-cost study
 
     def __post_init__(self) -> None:
@@ -111,6 +116,13 @@ class RunConfig:
     def curve_size_list(self) -> list[int]:
         """`curve_sizes` as integers, ascending."""
         return sorted(int(size) for size in self.curve_sizes.split(","))
+
+    @property
+    def curve_stage_list(self) -> list[str]:
+        """The stages of `curve_models` in run order, `head` and `finetuned` those of `curve_backbone`."""
+        kinds = {kind.strip() for kind in self.curve_models.split(",") if kind.strip()}
+        chosen = {kind if kind in SCRATCH_STAGES else stage_name(self.curve_backbone, kind) for kind in kinds}
+        return [name for name in MODEL_NAMES if name in chosen]
 
     @property
     def resolution_size_list(self) -> list[int]:
@@ -195,6 +207,7 @@ def _validate(config: RunConfig) -> None:
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
     _validate_seeds(config.seeds)
+    _validate_curve_models(config)
     validate_scratch(config.scratch_recipe())
     for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
         validate(config.recipe(backbone), get_backbone(backbone), f"{backbone}_finetuned" in names, config.image_size)
@@ -216,6 +229,16 @@ def _validate_seeds(seeds: str) -> None:
         raise UserError(f"config seeds={seeds!r} must hold distinct seeds of 0 or more.")
     if len(values) < 2:
         raise UserError(f"config seeds={seeds!r} names one seed; set seed={values[0]} instead and leave seeds empty.")
+
+
+def _validate_curve_models(config: RunConfig) -> None:
+    kinds = [kind.strip() for kind in config.curve_models.split(",") if kind.strip()]
+    if not kinds:
+        raise UserError(f"config curve_models is empty; choose from {', '.join(CURVE_KINDS)}.")
+    for kind in kinds:
+        _check_choice("curve_models", kind, CURVE_KINDS)
+    if config.curve_finetune_max_size is not None and config.curve_finetune_max_size <= 0:
+        raise UserError(f"config curve_finetune_max_size={config.curve_finetune_max_size} must be positive.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

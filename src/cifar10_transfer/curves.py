@@ -2,8 +2,8 @@
 
 Every point is an ordinary `stages.Run` (the same stage code as `train`), run at another
 training-set size, seed or image size. All of them share one `FeatureCache`, so each image
-passes the backbone once per image size, whatever the number of sizes and seeds; fine-tuning
-is not part of the curves (it runs only at the study's size, in notebook 02).
+passes the frozen backbone once per image size, whatever the number of sizes and seeds; a
+fine-tuned point trains on from its own head with the stage-2 recipe of `curve_backbone`.
 """
 
 from __future__ import annotations
@@ -40,20 +40,31 @@ def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str
 
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
                           cache: FeatureCache) -> list[dict]:
-    """The CNN and the `curve_backbone` head at every size of `curve_sizes`, `curve_seeds` seeds each."""
-    head = f"{config.curve_backbone}_head"
+    """Every stage of `curve_models` at every size of `curve_sizes`, `curve_seeds` seeds each.
+
+    All stages of one size and seed share one run, so they train on the same images: the
+    report pairs them by seed. A fine-tuned stage's head is recorded too (stage 2 starts from it)."""
     points = []
     for size in config.curve_size_list:
+        stages = [name for name in config.curve_stage_list if not _capped(config, name, size)]
+        if not stages:  # only fine-tuning was asked for, and the cap leaves it out at this size
+            continue
         for seed in range(config.seed, config.seed + config.curve_seeds):
-            run_config = config.replace(train_size=size, seed=seed, models=f"cnn,{head}")
+            run_config = config.replace(train_size=size, seed=seed, models=",".join(stages))
             run = Run(run_config, dataset, weights, Path(workdir) / f"n{size}-seed{seed}", cache=cache,
                       save_models=False)
-            for stage in ("cnn", head):
+            for stage in run_config.model_list:
                 trained = run_stage(run, stage)
                 points.append({"model": stage, "train_size": size, "seed": seed,
                                "test_accuracy": trained.metrics["test_accuracy"], "seconds": trained.stage.seconds,
                                "reused": trained.stage.reused})
     return points
+
+
+def _capped(config: RunConfig, stage: str, size: int) -> bool:
+    """Whether `curve_finetune_max_size` leaves fine-tuning out at `size`."""
+    cap = config.curve_finetune_max_size
+    return stage.endswith("_finetuned") and cap is not None and size > cap
 
 
 def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,

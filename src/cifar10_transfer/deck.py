@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
-from .curve_report import curve_findings
+from .curve_report import gap_findings, lead_findings, resolution_findings
 from .figures import FIGURES, training_curve
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
@@ -270,9 +270,9 @@ def _training_curves(fig: Figure, results: dict, images: Path, **_) -> None:
 
 
 def _curve_slide(name: str, resolution: bool):
-    """A curve figure beside its findings: the input-size sentence (`resolution`) or all the others."""
+    """A curve figure beside its findings: the input-size sentence (`resolution`) or the learning curves'."""
     def draw(fig: Figure, images: Path, curves: dict, **_) -> None:
-        lines = [line for line in curve_findings(curves) if line.startswith("Input size") == resolution]
+        lines = resolution_findings(curves) if resolution else lead_findings(curves)
         _picture(fig, images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
         _bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
                  size=16)
@@ -308,6 +308,7 @@ _OPENING = (
     ("Training curves", _training_curves),
 )
 _CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False)),
+           ("Learning curves: gaps and cost", lambda fig, curves, **_: _bullets(fig, gap_findings(curves))),
            (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True)))
 _CLOSING = (
     ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),

@@ -6,7 +6,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .curve_report import curve_findings, run_times, seed_spread
+from .curve_report import curve_findings, curve_tables_markdown, run_times, seed_spread
 from .errors import UserError
 from .figures import FIGURES
 from .plots import format_accuracy
@@ -21,10 +21,11 @@ CURVES_START, CURVES_END = "<!-- curves:start -->", "<!-- curves:end -->"
 
 
 def curves_block(curves: dict) -> str:
-    """What the README shows between its curves markers: both figures and the computed findings."""
+    """What the README shows between its curves markers: both figures, the computed findings and the tables."""
     prov = curves["provenance"]
     lines = [line for name in ("learning_curve", "resolution_cost") for line in (FIGURES[name].markdown(), "")]
     lines += [f"- {_md_escape(line)}" for line in curve_findings(curves)]
+    lines += ["", curve_tables_markdown(curves)]
     details = [f"profile {curves.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {prov.get('weights', 'unknown')}", f"hardware: {prov.get('hardware', 'unknown')}",
                run_times(curves),
