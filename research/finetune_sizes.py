@@ -27,7 +27,7 @@ from statistics import fmean, stdev
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "research" / "results" / "finetune_sizes.json"
 BASELINE = "224"
-CANDIDATES = (BASELINE, "128", "128-224")  # finetune_image_size values; 128-224 ends at the evaluation size
+CANDIDATES = (BASELINE, "128")  # finetune_image_size values (see research/README.md for 128-224)
 # A small Lite0 job at the evaluation size of the study: 1,600 training and 400 validation images.
 JOB = ["models=efficientnet_lite0_finetuned", "image_size=224", "train_size=2000", "test_size=1000",
        "head_epochs=5", "finetune_epochs=4"]

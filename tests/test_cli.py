@@ -124,7 +124,8 @@ def test_a_second_run_into_the_same_output_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_train_writes_the_documented_results(tmp_path):
-    result = cli("train", "--profile", "smoke", "--data", "synthetic", "--weights", "none", "--out", tmp_path)
+    result = cli("train", "--profile", "smoke", "--data", "synthetic", "--weights", "none", "--out", tmp_path,
+                 "--set", "models=cnn,resnet50_finetuned")
     assert result.returncode == 0, result.stderr
     results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert set(results) >= {"config", "profile", "provenance", "data", "models", "not_run", "best_model"}

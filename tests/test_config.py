@@ -141,3 +141,8 @@ def test_curve_models_name_kinds_of_the_curve_backbone_and_refuse_others():
     assert make_config("smoke", ["curve_finetune_max_size=none"]).curve_finetune_max_size is None
     with pytest.raises(UserError, match="curve_finetune_max_size=0 must be positive"):
         make_config("smoke", ["curve_finetune_max_size=0"])
+
+
+def test_the_default_stages_are_the_studys_the_resnet_from_scratch_and_efficientnet_lite0s():
+    assert make_config("seed").model_list == ["cnn", "scratch", "resnet50_head", "resnet50_finetuned",
+                                              "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]

@@ -86,7 +86,9 @@ class RunConfig:
     jit_compile: str = "auto"  # XLA: auto (on for GPUs unless deterministic) | on | off
     strategy: str = "auto"  # tf.distribute: auto | default | mirrored | multi_worker
     deterministic: bool = True  # TensorFlow op determinism (identical CPU runs); excludes XLA
-    models: str = "cnn,resnet50_head,resnet50_finetuned"  # comma-separated stages (MODEL_NAMES)
+    # comma-separated stages (MODEL_NAMES): the study's three, the ResNet from scratch and EfficientNet-Lite0's
+    # two, whose weights install with pip, so that a machine without internet still runs all but ResNet50's
+    models: str = "cnn,scratch,resnet50_head,resnet50_finetuned,efficientnet_lite0_head,efficientnet_lite0_finetuned"
     # learning curves and input resolution (notebook 03)
     curve_backbone: str = "efficientnet_lite0"  # its head and fine-tuned stage are the curves' transfer lines;
     # needs ImageNet weights
