@@ -15,7 +15,9 @@ def test_seed_profile_is_the_study():
     assert config.scratch_epochs == 20 and config.scratch_recipe() == ScratchRecipe()
     # stage 2 depth and rate come from each backbone's registry entry (ResNet50: the study's 30 and 1e-5)
     assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (None, 1e-3, None)
-    assert config.model_list == ["cnn", "resnet50_head", "resnet50_finetuned"]
+    # the study's three stages, beside the ResNet from scratch and EfficientNet-Lite0's two
+    assert config.model_list == ["cnn", "scratch", "resnet50_head", "resnet50_finetuned", "efficientnet_lite0_head",
+                                 "efficientnet_lite0_finetuned"]
 
 
 def test_profiles_differ_where_documented():
@@ -141,8 +143,3 @@ def test_curve_models_name_kinds_of_the_curve_backbone_and_refuse_others():
     assert make_config("smoke", ["curve_finetune_max_size=none"]).curve_finetune_max_size is None
     with pytest.raises(UserError, match="curve_finetune_max_size=0 must be positive"):
         make_config("smoke", ["curve_finetune_max_size=0"])
-
-
-def test_the_default_stages_are_the_studys_the_resnet_from_scratch_and_efficientnet_lite0s():
-    assert make_config("seed").model_list == ["cnn", "scratch", "resnet50_head", "resnet50_finetuned",
-                                              "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]
