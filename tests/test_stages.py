@@ -12,7 +12,9 @@ from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.pipelines import transfer_dataset
 from cifar10_transfer.runs import results, run_all
+from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.stages import Run, run_stage
+from cifar10_transfer.training import precision_choice
 
 TINY = ["image_size=32", "train_size=100", "test_size=50", "batch_size=25", "head_epochs=1", "finetune_epochs=1",
         "models=resnet50_finetuned"]
@@ -254,6 +256,7 @@ def test_online_stage_two_validates_and_tests_through_the_cached_prefix(lite0_ru
     _, run, found = lite0_run
     finetuned = found["models"]["efficientnet_lite0_finetuned"]
     assert run.cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
+    assert finetuned["precision_reason"] == precision_choice("auto", BACKBONES["efficientnet_lite0"])[1]
     transfer, s = run.transfers["efficientnet_lite0"], run.splits
     direct = transfer.model.evaluate(_images(transfer, s.x_val, s.y_val, False), verbose=0, return_dict=True)
     assert finetuned["history"]["val_loss"][-1] == pytest.approx(direct["loss"], rel=1e-4)

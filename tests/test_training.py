@@ -23,7 +23,7 @@ from cifar10_transfer.recipe import ScratchRecipe, Stage2Recipe
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.runs import run_all
 from cifar10_transfer.stages import Run
-from cifar10_transfer.training import (fit_stage, make_strategy, precision_policy, read_history,
+from cifar10_transfer.training import (fit_stage, make_strategy, precision_choice, precision_policy, read_history,
                                        resolve_jit, resolve_precision, scratch_schedule, stage2_schedule)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,19 @@ def test_auto_precision(gpus, flags, model, expected):
 
 def test_explicit_precision_wins():
     assert resolve_precision("float32", BACKBONES["resnet50"], gpus=[(9, 0)], flags=set()) == "float32"
+
+
+def test_the_precision_choice_says_why_in_words_results_json_records():
+    lite0, resnet = BACKBONES["efficientnet_lite0"], BACKBONES["resnet50"]
+    assert precision_choice("auto", lite0, gpus=[], flags={"avx2"}) == (
+        "float32", "auto: float32 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16)")
+    assert precision_choice("auto", lite0, gpus=[], flags={"amx_bf16"}) == (
+        "float32", "auto: float32 on a CPU with amx_bf16: make bench measured bfloat16 slower for EfficientNet-Lite0")
+    assert precision_choice("auto", resnet, gpus=[], flags={"amx_bf16", "avx512_bf16"})[1] == (
+        "auto: mixed_bfloat16 on a CPU with amx_bf16, avx512_bf16, where make bench measured it faster than float32 "
+        "for ResNet50")
+    assert precision_choice("mixed_float16", None) == ("mixed_float16", "set: precision=mixed_float16")
+    assert precision_choice("auto", None)[0] == "float32"
 
 
 def test_mixed_policy_keeps_softmax_float32_and_is_restored():

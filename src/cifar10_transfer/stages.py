@@ -30,8 +30,8 @@ from .provenance import weights_label
 from .publish import MODELS_DIR
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
-from .training import (StageResult, fit_stage, make_strategy, precision_policy, predict, resolve_jit,
-                       resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
+from .training import (StageResult, fit_stage, make_strategy, precision_choice, precision_policy, predict,
+                       resolve_jit, resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
 
@@ -158,9 +158,10 @@ def _evaluated(run: Run, predict_split) -> tuple[np.ndarray, dict]:
 def _finish(run: Run, name: str, model, stage: StageResult, precision: str, predict_split,
             details: dict | None = None) -> ModelRun:
     """Save a trained stage for `predict`, evaluate it on the test set and record it in `run`."""
-    details = details or {}
+    backbone = (details or {}).get("backbone")
+    details = {**(details or {}), "precision_reason": precision_choice(
+        run.config.precision, get_backbone(backbone) if backbone else None)[1]}
     if run.save_models:
-        backbone = details.get("backbone")
         save_for_prediction(model, run.workdir / MODELS_DIR, name, run.splits.class_names,
                             run.config.image_size if backbone else None, backbone, run.config.test_time_flip)
     started = time.perf_counter()

@@ -48,26 +48,41 @@ def gpu_compute_capabilities() -> list[tuple[int, int]]:
 
 def resolve_precision(setting: str, backbone: Backbone | None, gpus: list[tuple[int, int]] | None = None,
                       flags: set[str] | None = None) -> str:
-    """The Keras dtype policy for a stage under the `precision` setting (`backbone` None: the CNN).
+    """The Keras dtype policy for a stage under the `precision` setting (`backbone` None: a model
+    trained from scratch); `precision_choice` says why."""
+    return precision_choice(setting, backbone, gpus, flags)[0]
+
+
+def precision_choice(setting: str, backbone: Backbone | None, gpus: list[tuple[int, int]] | None = None,
+                     flags: set[str] | None = None) -> tuple[str, str]:
+    """(policy, reason) of a stage under the `precision` setting, the reason as results.json records it.
 
     `auto` picks mixed_float16 on GPUs with tensor cores (compute capability 7.0 or newer)
     and float32 on older ones. On CPUs with native bfloat16 (avx512_bf16 or AMX) it picks
     mixed_bfloat16 only for backbones whose registry entry says `make bench` measured it
     faster (ResNet50 yes; EfficientNet-Lite0's depthwise convolutions ran slower), float32
-    otherwise. The CNN stays float32 under `auto`: bfloat16 cost it accuracy in `make bench`,
-    and a model this small gains little speed from lower precision.
+    otherwise; without native bfloat16, float32 (bfloat16 is emulated there). The models trained
+    from scratch stay float32 under `auto`: bfloat16 cost the CNN accuracy in `make bench`, and
+    a model this small gains little speed from lower precision.
     """
     if setting != "auto":
-        return setting
+        return setting, f"set: precision={setting}"
     if backbone is None:
-        return "float32"
+        return "float32", "auto: float32 for a model trained from scratch (bfloat16 cost the CNN accuracy, make bench)"
     gpus = gpu_compute_capabilities() if gpus is None else gpus
     flags = set(cpu_isa()) if flags is None else flags
     if gpus:
-        return "mixed_float16" if all(cap >= (7, 0) for cap in gpus) else "float32"
-    if backbone.cpu_bfloat16 and flags & {"avx512_bf16", "amx_bf16"}:
-        return "mixed_bfloat16"
-    return "float32"
+        if all(cap >= (7, 0) for cap in gpus):
+            return "mixed_float16", "auto: mixed_float16 on GPUs with tensor cores (compute capability 7.0 or newer)"
+        return "float32", "auto: float32 on a GPU older than compute capability 7.0 (no tensor cores)"
+    native = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    if not native:
+        return "float32", "auto: float32 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16)"
+    if backbone.cpu_bfloat16:
+        return "mixed_bfloat16", (f"auto: mixed_bfloat16 on a CPU with {', '.join(native)}, where make bench "
+                                  f"measured it faster than float32 for {backbone.label}")
+    return "float32", (f"auto: float32 on a CPU with {', '.join(native)}: make bench measured bfloat16 slower "
+                       f"for {backbone.label}")
 
 
 @contextlib.contextmanager
