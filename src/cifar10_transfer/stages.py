@@ -32,6 +32,7 @@ from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
 from .training import (StageResult, fit_stage, make_strategy, precision_choice, precision_policy, predict,
                        resolve_jit, resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
+from .weights import weights_file_identity
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
 
@@ -218,7 +219,8 @@ def _train_at_32(run: Run, name: str, build, optimizer, epochs: int, translate: 
 def _transfer_details(run: Run, transfer: TransferModel) -> dict:
     spec = transfer.spec
     source = spec.imagenet_source if run.weights == "imagenet" else weights_label(run.weights)
-    return {"backbone": spec.name, "weights": weights_label(run.weights), "weights_source": source}
+    return {"backbone": spec.name, "weights": weights_label(run.weights), "weights_source": source,
+            **weights_file_identity(spec, run.weights)}
 
 
 def _cut(run: Run, backbone: str) -> BackboneCut | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import socket
+from importlib import metadata
 from pathlib import Path
 
 from .errors import UserError
+from .publish import file_sha256
 from .registry import Backbone
 
 KERAS_WEIGHTS_HOST = ("storage.googleapis.com", 443)  # where keras.applications downloads weights from
@@ -79,3 +81,18 @@ def check_weights_available(backbone: Backbone, weights: str) -> None:
             raise UserError(imagenet_unavailable(backbone, f"not cached, {KERAS_WEIGHTS_HOST[0]} unreachable"))
     elif weights != "none":
         check_weights_file(weights)
+
+
+def weights_file_identity(backbone: Backbone, weights: str) -> dict:
+    """The file a run's `weights` loaded into `backbone`: its name and sha256 and, for ImageNet
+    weights, the package that supplied it and its version; {} for random init ("none")."""
+    if weights == "none":
+        return {}
+    if weights != "imagenet":
+        return {"weights_file": Path(weights).name, "weights_sha256": file_sha256(weights)}
+    if backbone.keras_cache_file is None:
+        path, package = lite0_checkpoint_path(), LITE0_PACKAGE
+    else:
+        path, package = keras_models_dir() / backbone.keras_cache_file, "keras"
+    return {"weights_file": path.name, "weights_sha256": file_sha256(path),
+            "weights_package": f"{package}=={metadata.version(package)}"}
