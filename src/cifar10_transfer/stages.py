@@ -238,14 +238,15 @@ def _pooled(run: Run, transfer: TransferModel, part: str, index, view: str = "pl
 
 
 def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
-    """Stage 1 on pooled features computed once (its seconds include computing them)."""
+    """Stage 1 on pooled features computed once. Its seconds include computing the training and
+    validation images' (training needs them); the test images' are computed when the stage is
+    evaluated, and count in its evaluation seconds, as every stage's test predictions do."""
     config, s, started = run.config, run.splits, time.perf_counter()
     # val and test pass the frozen prefix once for both stages when stage 2 runs
     cut = _cut(run, transfer.spec.name) if stage_name(transfer.spec.name, "finetuned") in config.model_list else None
     also = cut.tensors if cut else None
     features = {"train": _pooled(run, transfer, "train", s.train_index),
-                "val": _pooled(run, transfer, "train", s.val_index, also=also),
-                "test": _pooled(run, transfer, "test", s.test_index, also=also)}
+                "val": _pooled(run, transfer, "train", s.val_index, also=also)}
     x_train, y_train = features["train"], s.y_train
     if config.cache_flips:
         flipped = _pooled(run, transfer, "train", s.train_index, "flip")
@@ -259,6 +260,8 @@ def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
 
     def predict_split(split, mirrored):
         _, y, part, index = _split(run, split)
+        if not mirrored and split not in features:  # the test images: computed as the stage is evaluated
+            features[split] = _pooled(run, transfer, part, index, also=also)
         x = _pooled(run, transfer, part, index, "flip") if mirrored else features[split]
         return transfer.head.predict(array_dataset(x, y, config.batch_size), verbose=0)
 
