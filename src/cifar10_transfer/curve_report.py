@@ -18,6 +18,10 @@ from .study import label
 
 TARGETS = (0.8, 0.9)  # test accuracies whose price in labelled images the findings state
 LEAD_THRESHOLD = 0.02  # the figure marks where a transfer line's lead over the reference falls below 2 points
+# The curves compute each image's backbone features once and share them across sizes and seeds, so a
+# transfer point's seconds count only the features no earlier point computed: they depend on the run order.
+SHARED_FEATURES = ("; a transfer line's count only the backbone features no earlier point computed, as every size "
+                   "and seed shares them")
 
 
 def run_times(curves: dict) -> str:
@@ -110,7 +114,12 @@ def _seconds_sentence(curves: dict) -> str:
         parts.append(f"{_name(model)} {ran.iloc[-1]:,.0f} s" + (f" (at {ran.index[-1]:,})" if ran.index[-1] != largest
                                                                else ""))
     tuned = " (fine-tuned: with its head)" if _fine_tuned(table.columns) else ""
-    return f"Training seconds at {largest:,} images, mean over seeds{tuned}: {'; '.join(parts)}."
+    return (f"Training seconds at {largest:,} images, mean over seeds{tuned}: {'; '.join(parts)}"
+            f"{SHARED_FEATURES if _transfer(table.columns) else ''}.")
+
+
+def _transfer(models) -> bool:
+    return any(parse_stage(model)[0] is not None for model in models)
 
 
 def _fine_tuned(models) -> bool:
@@ -194,7 +203,8 @@ def curve_tables_markdown(curves: dict) -> str:
         f"Test accuracy per size (mean ± standard deviation over seeds) and each transfer line minus the {reference}, "
         "the mean of the seed-paired differences with its 95% t interval:", markdown_table(accuracy_table(curves)),
         "Training seconds per size (mean over seeds"
-        + ("; a fine-tuned model's include its head's):" if _fine_tuned(curve_models(curves)) else "):"),
+        + ("; a fine-tuned model's include its head's" if _fine_tuned(curve_models(curves)) else "")
+        + (SHARED_FEATURES if _transfer(curve_models(curves)) else "") + "):",
         markdown_table(seconds_table(curves))])
 
 
