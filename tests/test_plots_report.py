@@ -155,8 +155,8 @@ def test_model_comparison_marks_models_not_run(results):
 def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
-    assert lines[0] == ("| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) "
-                        "| Seconds |")
+    assert lines[0] == ("| Model | Study (reported) | This run | Over seeds (mean ± std) "
+                        "| Difference (points, single view) | Seconds |")
     assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
     assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
     assert lines[4] == ("| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline "
@@ -209,8 +209,10 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8, 0.9]
     sentences = report.findings(results)
     assert sentences[0] == "Best model: EfficientNet-Lite0 fine-tuned with 90.0% test accuracy."
-    assert ("EfficientNet-Lite0 fine-tuned vs the baseline CNN: +28.8 points (90.0% vs 61.2%), "
-            "for 83 s of training (both stages) against 41 s (2x).") in sentences
+    # 95% interval: 1.96 * sqrt((0.9 * 0.1 + 0.6123 * 0.3877) / 10,000) = 1.1 points either side
+    assert ("EfficientNet-Lite0 fine-tuned vs the baseline CNN: +28.8 points (90.0% vs 61.2%; 95% interval +27.6 "
+            "to +29.9, test-set error only, one seed), for 83 s of training (both stages) against 41 s (2x).") \
+        in sentences
 
 
 def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_with_the_cnn(results, tmp_path):
@@ -219,8 +221,9 @@ def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_w
     lines = report.results_table_markdown(results).splitlines()
     assert lines[2].startswith("| Baseline CNN |") and lines[4].startswith("| ResNet50 fine-tuned |")
     assert lines[5] == "| ResNet from scratch (strong baseline) | — | 80.0% | 1 seed | — | 900 |"
-    assert ("ResNet from scratch (strong baseline) vs the baseline CNN: +18.8 points (80.0% vs 61.2%), "
-            "for 900 s of training against 41 s (22x).") in report.findings(results)
+    assert ("ResNet from scratch (strong baseline) vs the baseline CNN: +18.8 points (80.0% vs 61.2%; 95% interval "
+            "+17.5 to +20.0, test-set error only, one seed), for 900 s of training against 41 s (22x).") \
+        in report.findings(results)
     this_run = plots.model_comparison(results).axes[0].containers[-1]  # after the study's bars
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8]
     from cifar10_transfer.figures import training_curve
@@ -259,9 +262,9 @@ def test_update_readme_without_markers_raises(results, tmp_path):
 def test_findings_are_computed(results):
     sentences = report.findings(results)
     assert sentences[0] == "Best model: ResNet50 head-only with 88.1% test accuracy."
-    assert "ResNet50 head-only: 88.1% here vs 88.7% in the study (-0.6 points)." in sentences
-    assert ("ResNet50 head-only vs the baseline CNN: +26.9 points (88.1% vs 61.2%), "
-            "for 41 s of training against 41 s (1x).") in sentences
+    assert "ResNet50 head-only: 88.1% here vs 88.7% in the study (-0.6 points), both single views." in sentences
+    assert ("ResNet50 head-only vs the baseline CNN: +26.9 points (88.1% vs 61.2%; 95% interval +25.7 to +28.0, "
+            "test-set error only, one seed), for 41 s of training against 41 s (1x).") in sentences
     assert any("cat predicted as dog, 212 times (21.2% of 1,000 test cat images)" in s for s in sentences)
     assert any(s.startswith("Weakest class (ResNet50 head-only): cat (F1 0.44") for s in sentences)
     empty = copy.deepcopy(results)

@@ -1,13 +1,15 @@
 """The results files: assembled with a schema version, loaded with validation, and judged by validation accuracy."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.results import (CURVES_FILE, RESULTS_FILE, SCHEMA_VERSION, assemble_results, best_model,
-                                      combine_seeds, load_curves, load_results, summarise_seeds)
+                                      combine_seeds, difference_interval, load_curves, load_results,
+                                      single_view_test_accuracy, summarise_seeds)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,3 +139,21 @@ def test_over_seeds_the_best_model_has_the_highest_mean_validation_accuracy():
     # the stored means are not what decides: the runs are
     models["resnet50_head"]["test_time_flip"]["val_accuracy"] = models["resnet50_head"]["val_accuracy"] = 0.99
     assert best_model({"models": models}) == "resnet50_finetuned"
+
+
+def test_a_difference_interval_adds_the_test_sets_binomial_error_and_the_seeds_spread():
+    cnn, tuned = {"test_accuracy": 0.6}, {"test_accuracy": 0.9}
+    difference, low, high = difference_interval(tuned, cnn, 10_000)
+    half = 1.959964 * math.sqrt((0.9 * 0.1 + 0.6 * 0.4) / 10_000)  # single runs: the normal quantile
+    assert difference == pytest.approx(0.3) and (low, high) == pytest.approx((0.3 - half, 0.3 + half))
+    seeded = {**tuned, "over_seeds": {"test_accuracy": {"sd": 0.01, "n": 3}}}
+    _, low, high = difference_interval(seeded, cnn, 10_000)
+    half = 4.302653 * math.sqrt((0.9 * 0.1 + 0.6 * 0.4) / 10_000 + 0.01 ** 2 / 3)  # Student t, 2 degrees of freedom
+    assert (low, high) == pytest.approx((0.3 - half, 0.3 + half))
+
+
+def test_single_views_are_compared_where_a_run_also_averaged_the_mirror():
+    flipped = {"test_accuracy": 0.604, "test_time_flip": {"single_view_test_accuracy": 0.588}}
+    assert single_view_test_accuracy(flipped) == 0.588 and single_view_test_accuracy({"test_accuracy": 0.7}) == 0.7
+    difference, _, _ = difference_interval(flipped, {"test_accuracy": 0.5}, 1000, single_view=True)
+    assert difference == pytest.approx(0.088)

@@ -11,8 +11,8 @@ from .errors import UserError
 from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
-from .registry import get_backbone
-from .results import best_model
+from .registry import get_backbone, parse_stage
+from .results import best_model, difference_interval, single_view_test_accuracy
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
@@ -85,8 +85,8 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
                      "seeds": over_seeds_cell(m) if m and "runs" in m
                      else f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
-                     "diff": (f"{points_difference(m['test_accuracy'], study):+.1f}" if m and study is not None
-                              else "—"),
+                     "diff": (f"{points_difference(single_view_test_accuracy(m), study):+.1f}"
+                              if m and study is not None else "—"),
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
     return rows
 
@@ -127,7 +127,8 @@ def views_description(results: dict) -> str:
 
 def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     """The README results table (study vs this run) followed by one italic provenance line."""
-    lines = ["| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points) | Seconds |",
+    lines = ["| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points, single view) "
+             "| Seconds |",
              "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} | {r['seconds']} |"
               for r in table_rows(results, curves)]
@@ -202,6 +203,15 @@ def _flip_findings(results: dict) -> list[str]:
             f"One view → with the mirror, validation | test: {views}."]
 
 
+def _gain(results: dict, entry: dict, reference: dict) -> str:
+    """`entry`'s test accuracy minus `reference`'s, in points, with its 95% interval and what the
+    interval covers: the test set's error, and the spread over seeds where the stages ran under seeds."""
+    gain, low, high = (100 * x for x in difference_interval(entry, reference, results["data"]["test"]))
+    covers = "seeds and test-set error" if "runs" in entry or "runs" in reference else "test-set error only, one seed"
+    return (f"{gain:+.1f} points ({format_accuracy(entry['test_accuracy'])} vs "
+            f"{format_accuracy(reference['test_accuracy'])}; 95% interval {low:+.1f} to {high:+.1f}, {covers})")
+
+
 def findings(results: dict) -> list[str]:
     """Sentences computed from results: best model, what each other stage (transfer, the ResNet from
     scratch) adds over the CNN and at what cost, what test-time flip changed, each stage against the
@@ -223,17 +233,18 @@ def findings(results: dict) -> list[str]:
         # stage 2 starts from stage 1, so its cost includes both
         both = head is not None and head is not m
         seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if both else (m["seconds"], "")
-        gain = points_difference(m["test_accuracy"], cnn["test_accuracy"])
-        out.append(f"{stage_label(results, name)} vs the baseline CNN: {gain:+.1f} "
-                   f"points ({format_accuracy(m['test_accuracy'])} vs {format_accuracy(cnn['test_accuracy'])}), "
+        out.append(f"{stage_label(results, name)} vs the baseline CNN: {_gain(results, m, cnn)}, "
                    f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
                    f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")
+    for name, head in ((n, n.replace("_finetuned", "_head")) for n in models if parse_stage(n)[1] == "finetuned"):
+        if head in models:
+            out.append(f"{label(name)} vs its head: {_gain(results, models[name], models[head])}.")
     out += _flip_findings(results)
     for name in (n for n in models if stage(n).study_accuracy is not None):
         reported = stage(name).study_accuracy
-        out.append(f"{label(name)}: {format_accuracy(models[name]['test_accuracy'])} here vs "
-                   f"{format_accuracy(reported)} in the study "
-                   f"({points_difference(models[name]['test_accuracy'], reported):+.1f} points).")
+        single = single_view_test_accuracy(models[name])
+        out.append(f"{label(name)}: {format_accuracy(single)} here vs {format_accuracy(reported)} in the study "
+                   f"({points_difference(single, reported):+.1f} points), both single views.")
     if runs:  # one model's details: those of the run shown
         out.append(f"The mistakes and classes below are those of {label(best)}'s run with the median "
                    f"validation accuracy (seed {models[best]['shown_seed']}).")

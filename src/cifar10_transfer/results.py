@@ -59,6 +59,39 @@ def summarise_seeds(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": len(values)}
 
 
+def single_view_test_accuracy(entry: dict) -> float:
+    """A stage's test accuracy from one view per image, as the study measured: under `test_time_flip`
+    the single-view accuracy stored beside the mirror-averaged one."""
+    return entry.get("test_time_flip", {}).get("single_view_test_accuracy", entry["test_accuracy"])
+
+
+def difference_interval(a: dict, b: dict, test_images: int, single_view: bool = False) -> tuple[float, float, float]:
+    """(a − b, low, high): two stages' (mean) test accuracies and a 95% interval of their difference.
+
+    Its variance adds, for each stage, the test set's binomial error p(1 − p) / `test_images` and,
+    where it ran under seeds, the squared standard error of its mean over them; the half-width is
+    that standard deviation times Student's t with the fewest seeds' n − 1 degrees of freedom (the
+    normal 1.96 for single runs). The two stages' errors on the same test images are taken as
+    independent: where they are correlated, as usual, the interval is wider than it need be.
+    `single_view` compares single-view accuracies (`single_view_test_accuracy`).
+    """
+    from scipy.stats import norm, t  # imported here: the command line starts without it
+
+    accuracy = single_view_test_accuracy if single_view else (lambda entry: entry["test_accuracy"])
+    variance, seeds = 0.0, []
+    for entry in (a, b):
+        p = accuracy(entry)
+        variance += p * (1 - p) / test_images
+        spread = entry.get("over_seeds", {}).get("single_view_test_accuracy" if single_view and "test_time_flip"
+                                                 in entry else "test_accuracy")
+        if spread:
+            variance += spread["sd"] ** 2 / spread["n"]
+            seeds.append(spread["n"])
+    quantile = float(t.ppf(0.975, min(seeds) - 1)) if seeds else float(norm.ppf(0.975))
+    difference, half = accuracy(a) - accuracy(b), quantile * math.sqrt(variance)
+    return difference, difference - half, difference + half
+
+
 def seed_record(seed: int, entry: dict) -> dict:
     """One seed's run of a stage, from its single-run entry: accuracies in the view it was evaluated
     in (mirror-averaged under `test_time_flip`, with the single views beside) and its seconds."""
