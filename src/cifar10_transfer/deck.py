@@ -147,7 +147,7 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
     # Widths fit the longest cells at 10 pt: a not-run reason (46 characters) and a seed spread
     # with its note, e.g. "59.1% ± 0.3 (3 seeds, single view)".
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
-                     colWidths=[0.2, 0.07, 0.3, 0.25, 0.11, 0.07])
+                     colWidths=[0.2, 0.06, 0.29, 0.25, 0.13, 0.07])
     table.auto_set_font_size(False)
     table.set_fontsize(10)
     for (row, _), cell in table.get_celld().items():

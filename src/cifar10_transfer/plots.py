@@ -20,6 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from .publish import atomic_write  # noqa: E402
+from .results import single_view_test_accuracy  # noqa: E402
 from .study import table_stages  # noqa: E402
 
 DPI = 150
@@ -297,7 +298,8 @@ def per_class_metrics(per_class: dict, title: str) -> Figure:
 
 @styled
 def model_comparison(results: dict) -> Figure:
-    """Test accuracy of each stage in this run next to the study's reported accuracy (where it has one)."""
+    """Test accuracy of each stage in this run next to the study's reported accuracy (where it has one),
+    both single views: where the run also averaged each image with its mirror, its single-view accuracy."""
     models = results.get("models", {})
     stages = table_stages(models)
     fig, ax = canvas((max(9, 1.6 * len(stages)), 5))
@@ -314,8 +316,8 @@ def model_comparison(results: dict) -> Figure:
         ax.bar_label(study, labels=[format_accuracy(stages[i].study_accuracy) for i in reported], padding=2,
                      fontsize=9)
     ran = [i for i, s in enumerate(stages) if s.name in models]
-    accuracies = [models[stages[i].name]["test_accuracy"] for i in ran]
-    this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run")
+    accuracies = [single_view_test_accuracy(models[stages[i].name]) for i in ran]
+    this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run (single view)")
     ax.bar_label(this_run, labels=[format_accuracy(a) for a in accuracies], padding=2, fontsize=9)
     for i, s in enumerate(stages):
         if s.name not in models:
