@@ -32,6 +32,7 @@ CANDIDATES = (BASELINE, "128")  # finetune_image_size values (see research/READM
 JOB = ["models=efficientnet_lite0_finetuned", "image_size=224", "train_size=2000", "test_size=1000",
        "head_epochs=5", "finetune_epochs=4"]
 COST_BOUND = 1 / 3  # a default's stage-2 seconds, as a share of 224 px's at most
+START, END = "<!-- sizes:start -->", "<!-- sizes:end -->"  # the block of research/README.md
 ACCURACY_MARGIN = 0.003  # how far below 224 px's mean validation accuracy a default may end, at most
 
 
@@ -100,6 +101,28 @@ def decide(table: dict) -> dict:
                                         f"{100 * ACCURACY_MARGIN:.1f}"}
 
 
+def markdown(document: dict) -> str:
+    """The block of research/README.md: each run, then each candidate's means and the decision."""
+    runs = document["runs"]
+    lines = ["| finetune_image_size | seed | sides per epoch | stage-2 seconds | val accuracy | test accuracy |",
+             "|---|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['finetune_image_size']} | {r['seed']} | {', '.join(map(str, r['training_sizes']))} | "
+              f"{r['seconds']:,.0f} | {100 * r['val_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% |"
+              for r in sorted(runs, key=lambda r: (r["seed"], r["finetune_image_size"]))]
+    lines += ["", "| finetune_image_size | seeds | mean val accuracy ± standard error | mean stage-2 seconds |",
+              "|---|---:|---:|---:|"]
+    for size, t in document["summary"].items():
+        se = f" ± {100 * t['se_val_accuracy']:.2f}" if t["se_val_accuracy"] is not None else ""
+        lines.append(f"| {size} | {len(t['seeds'])} | {100 * t['mean_val_accuracy']:.2f}%{se} | "
+                     f"{t['mean_seconds']:,.0f} |")
+    machines = sorted({r["hardware"] for r in runs})
+    commits = sorted({r["commit"] for r in runs})
+    lines += ["", f"Decision: {document['decision']['default'] or 'none yet'} ({document['decision']['why']}). "
+              f"Runs on {'; '.join(machines)}, results written at commit(s) {', '.join(commits)}; "
+              f"{runs[0]['val_images'] if runs else 0} validation images each."]
+    return "\n".join(lines)
+
+
 def report(workdir: Path) -> dict:
     """Apply the rule to the finished runs and write research/results/finetune_sizes.json."""
     found = rows(workdir)
@@ -110,6 +133,10 @@ def report(workdir: Path) -> dict:
                 "accuracy_margin": ACCURACY_MARGIN}, "runs": found, "summary": table, "decision": decision}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(document, indent=2) + "\n")
+    from cifar10_transfer.report import replace_marked_blocks
+
+    readme = ROOT / "research" / "README.md"
+    replace_marked_blocks(readme, readme.read_text(), [(START, END, markdown(document))])
     return document
 
 
