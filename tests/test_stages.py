@@ -45,7 +45,7 @@ def test_cached_flips_double_the_head_examples_and_fine_tuning_unfreezes(tmp_pat
     assert head["trainable_params"] == 527_114 and finetuned["trainable_params"] > head["trainable_params"]
     assert head["precision"] == finetuned["precision"]
     assert finetuned["stage2"] == {"layers": 30, "learning_rate": 1e-5, "schedule": "plateau", "label_smoothing": 0.0,
-                                   "batchnorm": "frozen", "drop_path": 0.0, "views": 2}
+                                   "batchnorm": "frozen", "drop_path": 0.0, "views": 2, "image_size": None}
     assert sum(map(sum, finetuned["confusion_matrix"])) == 50
 
 
