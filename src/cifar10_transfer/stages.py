@@ -31,7 +31,7 @@ from .publish import MODELS_DIR
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
 from .training import (StageResult, fit_stage, make_strategy, precision_choice, precision_policy, predict,
-                       resolve_jit, resolve_precision, scratch_optimizer, seed_everything, stage2_schedule)
+                       resolve_jit, scratch_optimizer, seed_everything, stage2_schedule)
 from .weights import weights_file_identity
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -156,12 +156,12 @@ def _evaluated(run: Run, predict_split) -> tuple[np.ndarray, dict]:
         "single_view_test_accuracy": _accuracy(s.y_test, single_test)}}
 
 
-def _finish(run: Run, name: str, model, stage: StageResult, precision: str, predict_split,
+def _finish(run: Run, name: str, model, stage: StageResult, precision: tuple[str, str], predict_split,
             details: dict | None = None) -> ModelRun:
-    """Save a trained stage for `predict`, evaluate it on the test set and record it in `run`."""
-    backbone = (details or {}).get("backbone")
-    details = {**(details or {}), "precision_reason": precision_choice(
-        run.config.precision, get_backbone(backbone) if backbone else None)[1]}
+    """Save a trained stage for `predict`, evaluate it on the test set and record it in `run`;
+    `precision` is the (policy, reason) it trained under (`training.precision_choice`)."""
+    (precision, reason), backbone = precision, (details or {}).get("backbone")
+    details = {**(details or {}), "precision_reason": reason}
     if run.save_models:
         save_for_prediction(model, run.workdir / MODELS_DIR, name, run.splits.class_names,
                             run.config.image_size if backbone else None, backbone, run.config.test_time_flip)
@@ -204,8 +204,8 @@ def _train_at_32(run: Run, name: str, build, optimizer, epochs: int, translate: 
     """Train stage `name`, the model `build()` compiled with `optimizer(steps per epoch)` (an Adam rate
     or an optimizer), on the 32x32 images in [0, 1] (`cnn_dataset`), as `predict` will feed it."""
     config, s = run.config, run.splits
-    precision = resolve_precision(config.precision, None)
-    with precision_policy(precision), run.strategy.scope():
+    precision = precision_choice(config.precision, None)
+    with precision_policy(precision[0]), run.strategy.scope():
         model = build()
         compile_classifier(model, optimizer(math.ceil(len(s.y_train) / config.batch_size)), run.jit_compile,
                            label_smoothing)
@@ -271,8 +271,8 @@ def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
 def train_head(run: Run, backbone: str) -> ModelRun:
     """Stage 1: train the head on the frozen `backbone` (`head_mode` cached or end_to_end)."""
     config, s, name = run.config, run.splits, stage_name(backbone, "head")
-    precision = resolve_precision(config.precision, get_backbone(backbone))
-    with precision_policy(precision), run.strategy.scope():
+    precision = precision_choice(config.precision, get_backbone(backbone))
+    with precision_policy(precision[0]), run.strategy.scope():
         transfer = run.transfers[backbone] = build_transfer(
             backbone, config.image_size, run.weights, len(s.class_names),
             any_size=_stage2_sizes(run, backbone) != config.image_size)
@@ -308,7 +308,12 @@ def fine_tune(run: Run, backbone: str) -> ModelRun:
     details = {**_transfer_details(run, transfer), "stage2": recipe.to_dict(),
                "training_sizes": training_sizes(recipe.image_size, run.config.image_size, run.config.finetune_epochs)}
     return _finish(run, stage_name(backbone, "finetuned"), transfer.model, stage,
-                   run.models[stage_name(backbone, "head")].precision, predict_split, details)
+                   _head_precision(run.models[stage_name(backbone, "head")]), predict_split, details)
+
+
+def _head_precision(head: ModelRun) -> tuple[str, str]:
+    """Stage 2 trains the head's model, so under the (policy, reason) the head was built with."""
+    return head.precision, head.details["precision_reason"]
 
 
 def _fine_tune_online(run: Run, transfer: TransferModel, recipe, schedule):

@@ -6,6 +6,7 @@ download or a wrong path fails in a fraction of a second with the fix in one lin
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from importlib import metadata
@@ -89,10 +90,22 @@ def weights_file_identity(backbone: Backbone, weights: str) -> dict:
     if weights == "none":
         return {}
     if weights != "imagenet":
-        return {"weights_file": Path(weights).name, "weights_sha256": file_sha256(weights)}
+        return {"weights_file": Path(weights).name, "weights_sha256": _weights_digest(Path(weights))}
     if backbone.keras_cache_file is None:
         path, package = lite0_checkpoint_path(), LITE0_PACKAGE
     else:
         path, package = keras_models_dir() / backbone.keras_cache_file, "keras"
-    return {"weights_file": path.name, "weights_sha256": file_sha256(path),
+    return {"weights_file": path.name, "weights_sha256": _weights_digest(path),
             "weights_package": f"{package}=={metadata.version(package)}"}
+
+
+def _weights_digest(path: Path) -> str:
+    """`path`'s sha256, read once per process while its size and modification time stay: every
+    transfer stage of every run (and curve point) records it, and a weights file is up to 100 MB."""
+    stat = path.stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.cache
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
