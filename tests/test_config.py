@@ -131,6 +131,17 @@ def test_seeds_are_a_comma_separated_setting_of_two_or_more_distinct_seeds():
         make_config("seed", ["seeds=5"])  # one seed parses as a number, not the list this key holds
 
 
+def test_long_stages_train_at_the_first_long_stage_seeds_and_short_ones_at_every_seed():
+    config = make_config("seed", ["seeds=5,3,4,6", "long_stage_seeds=2"])
+    assert [config.stage_seeds(name) for name in ("cnn", "efficientnet_lite0_head")] == [[5, 3, 4, 6]] * 2
+    assert [config.stage_seeds(name) for name in ("scratch", "resnet50_finetuned")] == [[5, 3]] * 2
+    assert make_config("seed", ["seeds=3,4"]).stage_seeds("scratch") == [3, 4]
+    assert make_config("seed").stage_seeds("scratch") == [3]
+    for overrides in (["long_stage_seeds=2"], ["seeds=3,4", "long_stage_seeds=3"], ["seeds=3,4", "long_stage_seeds=1"]):
+        with pytest.raises(UserError, match="long_stage_seeds=.* must lie between 2 and the number of seeds"):
+            make_config("seed", overrides)
+
+
 def test_curve_models_name_kinds_of_the_curve_backbone_and_refuse_others():
     config = make_config("smoke")
     assert config.curve_stage_list == ["cnn", "scratch", "efficientnet_lite0_head", "efficientnet_lite0_finetuned"]

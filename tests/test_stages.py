@@ -236,6 +236,15 @@ def test_every_seed_of_seeds_is_an_ordinary_run_and_results_summarise_them(tmp_p
         (r["test_accuracy"], r["train_seconds"]) for r in cnn["runs"]]
 
 
+def test_long_stages_run_at_their_first_seeds_after_every_seed_of_the_short_ones(tmp_path, capsys):
+    found = run_all(_run(tmp_path, "models=cnn,scratch", "seeds=3,4,5", "long_stage_seeds=2"))["models"]
+    assert [r["seed"] for r in found["cnn"]["runs"]] == [3, 4, 5]
+    assert [r["seed"] for r in found["scratch"]["runs"]] == [3, 4] and found["scratch"]["over_seeds"]["val_accuracy"]["n"] == 2
+    started = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.endswith(": started")]
+    assert started == ["cnn"] * 3 + ["scratch"] * 2  # stage by stage: every CNN seed before the long stage
+    assert not (tmp_path / "seeds" / "seed5" / "stages" / "scratch").exists()
+
+
 def test_making_a_run_record_does_no_work(tmp_path):
     run = _run(tmp_path / "lazy")
     assert not {"strategy", "splits", "jit_compile"} & set(vars(run)) and not run.models and not run.transfers

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .errors import UserError
 from .recipe import (CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, training_sizes, validate,
                      validate_scratch)
-from .registry import BACKBONES, SCRATCH_STAGES, STAGE_KINDS, get_backbone, parse_stage, stage_name, stage_names
+from .registry import BACKBONES, LONG_KINDS, SCRATCH_STAGES, STAGE_KINDS, get_backbone, parse_stage, stage_name, stage_names
 
 MODEL_NAMES = stage_names()  # cnn, scratch, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")
@@ -37,6 +37,8 @@ class RunConfig:
     seed: int = 3  # drives the subset, the split, shuffling and weight init
     seeds: str = ""  # comma-separated seeds, two or more, each trained as a run of its own with that
     # `seed`, results summarised over them; empty: one run with `seed`
+    long_stage_seeds: int | None = None  # under `seeds`, the long stages (the ResNet from scratch and every
+    # fine-tuned stage, tens of minutes a seed on a CPU) train at only the first N seeds; None: at every seed
     # inputs
     image_size: int = 224  # backbone input side in pixels; the CNN always sees 32x32
     batch_size: int = 64  # global batch size, split across replicas
@@ -113,6 +115,11 @@ class RunConfig:
     def seed_list(self) -> list[int]:
         """The seeds a run trains, in the order given: `seeds`, or `seed` alone where it is empty."""
         return [int(part) for part in self.seeds.split(",")] if self.seeds.strip() else [self.seed]
+
+    def stage_seeds(self, name: str) -> list[int]:
+        """The seeds stage `name` trains at: `seed_list`, or its first `long_stage_seeds` for a long stage."""
+        long = parse_stage(name)[1] in LONG_KINDS and self.long_stage_seeds is not None
+        return self.seed_list[:self.long_stage_seeds] if long else self.seed_list
 
     @property
     def curve_size_list(self) -> list[int]:
@@ -208,7 +215,7 @@ def _validate(config: RunConfig) -> None:
             raise UserError(f"config {key}={getattr(config, key)!r} holds a value that is too small.")
     if config.curve_seeds <= 0:
         raise UserError(f"config curve_seeds={config.curve_seeds} must be positive.")
-    _validate_seeds(config.seeds)
+    _validate_seeds(config.seeds, config.long_stage_seeds)
     _validate_curve_models(config)
     validate_scratch(config.scratch_recipe())
     for backbone in config.backbones:  # each selected backbone's stage-2 recipe, resolved and checked once
@@ -220,7 +227,10 @@ def _fits(size: int | str | None, image_size: int) -> bool:
     return size is None or max(training_sizes(size, image_size, 2)) <= image_size
 
 
-def _validate_seeds(seeds: str) -> None:
+def _validate_seeds(seeds: str, long_stage_seeds: int | None) -> None:
+    if long_stage_seeds is not None and not 2 <= long_stage_seeds <= len(seeds.split(",")):
+        raise UserError(f"config long_stage_seeds={long_stage_seeds} must lie between 2 and the number of "
+                        f"seeds in seeds={seeds!r}; set seeds first, or leave it unset.")
     if not seeds.strip():
         return
     try:

@@ -15,6 +15,9 @@ from .recipe import Stage2Recipe
 
 STAGE_KINDS = ("head", "finetuned")
 SCRATCH_STAGES = ("cnn", "scratch")  # trained from scratch on the 32x32 images: the study's CNN and the ResNet
+# the kinds of stage (parse_stage's second part) that take tens of minutes a seed at the seed profile
+# on a 2-core CPU, where the CNN and a cached head take one to three
+LONG_KINDS = ("scratch", "finetuned")
 
 
 @dataclass(frozen=True)

@@ -42,12 +42,17 @@ def seed_runs(run: Run) -> list[Run]:
                 run.strategy, run.cache, run.save_models, run.started) for seed in run.config.seed_list]
 
 
+def _at_seeds(runs: list[Run], name: str) -> list[Run]:
+    """Those of `runs` that train stage `name` (`RunConfig.stage_seeds`)."""
+    return [r for r in runs if r.config.seed in r.config.stage_seeds(name)]
+
+
 def results(run: Run, runs: list[Run] | None = None) -> dict:
     """The content of results.json for the stages trained so far by `run`, or by each of `runs`,
     its `seed_runs`, summarised over their seeds (`results.combine_seeds`)."""
     if runs and runs != [run]:
-        models = {name: combine_seeds({r.config.seed: r.models[name].summary() for r in runs})
-                  for name in runs[0].models if all(name in r.models for r in runs)}
+        models = {name: combine_seeds({r.config.seed: r.models[name].summary() for r in _at_seeds(runs, name)})
+                  for name in run.config.model_list if all(name in r.models for r in _at_seeds(runs, name))}
     else:
         models = {name: model_run.summary() for name, model_run in run.models.items()}
     skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in models]
@@ -65,10 +70,10 @@ def run_all(run: Run) -> dict:
     files and return the results. Over seeds, `run.models` and `workdir/models/` then hold each
     stage's shown run (`shown_seed`, the median by validation accuracy), whose details results.json shows."""
     runs = seed_runs(run)
-    for seed_run in runs:
-        if seed_run is not run:
-            print(f"seed {seed_run.config.seed}: {seed_run.workdir}", flush=True)
-        for name in seed_run.config.model_list:
+    for name in run.config.model_list:  # stage by stage, so the short stages of every seed finish first
+        for seed_run in _at_seeds(runs, name):
+            if seed_run is not run:
+                print(f"seed {seed_run.config.seed}: {seed_run.workdir}", flush=True)
             run_stage(seed_run, name)
     found = results(run, runs)
     _adopt_shown(run, runs, found)
