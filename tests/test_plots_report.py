@@ -155,8 +155,8 @@ def test_model_comparison_marks_models_not_run(results):
 def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
-    assert lines[0] == ("| Model | Study (reported) | This run | Over seeds (mean ± std) "
-                        "| Difference (points, single view) | Seconds |")
+    assert lines[0] == ("| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
+                        "| Difference (points) | Training seconds |")
     assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
     assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
     assert lines[4] == ("| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline "
@@ -198,9 +198,11 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
     results["config"]["test_time_flip"] = True  # this run also saw mirrors, the curves one view
     flipped = report.results_table_markdown(results, curves).splitlines()
-    assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds, single view) | +0.7 | 41 |"
+    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds |")
+    assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | — | 41 |"
     curves["config"] = {"test_time_flip": True}
-    assert report.results_table_markdown(results, curves).splitlines()[2] == with_seeds[2]
+    assert report.results_table_markdown(results, curves).splitlines()[2] == (
+        "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds, with the mirror) | +0.7 | — | 41 |")
     results["config"]["test_time_flip"] = False
     assert "weights: imagenet (EfficientNet-Lite0: pip package X)" in lines[-1]
     fig = plots.model_comparison(results)
@@ -281,12 +283,17 @@ def test_test_time_flip_is_stated_and_its_change_computed_per_stage(results, tmp
                                                   "single_view_test_accuracy": 0.6012}
     results["models"]["resnet50_head"]["test_time_flip"] = {
         "val_accuracy": 0.889, "single_view_val_accuracy": 0.8851, "single_view_test_accuracy": 0.8791}
+    table = report.results_table_markdown(results).splitlines()
     assert "test-time flip: each image's probabilities averaged with its mirror image's" in (
-        report.results_table_markdown(results).splitlines()[-1].replace("\\", ""))
+        table[-1].replace("\\", ""))
+    # the study's single views beside this run's single views; the mirror in a column of its own
+    assert table[2] == "| Baseline CNN | 60.5% | 60.1% | 1 seed | -0.4 | 61.2% | 41 |"
     sentences = report.findings(results)
     assert ("One view → with the mirror, validation | test: Baseline CNN: 60.5% → 62.0% | 60.1% → 61.2%; "
             "ResNet50 head-only: 88.5% → 88.9% | 87.9% → 88.1%.") in sentences
-    assert any("(test_time_flip); the study's are single views." in s for s in sentences)
+    assert any(s.startswith("Accuracies and differences here are single views, as the study's") for s in sentences)
+    assert "Best model: ResNet50 head-only with 87.9% single-view (88.1% with the mirror) test accuracy." in sentences
+    assert any(s.startswith("ResNet50 head-only vs the baseline CNN: +27.8 points (87.9% vs 60.1%") for s in sentences)
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
     assert "averaged with its mirror image's" in " ".join(text.split())
 

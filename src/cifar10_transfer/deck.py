@@ -140,14 +140,17 @@ def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
 
 def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -> None:
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
-    header = ["Model", "Study", "This run", "Over seeds", "vs study (1 view)", "Seconds"]
+    mirrored = bool(results["config"].get("test_time_flip"))
+    header = ["Model", "Study", "This run (1 view)", "Over seeds (1 view)", "vs study", *(["Mirror"] * mirrored),
+              "Train s"]
     # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
-    cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 46, placeholder="…"), r["seeds"], r["diff"],
-              r["seconds"]] for r in table_rows(results, curves)]
-    # Widths fit the longest cells at 10 pt: a not-run reason (46 characters) and a seed spread
-    # with its note, e.g. "59.1% ± 0.3 (3 seeds, single view)".
+    cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 42, placeholder="…"), r["seeds"], r["diff"],
+              *([r["mirror"]] * mirrored), r["seconds"]] for r in table_rows(results, curves)]
+    # Widths fit the longest cells at 10 pt: a not-run reason (42 characters) and a seed spread,
+    # e.g. "59.1% ± 0.3 (95% CI 58.4–59.8, 3 seeds)".
+    widths = [0.2, 0.06, 0.26, 0.25, 0.08, *([0.07] * mirrored), 0.08]
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
-                     colWidths=[0.2, 0.06, 0.29, 0.25, 0.13, 0.07])
+                     colWidths=[w / sum(widths) for w in widths])
     table.auto_set_font_size(False)
     table.set_fontsize(10)
     for (row, _), cell in table.get_celld().items():
@@ -166,7 +169,7 @@ def _title(fig: Figure, results: dict, **_) -> None:
     if best:
         entry = results["models"][best]
         over = f" (mean of {len(entry['runs'])} seeds)" if "runs" in entry else ""
-        lines.append(f"Best: {label(best)}, {format_accuracy(entry['test_accuracy'])} test accuracy{over}")
+        lines.append(f"Best: {label(best)}, {format_accuracy(single_view_test_accuracy(entry))} test accuracy{over}")
     fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
 

@@ -12,7 +12,7 @@ from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
 from .registry import get_backbone, parse_stage
-from .results import best_model, difference_interval, single_view_test_accuracy
+from .results import best_model, difference_interval, single_view_key, single_view_test_accuracy
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
@@ -58,9 +58,9 @@ def run_seed_spread(results: dict, curves: dict | None) -> dict:
 
 
 def over_seeds_cell(entry: dict) -> str:
-    """A stage trained under several seeds: its mean test accuracy ± the sample standard deviation
-    (points), the 95% confidence interval of the mean and the number of seeds."""
-    spread = entry["over_seeds"]["test_accuracy"]
+    """A stage trained under several seeds: its mean single-view test accuracy ± the sample standard
+    deviation (points), the 95% confidence interval of the mean and the number of seeds."""
+    spread = entry["over_seeds"][single_view_key(entry)]
     low, high = (100 * bound for bound in spread["ci95"])
     return (f"{format_accuracy(spread['mean'])} ± {100 * spread['sd']:.1f} "
             f"(95% CI {low:.1f}–{high:.1f}, {spread['n']} seeds)")
@@ -68,25 +68,26 @@ def over_seeds_cell(entry: dict) -> str:
 
 def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
     """One row per stage (the study's, then the others trained), as display strings shared by
-    the README and the deck. With notebook 03's `curves`, stages it ran at this run's size
-    also show their mean ± standard deviation over seeds, marked where the curves evaluated
-    one view per image and this run also the mirror (`test_time_flip`). Stages this run trained
-    under several seeds show their own (`over_seeds_cell`); the others say "1 seed"."""
+    the README and the deck. Accuracies are single views, as the study's; under `test_time_flip`
+    the mirror-averaged one is its own cell ("mirror"). With notebook 03's `curves`, stages it ran
+    at this run's size also show their mean ± standard deviation over the curves' seeds (marked where
+    the curves mirrored). Stages
+    this run trained under several seeds show their own (`over_seeds_cell`); the others say "1 seed"."""
     rows, spread = [], run_seed_spread(results, curves)
-    views = ", single view" if curves and results["config"].get("test_time_flip") and not (
-        curves.get("config", {}).get("test_time_flip")) else ""
+    views = ", with the mirror" if curves and curves.get("config", {}).get("test_time_flip") else ""
     for entry in table_stages(results["models"]):
         m, study = results["models"].get(entry.name), entry.study_accuracy
         mean, std, seeds = spread.get(entry.name, (None, None, 1))
         rows.append({"model": stage_label(results, entry.name),
                      "study": format_accuracy(study) if study is not None else "—",
-                     "run": (format_accuracy(m["test_accuracy"]) if m
+                     "run": (format_accuracy(single_view_test_accuracy(m)) if m
                              else f"not run: {not_run_reason(results, entry.name)}"),
                      "seeds": over_seeds_cell(m) if m and "runs" in m
                      else f"{format_accuracy(mean)} ± {100 * std:.1f} ({seeds} seeds{views})" if mean is not None
                      else ("1 seed" if m else "—"),
                      "diff": (f"{points_difference(single_view_test_accuracy(m), study):+.1f}"
                               if m and study is not None else "—"),
+                     "mirror": format_accuracy(m["test_accuracy"]) if m and "test_time_flip" in m else "—",
                      "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
     return rows
 
@@ -127,11 +128,13 @@ def views_description(results: dict) -> str:
 
 def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     """The README results table (study vs this run) followed by one italic provenance line."""
-    lines = ["| Model | Study (reported) | This run | Over seeds (mean ± std) | Difference (points, single view) "
-             "| Seconds |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} | {r['seconds']} |"
-              for r in table_rows(results, curves)]
+    rows, mirrored = table_rows(results, curves), bool(results["config"].get("test_time_flip"))
+    mirror = (" With mirror |", "---:|") if mirrored else ("", "")
+    lines = ["| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
+             f"| Difference (points) |{mirror[0]} Training seconds |",
+             f"|---|---:|---:|---:|---:|{mirror[1]}---:|"]
+    lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} |"
+              + (f" {r['mirror']} |" if mirrored else "") + f" {r['seconds']} |" for r in rows]
     prov = results["provenance"]
     details = [f"profile {results.get('profile', 'unknown')}", f"data: {prov.get('data', 'unknown')}",
                f"weights: {weights_description(results)}", views_description(results),
@@ -198,18 +201,27 @@ def _flip_findings(results: dict) -> list[str]:
         f"{stage_label(results, name)}: {format_accuracy(flip['single_view_val_accuracy'])} → "
         f"{format_accuracy(flip['val_accuracy'])} | {format_accuracy(flip['single_view_test_accuracy'])} → "
         f"{format_accuracy(results['models'][name]['test_accuracy'])}" for name, flip in flips.items())
-    return ["Test accuracies here average each image's class probabilities with its mirror image's "
-            "(test_time_flip); the study's are single views.",
+    return ["Accuracies and differences here are single views, as the study's; this run also averaged each "
+            "image's class probabilities with its mirror image's (test-time flip).",
             f"One view → with the mirror, validation | test: {views}."]
 
 
 def _gain(results: dict, entry: dict, reference: dict) -> str:
-    """`entry`'s test accuracy minus `reference`'s, in points, with its 95% interval and what the
-    interval covers: the test set's error, and the spread over seeds where the stages ran under seeds."""
-    gain, low, high = (100 * x for x in difference_interval(entry, reference, results["data"]["test"]))
+    """`entry`'s single-view test accuracy minus `reference`'s, in points, with its 95% interval and what
+    the interval covers: the test set's error, and the spread over seeds where the stages ran under seeds."""
+    gain, low, high = (100 * x for x in difference_interval(entry, reference, results["data"]["test"], True))
     covers = "seeds and test-set error" if "runs" in entry or "runs" in reference else "test-set error only, one seed"
-    return (f"{gain:+.1f} points ({format_accuracy(entry['test_accuracy'])} vs "
-            f"{format_accuracy(reference['test_accuracy'])}; 95% interval {low:+.1f} to {high:+.1f}, {covers})")
+    return (f"{gain:+.1f} points ({format_accuracy(single_view_test_accuracy(entry))} vs "
+            f"{format_accuracy(single_view_test_accuracy(reference))}; 95% interval {low:+.1f} to {high:+.1f}, "
+            f"{covers})")
+
+
+def _accuracy_views(entry: dict) -> str:
+    """A stage's test accuracy as a single view, and mirror-averaged beside it where the run did both."""
+    single = format_accuracy(single_view_test_accuracy(entry))
+    if "test_time_flip" not in entry:
+        return single
+    return f"{single} single-view ({format_accuracy(entry['test_accuracy'])} with the mirror)"
 
 
 def findings(results: dict) -> list[str]:
@@ -219,9 +231,9 @@ def findings(results: dict) -> list[str]:
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
-    acc, runs = models[best]["test_accuracy"], models[best].get("runs")
+    runs = models[best].get("runs")
     over = f" (the mean of {len(runs)} seeds)" if runs else ""
-    out = [f"Best model: {label(best)} with {format_accuracy(acc)} test accuracy{over}."]
+    out = [f"Best model: {label(best)} with {_accuracy_views(models[best])} test accuracy{over}."]
     if str(results["provenance"].get("weights")) == "none" and any(stage(n).backbone for n in models):
         out.append("The backbones ran from random initialisation (weights none): not transfer learning, "
                    "so their rows only show that the pipeline runs.")

@@ -59,6 +59,12 @@ def summarise_seeds(values: list[float]) -> dict:
     return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half], "n": len(values)}
 
 
+def single_view_key(entry: dict, split: str = "test") -> str:
+    """The key of a stage's single-view `split` accuracy, in its entry's `test_time_flip` block and
+    `over_seeds`: the one stored beside the mirror-averaged accuracy, or the plain one."""
+    return f"single_view_{split}_accuracy" if "test_time_flip" in entry else f"{split}_accuracy"
+
+
 def single_view_test_accuracy(entry: dict) -> float:
     """A stage's test accuracy from one view per image, as the study measured: under `test_time_flip`
     the single-view accuracy stored beside the mirror-averaged one."""
@@ -82,8 +88,7 @@ def difference_interval(a: dict, b: dict, test_images: int, single_view: bool = 
     for entry in (a, b):
         p = accuracy(entry)
         variance += p * (1 - p) / test_images
-        spread = entry.get("over_seeds", {}).get("single_view_test_accuracy" if single_view and "test_time_flip"
-                                                 in entry else "test_accuracy")
+        spread = entry.get("over_seeds", {}).get(single_view_key(entry) if single_view else "test_accuracy")
         if spread:
             variance += spread["sd"] ** 2 / spread["n"]
             seeds.append(spread["n"])
