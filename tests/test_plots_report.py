@@ -11,6 +11,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pypdf
+from matplotlib.container import ErrorbarContainer
 import pytest
 from matplotlib.figure import Figure
 
@@ -320,6 +321,12 @@ def test_render_deck(arrays, results, tmp_path):
     assert "abc1234" in text
     second = deck.render_deck(results, images_dir, tmp_path / "again.pdf")
     assert first.read_bytes() == second.read_bytes()
+    # every slide carries a takeaway computed from the results, on its own page
+    pages = [" ".join(page.extract_text().split()) for page in pypdf.PdfReader(first).pages]
+    takeaways = [takeaway for *_, takeaway in deck._slides(results, images_dir)]
+    assert [title for (title, _, takeaway) in deck._slides(results, images_dir) if not takeaway] == []
+    assert all(" ".join(t.split()) in page for t, page in zip(takeaways, pages))
+    assert "The study's CNN, rebuilt: 61.2% against the study's 60.5% (+0.7 points), single views." in takeaways
     assert sorted(p.name for p in (tmp_path / "deck").iterdir()) == ["deck.pdf"]
 
 
@@ -407,7 +414,16 @@ def test_stages_over_seeds_show_mean_sd_and_confidence_interval_in_table_finding
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
     text = " ".join(text.split())
     assert "Best: ResNet50 head-only, 88.3% test accuracy (mean of 3 seeds)" in text
-    assert "seeds=3,4,5)" in text and "62.0% ± 2.0 (95% CI 57.0–67.0, 3 seeds)" in text
+    assert "seeds 3, 4, 5." in text and "62.0% ± 2.0 (95% CI 57.0–67.0, 3 seeds)" in text
+    assert "Seed spread of single-view validation accuracy (sd, points): Baseline CNN" in text
+    comparison = plots.model_comparison(results).axes[0]
+    bars = [c for c in comparison.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1 and "± sd over seeds" in comparison.get_legend_handles_labels()[1][-1]
+    cost = plots.accuracy_vs_cost(results).axes[0]
+    points = [line.get_xydata()[0].tolist() for line in cost.lines if line.get_marker() == "o"]
+    cnn, head = results["models"]["cnn"], results["models"]["resnet50_head"]
+    assert points == [[cnn["seconds"], 0.62], [head["seconds"], pytest.approx((0.87 + 0.88 + 0.90) / 3)]]
+    assert cost.get_xscale() == "log" and "error bars: sd over seeds" in cost.get_title()
 
 
 # Run in a fresh interpreter where importing TensorFlow or Keras fails: the publish wing must not need them.

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # plus each trained stage's curves
 FIGURES = ["train_label_distribution.png", "dataset_samples.png", "avg_rgb_by_class.png", "pixel_intensity.png",
            "augmentation.png", "confusion_matrix.png", "common_errors.png", "misclassified_examples.png",
-           "per_class_metrics.png", "model_comparison.png", "learning_curve.png", "resolution_cost.png"]
+           "per_class_metrics.png", "model_comparison.png", "accuracy_vs_cost.png", "learning_curve.png",
+           "resolution_cost.png"]
 
 
 @pytest.mark.real_data

@@ -239,7 +239,8 @@ def test_every_seed_of_seeds_is_an_ordinary_run_and_results_summarise_them(tmp_p
 def test_long_stages_run_at_their_first_seeds_after_every_seed_of_the_short_ones(tmp_path, capsys):
     found = run_all(_run(tmp_path, "models=cnn,scratch", "seeds=3,4,5", "long_stage_seeds=2"))["models"]
     assert [r["seed"] for r in found["cnn"]["runs"]] == [3, 4, 5]
-    assert [r["seed"] for r in found["scratch"]["runs"]] == [3, 4] and found["scratch"]["over_seeds"]["val_accuracy"]["n"] == 2
+    assert [r["seed"] for r in found["scratch"]["runs"]] == [3, 4]
+    assert found["scratch"]["over_seeds"]["val_accuracy"]["n"] == 2
     started = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.endswith(": started")]
     assert started == ["cnn"] * 3 + ["scratch"] * 2  # stage by stage: every CNN seed before the long stage
     assert not (tmp_path / "seeds" / "seed5" / "stages" / "scratch").exists()

@@ -48,7 +48,7 @@ def save_training_curves(runs, images_dir: str | os.PathLike) -> list[Path]:
 
 def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: np.ndarray,
                             images_dir: str | os.PathLike) -> list[Path]:
-    """Comparison, confusion matrix, common errors, per-class metrics and misclassified examples.
+    """Comparison, accuracy against cost, confusion matrix, common errors, per-class metrics and misclassified examples.
 
     Everything but the comparison describes the best model of the run (`results.best_model`).
     """
@@ -57,6 +57,7 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
     return [FIGURES["model_comparison"].save(images_dir, results),
+            FIGURES["accuracy_vs_cost"].save(images_dir, results),
             FIGURES["confusion_matrix"].save(images_dir, np.array(best["confusion_matrix"]), splits.class_names,
                                              f"{label}: confusion matrix"),
             FIGURES["common_errors"].save(images_dir, best["top_confusions"], f"{label}: most common errors"),

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from .errors import UserError
 from .recipe import (CONFIG_KEYS, SCRATCH_KEYS, ScratchRecipe, Stage2Recipe, resolve, training_sizes, validate,
                      validate_scratch)
-from .registry import BACKBONES, LONG_KINDS, SCRATCH_STAGES, STAGE_KINDS, get_backbone, parse_stage, stage_name, stage_names
+from .registry import (BACKBONES, LONG_KINDS, SCRATCH_STAGES, STAGE_KINDS, get_backbone, parse_stage, stage_name,
+                       stage_names)
 
 MODEL_NAMES = stage_names()  # cnn, scratch, then <backbone>_head and <backbone>_finetuned for each backbone
 HEAD_MODES = ("cached", "end_to_end")

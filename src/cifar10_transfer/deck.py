@@ -14,15 +14,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
+from . import takeaways
 from .curve_report import gap_findings, lead_findings, resolution_findings
 from .figures import FIGURES, training_curve
 from .plots import PALETTE, STYLE, format_accuracy
 from .publish import atomic_write
-from .recipe import Stage2Recipe, describe
+from .recipe import Stage2Recipe, describe, has_frozen_prefix
 from .registry import parse_stage
 from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
                      views_description, weights_description)
-from .results import best_model, single_view_test_accuracy
+from .results import best_model, single_view_key, single_view_test_accuracy
 from .study import STUDY_STAGES, label, stage, table_stages
 
 SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
@@ -112,21 +113,36 @@ def _picture(fig: Figure, path: Path, rect: list) -> None:
                 fontsize=16, color=PALETTE["muted"], transform=ax.transAxes)
 
 
-def _slide(title: str, number: int, total: int) -> Figure:
+def _slide(title: str, number: int, total: int, takeaway: str | None) -> Figure:
     fig = Figure(figsize=(SLIDE_W, SLIDE_H))
     fig.text(0.05, 0.915, title, fontsize=28, weight="bold", va="center")
     fig.add_artist(Line2D([0.05, 0.95], [0.865, 0.865], color=PALETTE["primary"], linewidth=2))
-    fig.text(0.05, 0.03, "cifar10-transfer", fontsize=11, color=PALETTE["muted"])
     fig.text(0.95, 0.03, f"{number} / {total}", fontsize=11, color=PALETTE["muted"], ha="right")
+    if takeaway:
+        # one line under the body, shrunk to fit left of the page number, wrapped only below 11 pt;
+        # bold DejaVu Sans runs about 0.63 em per character
+        width_pt, em = 0.83 * SLIDE_W * 72, 0.63
+        size = max(11, min(15, int(width_pt / (em * len(takeaway)))))
+        text = textwrap.fill(takeaway, int(width_pt / (em * size)))
+        fig.text(0.05, 0.045, text, fontsize=size, weight="bold", color=PALETTE["primary"], va="center",
+                 linespacing=1.2)
     return fig
 
 
-def _pipeline(fig: Figure, cfg: dict, backbones: list[str]) -> None:
+def _stage2_depth(models: dict) -> str:
+    """What stage 2 unfreezes, in the pipeline diagram: the whole backbone, its last layers, or either."""
+    whole = {not has_frozen_prefix(parse_stage(n)[0], Stage2Recipe.from_entry(m).layers)
+             for n, m in models.items() if parse_stage(n)[1] == "finetuned"}
+    return {frozenset({True}): "whole backbone\ntrains", frozenset({True, False}): "last or all\nlayers train"}.get(
+        frozenset(whole), "last layers\nunfrozen")
+
+
+def _pipeline(fig: Figure, cfg: dict, backbones: list[str], models: dict) -> None:
     size = cfg.get("image_size", 224)
     names = "\n".join(backbones) or "ImageNet"
     steps = ["CIFAR-10\nimage\n32×32×3", f"resize to\n{size}×{size}",
              "the backbone's\nImageNet\npreprocessing",
-             f"{names}\nbackbone\n\nstage 1: frozen\nstage 2: last\nlayers unfrozen",
+             f"{names}\nbackbone\n\nstage 1: frozen\nstage 2:\n{_stage2_depth(models)}",
              "head\n\nGAP\nDense(256)\nDropout(0.5)\nDense(10)", "prediction\n(10 classes)"]
     ax = fig.add_axes([0.04, 0.42, 0.92, 0.4], xlim=(0, len(steps)), ylim=(0, 1), frame_on=False, xticks=[], yticks=[])
     for i, text in enumerate(steps):
@@ -180,9 +196,9 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
         f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
         f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
-        f"{data.get('test', 0):,} test images (train_size={cfg.get('train_size')}, "
-        f"val_fraction={cfg.get('val_fraction')}, "
-        + (f"seeds={cfg['seeds']})." if cfg.get("seeds") else f"seed={cfg.get('seed')})."),
+        f"{data.get('test', 0):,} test images: {cfg.get('train_size'):,} training images drawn per seed, "
+        f"{100 * cfg.get('val_fraction', 0):.0f}% of them held out for validation; "
+        + (f"seeds {cfg['seeds'].replace(',', ', ')}." if cfg.get("seeds") else f"seed {cfg.get('seed')}."),
         f"Data source: {prov.get('data', 'unknown')}.",
         "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
                                          for n in STUDY_STAGES)
@@ -199,9 +215,9 @@ def _method(fig: Figure, results: dict, **_) -> None:
     models = results["models"]
     backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in table_stages(models)
                                    if s.backbone and s.name in models))
-    _pipeline(fig, results["config"], backbones)
+    _pipeline(fig, results["config"], backbones, models)
     _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
-                   "top of the backbone (stage 2), learn from CIFAR-10.",
+                   "backbone's layers that stage 2 unfreezes, learn from CIFAR-10.",
                    "The baseline CNN skips all of this: it sees the 32×32 images directly."],
              box=(0.05, 0.08, 0.95, 0.4), size=18)
 
@@ -232,16 +248,15 @@ def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:
 def _stages(fig: Figure, results: dict, **_) -> None:
     cfg, models = results["config"], results["models"]
     mode, flips = cfg.get("head_mode"), " (plus flipped copies)" if cfg.get("cache_flips") else ""
-    how = (f"backbone features computed once{flips}, head trained on them" if mode == "cached"
-           else "images pass the frozen backbone every epoch (the study's way)")
+    how = (f"Cached: backbone features computed once{flips}, the head trained on them" if mode == "cached"
+           else "End to end: images pass the frozen backbone every epoch (the study's way)")
     recipes = [_stage2_recipe(n, m) for n, m in models.items() if parse_stage(n)[1] == "finetuned"]
     for box, heading, kind, items in (
             ((0.05, 0.08, 0.48, 0.76), "Stage 1: head only", "head",
              [f"Backbone frozen; {cfg.get('head_epochs')} epochs at learning rate {cfg.get('head_lr'):g}",
-              f"head_mode={mode}: {how}"]),
+              how]),
             ((0.52, 0.08, 0.95, 0.76), "Stage 2: fine-tuning", "finetuned",
-             ["Backbone layers unfrozen from the top down, BatchNorm stays frozen; "
-              f"{cfg.get('finetune_epochs')} epochs",
+             [f"The layers each recipe names are unfrozen and trained on; {cfg.get('finetune_epochs')} epochs",
               *recipes])):
         fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
         _bullets(fig, items + [_outcome(results, s.name) for s in table_stages(models)
@@ -251,10 +266,11 @@ def _stages(fig: Figure, results: dict, **_) -> None:
 def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
     cfg = results["config"]
     _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
-    _bullets(fig, [f"augment={cfg.get('augment')}: random flip, crop/zoom, brightness and contrast",
-                   "Applied to training images after resizing, before preprocess_input",
+    _bullets(fig, [("Random flip, crop/zoom, brightness and contrast" if cfg.get("augment")
+                    else "Augmentation off in this run"),
+                   "Applied to training images after resizing, before the backbone's own preprocessing",
                    "Seeded stateless ops: the same seed gives the same augmented epochs"]
-             + (["With head_mode=cached, stage 1 trains on fixed features, so augmentation acts in "
+             + (["With cached features, stage 1 trains on fixed features, so augmentation acts in "
                  "stage 2"] if cfg.get("head_mode") == "cached" else []),
              box=(0.52, 0.08, 0.95, 0.84), size=18)
 
@@ -285,8 +301,40 @@ def _curve_slide(name: str, resolution: bool):
     return draw
 
 
-def _provenance(fig: Figure, results: dict, **_) -> None:
-    cfg, prov = results["config"], results["provenance"]
+def _choices(fig: Figure, results: dict, **_) -> None:
+    models, val = results["models"], results["data"].get("val", 0)
+    best = best_model(results)
+    items = ["Test data chose nothing: the recipes, the evaluation view and the best model were chosen on the "
+             f"{val:,} validation images only."]
+    if best and val:
+        p = models[best].get("test_time_flip", {}).get("single_view_val_accuracy", models[best]["val_accuracy"])
+        items.append(f"One validation image is {100 / val:.2f} points; near {label(best)}'s {format_accuracy(p)}, "
+                     f"the binomial standard error of a validation accuracy is {100 * (p * (1 - p) / val) ** 0.5:.2f} "
+                     "points.")
+    seeded = {n: m for n, m in models.items() if "runs" in m}
+    if seeded:
+        items.append("Seed spread of single-view validation accuracy (sd, points): " + "; ".join(
+            f"{label(n)} {100 * m['over_seeds'][single_view_key(m, 'val')]['sd']:.2f} over {len(m['runs'])} seeds"
+            for n, m in seeded.items()) + ".")
+    else:
+        items.append("This run is one seed: a difference of about a point between two single runs can be noise.")
+    items += ["A recipe change needs a mean validation gain over three or more seeds that is larger than its "
+              "standard error, under a rule committed before the runs (research/README.md); otherwise the simpler "
+              "recipe stays.",
+              "The best model is the stage with the highest mean validation accuracy."]
+    _bullets(fig, items, size=18)
+
+
+def _resolved_stage2(results: dict) -> str:
+    """Each fine-tuned stage's stage-2 recipe as it ran, every value resolved (none left to a default)."""
+    size = results["config"].get("image_size")  # a recipe without a training size of its own trains at this
+    return "; ".join(f"{label(n)}: " + ", ".join(f"{k}={size if k == 'image_size' and v is None else v}"
+                                                  for k, v in Stage2Recipe.from_entry(m).to_dict().items())
+                     for n, m in results["models"].items() if parse_stage(n)[1] == "finetuned") or "none run"
+
+
+def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> None:
+    cfg, prov = {k: v for k, v in results["config"].items() if v is not None}, results["provenance"]
     packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
     pairs = [("Git commit", short_commit(prov)),
              ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
@@ -294,42 +342,53 @@ def _provenance(fig: Figure, results: dict, **_) -> None:
              ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
              ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
              ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
-             ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()))]
+             ("Config", ", ".join(f"{k}={v}" for k, v in cfg.items()) + " (unset keys: their defaults)"),
+             ("Stage 2", _resolved_stage2(results))]
+    if curves is not None:
+        pairs.append(("Curves", f"learning_curves.json: commit {short_commit(curves['provenance'])}, "
+                                f"finished {finished_date(curves['provenance'])}"))
     _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
 
 
-# (title, draw) of each slide in order, draw(fig, results=, images=, curves=); curve slides where notebook 03 ran.
+# (title, draw, takeaway) of each slide in order, draw(fig, results=, images=, curves=) and
+# takeaway(results=, curves=); the curve slides where notebook 03 ran.
 _OPENING = (
-    ("cifar10-transfer", _title),
-    ("Problem and dataset", _problem),
+    ("cifar10-transfer", _title, takeaways.title),
+    ("Problem and dataset", _problem, takeaways.problem),
     ("EDA: labels and samples", _pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
-                                          ("dataset_samples", [0.56, 0.07, 0.4, 0.77]))),
+                                          ("dataset_samples", [0.56, 0.09, 0.4, 0.75])), takeaways.labels),
     ("EDA: colour statistics", _pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
-                                         ("pixel_intensity", [0.46, 0.12, 0.52, 0.72]))),
-    ("Method: the transfer-learning pipeline", _method),
-    ("Baseline: a small CNN from scratch", _cnn),
-    ("Transfer learning in two stages", _stages),
-    ("Augmentation", _augmentation),
-    ("Results: this run vs the study", _comparison),
-    ("Training curves", _training_curves),
+                                         ("pixel_intensity", [0.46, 0.12, 0.52, 0.72])), takeaways.colours),
+    ("Method: the transfer-learning pipeline", _method, takeaways.method),
+    ("Baseline: a small CNN from scratch", _cnn, takeaways.cnn),
+    ("Transfer learning in two stages", _stages, takeaways.stages),
+    ("Augmentation", _augmentation, takeaways.augmentation),
+    ("Results: this run vs the study", _comparison, takeaways.comparison),
+    ("Accuracy versus training cost", _pictures(("accuracy_vs_cost", [0.12, 0.09, 0.76, 0.75])), takeaways.cost),
+    ("How choices were made", _choices, takeaways.choices),
+    ("Training curves", _training_curves, takeaways.curves_of_training),
 )
-_CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False)),
-           ("Learning curves: gaps and cost", lambda fig, curves, **_: _bullets(fig, gap_findings(curves))),
-           (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True)))
+_CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False),
+            takeaways.learning_curve),
+           ("Learning curves: gaps and cost", lambda fig, curves, **_: _bullets(fig, gap_findings(curves)),
+            takeaways.gaps),
+           (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True), takeaways.resolution))
 _CLOSING = (
-    ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.07, 0.46, 0.77]),
-                                                     ("common_errors", [0.51, 0.2, 0.46, 0.55]))),
-    ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.07, 0.9, 0.77]))),
-    ("Findings", lambda fig, results, **_: _bullets(fig, findings(results))),
-    ("Limitations and next steps", lambda fig, results, curves, **_: _bullets(fig, _limitations(results, curves))),
-    ("Provenance", _provenance),
+    ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.09, 0.46, 0.75]),
+                                                     ("common_errors", [0.51, 0.2, 0.46, 0.55])), takeaways.errors),
+    ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.09, 0.9, 0.75])), takeaways.mistakes),
+    ("Findings", lambda fig, results, **_: _bullets(fig, findings(results)), takeaways.summary),
+    ("Limitations and next steps", lambda fig, results, curves, **_: _bullets(fig, _limitations(results, curves)),
+     takeaways.limitations),
+    ("Provenance", _provenance, takeaways.provenance),
 )
 
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
-    """(title, draw) for each slide; draw(fig) fills the body."""
-    return [(title, partial(draw, results=results, images=Path(images), curves=curves))
-            for title, draw in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
+    """(title, draw, takeaway) for each slide; draw(fig) fills the body."""
+    return [(title, partial(draw, results=results, images=Path(images), curves=curves),
+             takeaway(results=results, curves=curves))
+            for title, draw, takeaway in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
 
 
 def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,
@@ -341,8 +400,8 @@ def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os
     def write(tmp: str) -> None:
         # The rc context must cover PdfPages.close(): fonts are embedded (type 42) when it closes.
         with rc_context(DECK_STYLE), PdfPages(tmp, metadata=PDF_METADATA) as pdf:
-            for number, (title, draw) in enumerate(slides, 1):
-                fig = _slide(title, number, len(slides))
+            for number, (title, draw, takeaway) in enumerate(slides, 1):
+                fig = _slide(title, number, len(slides), takeaway)
                 draw(fig)
                 pdf.savefig(fig)
 

@@ -44,6 +44,7 @@ FIGURES = {figure.name: figure for figure in (
     FigureFile("pixel_intensity", plots.pixel_intensity, "How pixel values spread, per class and channel"),
     FigureFile("augmentation", plots.augmentation_grid, "Training images beside augmented copies"),
     FigureFile("model_comparison", plots.model_comparison, "Test accuracy of each stage beside the study's"),
+    FigureFile("accuracy_vs_cost", plots.accuracy_vs_cost, "Accuracy versus training cost"),
     FigureFile("confusion_matrix", plots.confusion_matrix_plot, "The best model's confusion matrix"),
     FigureFile("common_errors", plots.common_errors, "The best model's most common mistakes"),
     FigureFile("per_class_metrics", plots.per_class_metrics, "The best model's precision, recall and F1 per class"),

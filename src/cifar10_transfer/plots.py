@@ -20,8 +20,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from .publish import atomic_write  # noqa: E402
-from .results import single_view_test_accuracy  # noqa: E402
-from .study import table_stages  # noqa: E402
+from .results import single_view_key, single_view_test_accuracy  # noqa: E402
+from .study import stage, table_stages  # noqa: E402
 
 DPI = 150
 # One palette for every figure (Okabe-Ito: distinguishable with colour-vision deficiency).
@@ -317,7 +317,10 @@ def model_comparison(results: dict) -> Figure:
                      fontsize=9)
     ran = [i for i, s in enumerate(stages) if s.name in models]
     accuracies = [single_view_test_accuracy(models[stages[i].name]) for i in ran]
-    this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], label="this run (single view)")
+    spreads = [_seed_sd(models[stages[i].name]) for i in ran]
+    seeded = " ± sd over seeds" if any(spreads) else ""
+    this_run = ax.bar(x[ran] + width / 2, accuracies, width, color=PALETTE["primary"], capsize=4,
+                      yerr=spreads if seeded else None, label=f"this run (single view{seeded})")
     ax.bar_label(this_run, labels=[format_accuracy(a) for a in accuracies], padding=2, fontsize=9)
     for i, s in enumerate(stages):
         if s.name not in models:
@@ -334,4 +337,39 @@ def model_comparison(results: dict) -> Figure:
     data = results.get("provenance", {}).get("data", "unknown data")
     fig.suptitle("Test accuracy: this run vs the study")
     ax.set_title(textwrap.fill(textwrap.shorten(f"Data: {data}", 160, placeholder="…"), 90), fontsize=9)
+    return fig
+
+
+def _seed_sd(entry: dict) -> float:
+    """A stage's standard deviation of single-view test accuracy over its seeds; 0 for one run."""
+    return entry.get("over_seeds", {}).get(single_view_key(entry), {}).get("sd", 0.0)
+
+
+def _training_seconds(models: dict, name: str) -> float:
+    """A stage's training seconds; a fine-tuned stage's include its head's, which it starts from."""
+    head = models.get(name.replace("_finetuned", "_head")) if name.endswith("_finetuned") else None
+    return models[name]["seconds"] + (head["seconds"] if head else 0.0)
+
+
+@styled
+def accuracy_vs_cost(results: dict) -> Figure:
+    """Each trained stage's single-view test accuracy (± sd over seeds, where it ran under several)
+    against its training seconds on the run's hardware, log scale."""
+    models = results.get("models", {})
+    names = [s.name for s in table_stages(models) if s.name in models]
+    fig, ax = canvas((7.5, 4.5))
+    for name in names:
+        seconds, accuracy = _training_seconds(models, name), single_view_test_accuracy(models[name])
+        ax.errorbar(seconds, accuracy, yerr=_seed_sd(models[name]), fmt="o", capsize=4, color=PALETTE["primary"])
+        ax.annotate(stage(name).label, (seconds, accuracy), textcoords="offset points", xytext=(7, -4), fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the labels right of the costliest stage
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_xlabel("training seconds (a fine-tuned stage with its head), log scale")
+    ax.set_ylabel("test accuracy (single view)")
+    fig.suptitle("Accuracy versus training cost")
+    prov = results.get("provenance", {})
+    bars = "error bars: sd over seeds · " if any(_seed_sd(models[name]) for name in names) else ""
+    ax.set_title(textwrap.fill(f"{bars}{prov.get('hardware', 'unknown hardware')} · "
+                               f"{prov.get('data', 'unknown data')}", 90), fontsize=9)
     return fig
