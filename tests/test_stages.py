@@ -241,8 +241,13 @@ def test_long_stages_run_at_their_first_seeds_after_every_seed_of_the_short_ones
     assert [r["seed"] for r in found["cnn"]["runs"]] == [3, 4, 5]
     assert [r["seed"] for r in found["scratch"]["runs"]] == [3, 4]
     assert found["scratch"]["over_seeds"]["val_accuracy"]["n"] == 2
-    started = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line.endswith(": started")]
+    out = capsys.readouterr().out.splitlines()
+    started = [line.split(":")[0] for line in out if line.endswith(": started")]
     assert started == ["cnn"] * 3 + ["scratch"] * 2  # stage by stage: every CNN seed before the long stage
+    # what the command line and the notebooks print is what results.json records
+    assert [line.split(", test accuracy")[0] for line in out if line.startswith("cnn: finished")] == [
+        f"cnn: finished: {r['train_seconds']:,.0f} s training, {r['eval_seconds']:,.0f} s evaluation"
+        for r in found["cnn"]["runs"]]
     assert not (tmp_path / "seeds" / "seed5" / "stages" / "scratch").exists()
 
 

@@ -87,9 +87,10 @@ def bullets(lines: list[str]) -> str:
 
 
 def metrics_frame(results: dict) -> pd.DataFrame:
-    """One row per trained model: accuracy, loss, size and cost (accuracies as fractions)."""
+    """One row per trained model: accuracy, loss, size and cost as results.json holds them (accuracies as
+    fractions; `seconds` is training, `eval_seconds` evaluation)."""
     columns = ["test_accuracy", "test_loss", "train_accuracy", "val_accuracy", "params",
-               "trainable_params", "epochs", "seconds", "images_per_second", "precision"]
+               "trainable_params", "epochs", "seconds", "eval_seconds", "images_per_second", "precision"]
     return pd.DataFrame({name: {c: entry[c] for c in columns} for name, entry in results["models"].items()}).T
 
 

@@ -382,12 +382,12 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
     seed_everything(run.config.seed, run.config.deterministic)
     spec, kind = parse_stage(name)
     print(f"{name}: started", flush=True)
-    started = time.perf_counter()
     trained = ({"cnn": train_cnn, "scratch": train_scratch}[kind](run) if spec is None
                else (train_head if kind == "head" else fine_tune)(run, spec.name))
     done = "loaded (trained by an earlier run) and evaluated" if trained.stage.reused else "finished"
-    print(f"{name}: {done} in {time.perf_counter() - started:,.0f} s, test accuracy "
-          f"{trained.metrics['test_accuracy']:.4f}", flush=True)
+    # the seconds results.json records, so the notebooks and the command line print the same numbers
+    print(f"{name}: {done}: {trained.stage.seconds:,.0f} s training, {trained.eval_seconds:,.0f} s evaluation, "
+          f"test accuracy {trained.metrics['test_accuracy']:.4f}", flush=True)
     return trained
 
 
