@@ -131,8 +131,9 @@ def pytest_runtest_makereport(item, call):
 # to its workers in collection order (the Makefile passes --no-loadscope-reorder), so a long
 # module never starts last on one worker while the others idle. From --durations of both
 # targets: in `make test` test_real_data.py's smoke run takes one worker while the other
-# starts on test_models.py; `make test-slow` starts with test_real_data.py (a smoke run of its
-# own and the runs that read it) and test_bench_backbones.py. Each target holds only some of
+# starts on test_models.py; `make test-slow` starts with test_real_data.py (the runs that read
+# the smoke run `make test` left in pytest's cache, and a random-init head run) and
+# test_bench_backbones.py. Each target holds only some of
 # these modules' tests, and a module a target does not select is simply absent.
 LONGEST_FIRST = ("test_real_data.py", "test_bench_backbones.py", "test_stages.py", "test_resume.py", "test_models.py",
                  "test_bench.py", "test_cli.py", "test_curves.py", "test_prefix.py", "test_training.py",

@@ -12,7 +12,7 @@ MODULES = {path.stem: ast.parse(path.read_text()) for path in SOURCE.glob("*.py"
 # its stage-2 recipe, errors, and the atomic file helpers. None of it needs TensorFlow.
 CORE = {"errors", "publish", "recipe", "registry", "results", "study"}
 # The publish wing reads results files only: the README blocks, the deck, figures, curves' report.
-PUBLISH = {"report", "deck", "plots", "figures", "curve_report", "curve_stats", "takeaways"}
+PUBLISH = {"report", "deck", "plots", "figures", "curve_report", "curve_stats", "takeaways", "slide_layout"}
 # The edge may reach both wings: the command line, its workflows and the notebooks' glue.
 EDGE = {"__init__", "__main__", "cli", "workflow", "analysis"}
 RUN = set(MODULES) - CORE - PUBLISH - EDGE

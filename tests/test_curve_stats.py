@@ -107,6 +107,13 @@ def test_the_figure_draws_four_lines_and_marks_where_the_lead_falls_below_two_po
     markers = [line for line in ax.get_lines() if line.get_marker() == "D"]
     assert len(markers) == 1 and markers[0].get_xdata()[0] == pytest.approx(500 * 10 ** (0.28 / 0.33))
     assert "mean ± standard deviation over 3 seeds" in ax.get_title()
+    # drawn at the size the deck places it, so its text is never shrunk below 9 pt there
+    from matplotlib.text import Text
+
+    from cifar10_transfer.slide_layout import PLACED, SLIDE_H, SLIDE_W
+    width, height = fig.get_size_inches()
+    assert width <= PLACED["learning_curve"][2] * SLIDE_W and height <= PLACED["learning_curve"][3] * SLIDE_H
+    assert min(t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip()) >= 9
 
 
 def test_curves_without_the_scratch_line_measure_the_head_against_the_cnn():

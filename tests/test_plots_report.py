@@ -88,6 +88,23 @@ def _figure_cases(arrays, results):
     }
 
 
+def test_every_deck_figure_fits_its_place_so_its_text_is_never_below_9_pt(arrays, results):
+    from matplotlib.text import Text
+
+    from cifar10_transfer.slide_layout import PLACED, SLIDE_H, SLIDE_W, curve_cell
+
+    places = {**{name: rect[2:] for name, rect in PLACED.items()}, "cnn_curve": curve_cell(4)}
+    cases = _figure_cases(arrays, results)
+    cases["accuracy_vs_cost"] = plots.accuracy_vs_cost(results)
+    checked = [name for name in cases if name in places]
+    assert len(checked) == 11  # all but the learning curves' two, which test_curve_stats.py checks
+    for name in checked:
+        width, height = cases[name].get_size_inches()
+        assert width <= places[name][0] * SLIDE_W + 0.01 and height <= places[name][1] * SLIDE_H + 0.01, name
+        sizes = [t.get_fontsize() for t in cases[name].findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9, name
+
+
 def test_every_figure_is_returned_and_saved_as_png(arrays, results, tmp_path):
     for name, fig in _figure_cases(arrays, results).items():
         assert isinstance(fig, Figure), name
@@ -102,7 +119,7 @@ def test_every_figure_is_returned_and_saved_as_png(arrays, results, tmp_path):
 def test_saved_png_has_fixed_dpi(arrays, tmp_path):
     _, labels = arrays
     path = plots.save_figure(plots.label_distribution(labels, CLASSES), tmp_path / "labels.png")
-    assert mpimg.imread(path).shape[:2] == (int(4.5 * plots.DPI), 8 * plots.DPI)
+    assert mpimg.imread(path).shape[:2] == (int(4.5 * plots.DPI), int(6.5 * plots.DPI))
 
 
 def test_label_distribution_bars_are_class_counts():

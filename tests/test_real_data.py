@@ -1,6 +1,8 @@
 """End to end on the real CIFAR-10 copy (CIFAR10_DIR; CI extracts ../shared/data/cifar10-jpeg.tar.gz)."""
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,13 +45,32 @@ def _cli(*args, timeout=1200):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _smoke_key(real_data_dir: Path) -> str:
+    """Everything the smoke run depends on: the package, the notebooks, the pins, its stages and the data copy."""
+    digest = hashlib.sha256(f"{real_data_dir.resolve()}|{SMOKE_MODELS}".encode())
+    for path in sorted([*ROOT.glob("src/**/*.py"), *ROOT.glob("notebooks/*.ipynb"), ROOT / "requirements.txt",
+                        ROOT / "pyproject.toml"]):
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="module")
-def smoke_run(real_data_dir, tmp_path_factory):
-    """One smoke `reproduce` on the real copy with EfficientNet-Lite0's ImageNet weights, read by many tests."""
-    out = tmp_path_factory.mktemp("smoke-run")
-    result = _cli("reproduce", "--profile", "smoke", "--data-dir", real_data_dir, "--set", f"models={SMOKE_MODELS}",
-                  "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
+def smoke_run(real_data_dir, request):
+    """One smoke `reproduce` on the real copy with EfficientNet-Lite0's ImageNet weights, read by many tests.
+
+    Both test targets read it, so it is kept in pytest's cache directory under a key of everything it
+    depends on (`_smoke_key`): the first target to need it makes it, the other reads it, and a change to
+    the code, the notebooks, the pins or the data makes a new one (a run costs minutes on 2 cores)."""
+    key = _smoke_key(real_data_dir)
+    out = Path(request.config.cache.mkdir(f"smoke-run-{key}"))
+    if not (out / "done").is_file():
+        for stale in out.parent.glob("smoke-run-*"):  # earlier keys' runs, and an unfinished one of this key
+            shutil.rmtree(stale)
+        out.mkdir()
+        result = _cli("reproduce", "--profile", "smoke", "--data-dir", real_data_dir, "--set",
+                      f"models={SMOKE_MODELS}", "--out", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        (out / "done").write_text(key)
     return out
 
 

@@ -238,7 +238,7 @@ def learning_curve_figure(curves: dict) -> Figure:
     LEAD_THRESHOLD."""
     with rc_context(SLIDE_TEXT):
         summary, reference = curve_summary(curves), reference_model(curves)
-        fig, ax = canvas((8, 6))
+        fig, ax = canvas((7.3, 5.5))
         for model in curve_models(curves):
             rows = summary[summary.model == model]
             ax.errorbar(rows.train_size, rows["mean"], yerr=rows["std"], marker="o", capsize=4,
@@ -284,7 +284,7 @@ def _mark_lead_ends(ax, curves: dict, summary: pd.DataFrame, reference: str) -> 
 def resolution_cost_figure(curves: dict) -> Figure:
     """Head-only test accuracy against the seconds of feature extraction, one point per input size."""
     points = pd.DataFrame(curves["resolution"])
-    fig, ax = canvas((9, 5))
+    fig, ax = canvas((7.3, 5.0))
     ax.plot(points.feature_seconds, points.test_accuracy, marker="o", color=PALETTE["primary"])
     for _, p in points.iterrows():
         ax.annotate(f"{p.image_size:.0f}px", (p.feature_seconds, p.test_accuracy), textcoords="offset points",
@@ -295,6 +295,6 @@ def resolution_cost_figure(curves: dict) -> Figure:
                   f"({curves['provenance']['device']})", ylabel="head-only test accuracy")
     fig.suptitle(f"Input resolution vs cost: {label(curves['backbone'] + '_head')}")
     prov = curves["provenance"]
-    ax.set_title(textwrap.shorten(f"Data: {prov['data']}; weights: {prov['weights']}; {prov['hardware']}", 140),
+    ax.set_title(textwrap.fill(f"Data: {prov['data']}; weights: {prov['weights']}; {prov['hardware']}", 90),
                  fontsize=9)
     return fig

@@ -7,11 +7,9 @@ import textwrap
 from functools import partial
 from pathlib import Path
 
-import matplotlib.image as mpimg
 from matplotlib import rc_context
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import FancyBboxPatch
 
 from . import takeaways
@@ -24,15 +22,13 @@ from .registry import parse_stage
 from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
                      views_description, weights_description)
 from .results import best_model, single_view_key, single_view_test_accuracy
+from .slide_layout import CURVE_GRID, CURVES_PER_SLIDE, PLACED, bullets, curve_cell, flow, frame, picture, pictures
 from .study import STUDY_STAGES, label, stage, table_stages
 
-SLIDE_W, SLIDE_H = 13.333, 7.5  # 16:9 in inches
-# DejaVu Sans averages about 0.55 em per character (used to wrap text to a width); lines are 1.35 em apart.
-CHAR_EM, LINE = 0.55, 1.35
 DECK_STYLE = {**STYLE, "pdf.fonttype": 42, "axes.grid": False}  # 42: real, selectable TrueType text
 # Fixed metadata (no dates) so the same results always give the same PDF bytes.
 PDF_METADATA = {"CreationDate": None, "ModDate": None, "Creator": "cifar10-transfer", "Producer": "cifar10-transfer"}
-BODY = (0.05, 0.08, 0.95, 0.84)  # left, bottom, right, top of the content area (figure fraction)
+
 
 
 def _listed(names) -> str:
@@ -73,60 +69,9 @@ def _limitations(results: dict, curves: dict | None = None) -> list:
     return items + steps
 
 
-def _flow(fig: Figure, entries: list, box=BODY, size: int = 20) -> None:
-    # Draw (prefix, prefix_x, text, text_x) entries top-down in `box`, wrapping the text and
-    # shrinking the font until everything fits, so nothing is ever cut off at the slide's bottom.
-    left, bottom, right, top = box
-    width_in = (right - left) * SLIDE_W
-    for fs in range(size, 9, -1):
-        layout = [(prefix, px, textwrap.wrap(text, max(int((width_in - tx) * 72 / (CHAR_EM * fs)), 12)) or [""], tx)
-                  for prefix, px, text, tx in entries]
-        height = sum(len(lines) * LINE + 0.5 for *_, lines, _ in layout) * fs / 72 / SLIDE_H
-        if height <= top - bottom:
-            break
-    y, step = top, LINE * fs / 72 / SLIDE_H
-    for prefix, px, lines, tx in layout:
-        fig.text(left + px / SLIDE_W, y, prefix, fontsize=fs, va="top", weight="bold", color=PALETTE["primary"])
-        for line in lines:
-            fig.text(left + tx / SLIDE_W, y, line, fontsize=fs, va="top")
-            y -= step
-        y -= 0.5 * fs / 72 / SLIDE_H
-
-
 def _stage2_recipe(name: str, entry: dict) -> str:
     """One fine-tuned stage's recipe in words, from its results entry."""
     return f"{label(name).rsplit(' ', 1)[0]}: {describe(Stage2Recipe.from_entry(entry), parse_stage(name)[0])}"
-
-
-def _bullets(fig: Figure, items: list, box=BODY, size: int = 20) -> None:
-    _flow(fig, [("•", 0.0, item, 0.35) for item in items], box, size)
-
-
-def _picture(fig: Figure, path: Path, rect: list) -> None:
-    """Embed a PNG in `rect` (left, bottom, width, height), or say in text that it is missing."""
-    ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
-    if path.is_file():
-        # interpolation="none" embeds the original pixels instead of resampling at PDF dpi.
-        ax.imshow(mpimg.imread(path), interpolation="none")
-    else:
-        ax.text(0.5, 0.5, f"{path.name}:\nfigure not produced in this run", ha="center", va="center",
-                fontsize=16, color=PALETTE["muted"], transform=ax.transAxes)
-
-
-def _slide(title: str, number: int, total: int, takeaway: str | None) -> Figure:
-    fig = Figure(figsize=(SLIDE_W, SLIDE_H))
-    fig.text(0.05, 0.915, title, fontsize=28, weight="bold", va="center")
-    fig.add_artist(Line2D([0.05, 0.95], [0.865, 0.865], color=PALETTE["primary"], linewidth=2))
-    fig.text(0.95, 0.03, f"{number} / {total}", fontsize=11, color=PALETTE["muted"], ha="right")
-    if takeaway:
-        # one line under the body, shrunk to fit left of the page number, wrapped only below 11 pt;
-        # bold DejaVu Sans runs about 0.63 em per character
-        width_pt, em = 0.83 * SLIDE_W * 72, 0.63
-        size = max(11, min(15, int(width_pt / (em * len(takeaway)))))
-        text = textwrap.fill(takeaway, int(width_pt / (em * size)))
-        fig.text(0.05, 0.045, text, fontsize=size, weight="bold", color=PALETTE["primary"], va="center",
-                 linespacing=1.2)
-    return fig
 
 
 def _stage2_depth(models: dict) -> str:
@@ -192,7 +137,7 @@ def _title(fig: Figure, results: dict, **_) -> None:
 def _problem(fig: Figure, results: dict, **_) -> None:
     cfg, prov, data = results["config"], results["provenance"], results["data"]
     names = data.get("class_names", [])
-    _bullets(fig, [
+    bullets(fig, [
         "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
         f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
         f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
@@ -206,17 +151,12 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])
 
 
-def _pictures(*placed):
-    """A slide of figures from the table: (name, [left, bottom, width, height]) pairs."""
-    return lambda fig, images, **_: [_picture(fig, images / FIGURES[name].file, rect) for name, rect in placed]
-
-
 def _method(fig: Figure, results: dict, **_) -> None:
     models = results["models"]
     backbones = list(dict.fromkeys(label(s.name).rsplit(" ", 1)[0] for s in table_stages(models)
                                    if s.backbone and s.name in models))
     _pipeline(fig, results["config"], backbones, models)
-    _bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
+    bullets(fig, ["Transfer learning reuses ImageNet features: only the head (stage 1), then also the "
                    "backbone's layers that stage 2 unfreezes, learn from CIFAR-10.",
                    "The baseline CNN skips all of this: it sees the 32×32 images directly."],
              box=(0.05, 0.08, 0.95, 0.4), size=18)
@@ -241,8 +181,8 @@ def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:
         items += [f"{m['params']:,} parameters, {m.get('epochs')} epochs, "
                   f"{m.get('images_per_second', 0):,.0f} images/s ({m.get('precision', '?')})"]
     strong = [_outcome(results, "scratch")] if "scratch" in results["models"] else []  # the strong baseline, if run
-    _bullets(fig, items + [_outcome(results, "cnn"), *strong], box=(0.05, 0.08, 0.45, 0.84), size=18)
-    _picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
+    bullets(fig, items + [_outcome(results, "cnn"), *strong], box=(0.05, 0.08, 0.45, 0.84), size=18)
+    picture(fig, images / training_curve("cnn").file, [0.47, 0.2, 0.5, 0.6])
 
 
 def _stages(fig: Figure, results: dict, **_) -> None:
@@ -259,14 +199,14 @@ def _stages(fig: Figure, results: dict, **_) -> None:
              [f"The layers each recipe names are unfrozen and trained on; {cfg.get('finetune_epochs')} epochs",
               *recipes])):
         fig.text(box[0], 0.8, heading, fontsize=22, weight="bold", color=PALETTE["primary"])
-        _bullets(fig, items + [_outcome(results, s.name) for s in table_stages(models)
+        bullets(fig, items + [_outcome(results, s.name) for s in table_stages(models)
                                if s.name.endswith("_" + kind)], box=box, size=16)
 
 
 def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
     cfg = results["config"]
-    _picture(fig, images / FIGURES["augmentation"].file, [0.04, 0.08, 0.45, 0.76])
-    _bullets(fig, [("Random flip, crop/zoom, brightness and contrast" if cfg.get("augment")
+    picture(fig, images / FIGURES["augmentation"].file, PLACED["augmentation"])
+    bullets(fig, [("Random flip, crop/zoom, brightness and contrast" if cfg.get("augment")
                     else "Augmentation off in this run"),
                    "Applied to training images after resizing, before the backbone's own preprocessing",
                    "Seeded stateless ops: the same seed gives the same augmented epochs"]
@@ -275,28 +215,34 @@ def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
              box=(0.52, 0.08, 0.95, 0.84), size=18)
 
 
-def _comparison(fig: Figure, results: dict, images: Path, curves: dict | None) -> None:
+def _comparison(fig: Figure, results: dict, images: Path, curves: dict | None, **_) -> None:
     _table(fig, results, [0.05, 0.56, 0.9, 0.28], curves)
-    _picture(fig, images / FIGURES["model_comparison"].file, [0.15, 0.07, 0.7, 0.47])
+    picture(fig, images / FIGURES["model_comparison"].file, PLACED["model_comparison"])
 
 
-def _training_curves(fig: Figure, results: dict, images: Path, **_) -> None:
+def _curve_pages(results: dict, images: Path) -> list[list[Path]]:
+    """The training-curve figures of the stages run, CURVES_PER_SLIDE to a slide."""
     paths = [images / training_curve(s.name).file for s in table_stages(results["models"])]
-    found = [path for path in paths if path.is_file()][:6] or [images / training_curve("cnn").file]
-    columns = 1 if len(found) == 1 else 2 if len(found) <= 4 else 3
-    lines = -(-len(found) // columns)
-    width, height = 0.94 / columns, 0.78 / lines
-    for index, path in enumerate(found):
+    found = [path for path in paths if path.is_file()] or [images / training_curve("cnn").file]
+    return [found[i:i + CURVES_PER_SLIDE] for i in range(0, len(found), CURVES_PER_SLIDE)]
+
+
+def _training_curves(fig: Figure, paths: list[Path], **_) -> None:
+    left, bottom, _, height = CURVE_GRID
+    top = bottom + height
+    width, height = curve_cell(len(paths))
+    columns = 1 if len(paths) == 1 else 2
+    for index, path in enumerate(paths):
         row, column = divmod(index, columns)
-        _picture(fig, path, [0.03 + column * width, 0.84 - (row + 1) * height, width * 0.98, height * 0.98])
+        picture(fig, path, [left + column * width / 0.98, top - (row + 1) * height / 0.98, width, height])
 
 
 def _curve_slide(name: str, resolution: bool):
     """A curve figure beside its findings: the input-size sentence (`resolution`) or the learning curves'."""
     def draw(fig: Figure, images: Path, curves: dict, **_) -> None:
         lines = resolution_findings(curves) if resolution else lead_findings(curves)
-        _picture(fig, images / FIGURES[name].file, [0.03, 0.1, 0.55, 0.74])
-        _bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
+        picture(fig, images / FIGURES[name].file, PLACED[name])
+        bullets(fig, lines or (["(one image size only)"] if resolution else []), box=(0.6, 0.08, 0.97, 0.84),
                  size=16)
     return draw
 
@@ -322,7 +268,7 @@ def _choices(fig: Figure, results: dict, **_) -> None:
               "standard error, under a rule committed before the runs (research/README.md); otherwise the simpler "
               "recipe stays.",
               "The best model is the stage with the highest mean validation accuracy."]
-    _bullets(fig, items, size=18)
+    bullets(fig, items, size=18)
 
 
 def _resolved_stage2(results: dict) -> str:
@@ -347,7 +293,7 @@ def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> 
     if curves is not None:
         pairs.append(("Curves", f"learning_curves.json: commit {short_commit(curves['provenance'])}, "
                                 f"finished {finished_date(curves['provenance'])}"))
-    _flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
+    flow(fig, [(key, 0.0, str(value), 1.9) for key, value in pairs], size=16)
 
 
 # (title, draw, takeaway) of each slide in order, draw(fig, results=, images=, curves=) and
@@ -355,30 +301,27 @@ def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> 
 _OPENING = (
     ("cifar10-transfer", _title, takeaways.title),
     ("Problem and dataset", _problem, takeaways.problem),
-    ("EDA: labels and samples", _pictures(("train_label_distribution", [0.04, 0.12, 0.5, 0.7]),
-                                          ("dataset_samples", [0.56, 0.09, 0.4, 0.75])), takeaways.labels),
-    ("EDA: colour statistics", _pictures(("avg_rgb_by_class", [0.03, 0.2, 0.42, 0.6]),
-                                         ("pixel_intensity", [0.46, 0.12, 0.52, 0.72])), takeaways.colours),
+    ("EDA: labels and samples", pictures("train_label_distribution", "dataset_samples"), takeaways.labels),
+    ("EDA: colour statistics", pictures("avg_rgb_by_class", "pixel_intensity"), takeaways.colours),
     ("Method: the transfer-learning pipeline", _method, takeaways.method),
     ("Baseline: a small CNN from scratch", _cnn, takeaways.cnn),
     ("Transfer learning in two stages", _stages, takeaways.stages),
     ("Augmentation", _augmentation, takeaways.augmentation),
     ("Results: this run vs the study", _comparison, takeaways.comparison),
-    ("Accuracy versus training cost", _pictures(("accuracy_vs_cost", [0.12, 0.09, 0.76, 0.75])), takeaways.cost),
+    ("Accuracy versus training cost", pictures("accuracy_vs_cost"), takeaways.cost),
     ("How choices were made", _choices, takeaways.choices),
     ("Training curves", _training_curves, takeaways.curves_of_training),
 )
 _CURVES = ((FIGURES["learning_curve"].caption, _curve_slide("learning_curve", resolution=False),
             takeaways.learning_curve),
-           ("Learning curves: gaps and cost", lambda fig, curves, **_: _bullets(fig, gap_findings(curves)),
+           ("Learning curves: gaps and cost", lambda fig, curves, **_: bullets(fig, gap_findings(curves)),
             takeaways.gaps),
            (FIGURES["resolution_cost"].caption, _curve_slide("resolution_cost", resolution=True), takeaways.resolution))
 _CLOSING = (
-    ("Confusion matrix and common errors", _pictures(("confusion_matrix", [0.03, 0.09, 0.46, 0.75]),
-                                                     ("common_errors", [0.51, 0.2, 0.46, 0.55])), takeaways.errors),
-    ("Misclassified test images", _pictures(("misclassified_examples", [0.05, 0.09, 0.9, 0.75])), takeaways.mistakes),
-    ("Findings", lambda fig, results, **_: _bullets(fig, findings(results)), takeaways.summary),
-    ("Limitations and next steps", lambda fig, results, curves, **_: _bullets(fig, _limitations(results, curves)),
+    ("Confusion matrix and common errors", pictures("confusion_matrix", "common_errors"), takeaways.errors),
+    ("Misclassified test images", pictures("misclassified_examples"), takeaways.mistakes),
+    ("Findings", lambda fig, results, **_: bullets(fig, findings(results)), takeaways.summary),
+    ("Limitations and next steps", lambda fig, results, curves, **_: bullets(fig, _limitations(results, curves)),
      takeaways.limitations),
     ("Provenance", _provenance, takeaways.provenance),
 )
@@ -386,9 +329,14 @@ _CLOSING = (
 
 def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
     """(title, draw, takeaway) for each slide; draw(fig) fills the body."""
-    return [(title, partial(draw, results=results, images=Path(images), curves=curves),
-             takeaway(results=results, curves=curves))
-            for title, draw, takeaway in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING)]
+    slides = []
+    for title, draw, takeaway in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING):
+        line = takeaway(results=results, curves=curves)
+        pages = _curve_pages(results, Path(images)) if draw is _training_curves else [None]
+        slides += [(title + (f" ({k} of {len(pages)})" if len(pages) > 1 else ""),
+                    partial(draw, results=results, images=Path(images), curves=curves, paths=page), line)
+                   for k, page in enumerate(pages, 1)]
+    return slides
 
 
 def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,
@@ -401,7 +349,7 @@ def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os
         # The rc context must cover PdfPages.close(): fonts are embedded (type 42) when it closes.
         with rc_context(DECK_STYLE), PdfPages(tmp, metadata=PDF_METADATA) as pdf:
             for number, (title, draw, takeaway) in enumerate(slides, 1):
-                fig = _slide(title, number, len(slides), takeaway)
+                fig = frame(title, number, len(slides), takeaway)
                 draw(fig)
                 pdf.savefig(fig)
 

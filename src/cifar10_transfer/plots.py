@@ -85,9 +85,9 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
 def label_distribution(labels: np.ndarray, class_names: Sequence[str]) -> Figure:
     """Bar chart of the number of images per class."""
     counts = np.bincount(np.asarray(labels), minlength=len(class_names))[: len(class_names)]
-    fig, ax = canvas((8, 4.5))
+    fig, ax = canvas((6.5, 4.5))
     bars = ax.bar(class_names, counts, color=PALETTE["primary"])
-    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=8)
+    ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=2, fontsize=9)
     ax.set(ylabel="images", xlabel="class", title=f"Training labels per class ({counts.sum():,} images)")
     ax.tick_params(axis="x", rotation=30)
     ax.margins(y=0.12)  # room for the count labels above the tallest bar
@@ -101,7 +101,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray, class_names: Sequence[st
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     rows = len(class_names)
-    fig, axes = canvas((1.0 * per_class + 1.4, 1.0 * rows + 0.6), rows, per_class, squeeze=False)
+    fig, axes = canvas((0.5 * per_class + 1.2, 0.49 * rows + 0.6), rows, per_class, squeeze=False)
     for row, name in enumerate(class_names):
         indices = np.flatnonzero(labels == row)
         chosen = rng.choice(indices, size=min(per_class, len(indices)), replace=False)
@@ -120,12 +120,12 @@ def average_rgb_by_class(images: np.ndarray, labels: np.ndarray, class_names: Se
     labels = np.asarray(labels)
     means = np.array([images[labels == c].reshape(-1, 3).mean(axis=0) if np.any(labels == c)
                       else np.zeros(3) for c in range(len(class_names))])
-    fig, ax = canvas((9, 4.5))
+    fig, ax = canvas((5.5, 4.3))
     x = np.arange(len(class_names))
     width = 0.27
     for channel, (name, color) in enumerate(zip(("R", "G", "B"), CHANNEL_COLORS)):
         ax.bar(x + (channel - 1) * width, means[:, channel], width, label=name, color=color)
-    ax.set_xticks(x, class_names, rotation=30)
+    ax.set_xticks(x, class_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set(ylim=(0, 255), ylabel="mean pixel value (0-255)", xlabel="class", title="Average colour per class")
     _legend_outside(ax)
     return fig
@@ -137,7 +137,7 @@ def pixel_intensity(images: np.ndarray, labels: np.ndarray, class_names: Sequenc
     labels = np.asarray(labels)
     ncols = 5
     nrows = math.ceil(len(class_names) / ncols)
-    fig, axes = canvas((12, 2.6 * nrows + 0.6), nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    fig, axes = canvas((6.9, 2.3 * nrows + 0.7), nrows, ncols, squeeze=False, sharex=True, sharey=True)
     values = np.arange(256)
     for index, ax in enumerate(axes.flat):
         if index >= len(class_names):
@@ -168,7 +168,7 @@ def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
     if variants.ndim != 5 or variants.shape[0] != len(originals):
         raise ValueError(f"variants must be (n, k, H, W, 3) with n={len(originals)}; got {variants.shape}")
     n, k = variants.shape[:2]
-    fig, axes = canvas((1.3 * (k + 1) + 0.4, 1.3 * n + 0.7), n, k + 1, squeeze=False)
+    fig, axes = canvas((0.92 * (k + 1) + 0.4, 0.8 * n + 0.7), n, k + 1, squeeze=False)
     for row in range(n):
         for col, ax in enumerate(axes[row]):
             _image_axes(ax)
@@ -182,7 +182,7 @@ def augmentation_grid(originals: np.ndarray, variants: np.ndarray) -> Figure:
 @styled
 def training_curves(history: dict, title: str) -> Figure:
     """Loss and accuracy per epoch (1-based), training and validation, in two panels."""
-    fig, (ax_loss, ax_acc) = canvas((10, 4), 1, 2)
+    fig, (ax_loss, ax_acc) = canvas((6.1, 2.85), 1, 2)
     for ax, metric, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         for key, name, color in ((metric, "train", PALETTE["primary"]),
                                  (f"val_{metric}", "validation", PALETTE["secondary"])):
@@ -214,11 +214,11 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
     matrix = np.asarray(matrix, dtype=np.int64)
     # Colour by the share of each true class, so a class with fewer test images is not paler.
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = canvas((8, 7))
+    fig, ax = canvas((6.0, 5.5))
     image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     ax.grid(False)
     for (row, col), count in np.ndenumerate(matrix):
-        ax.text(col, row, f"{count}", ha="center", va="center", fontsize=8,
+        ax.text(col, row, f"{count}", ha="center", va="center", fontsize=9,
                 color="white" if shares[row, col] > 0.5 else "black")
     ticks = np.arange(len(class_names))
     ax.set_xticks(ticks, class_names, rotation=45, ha="right", rotation_mode="anchor")
@@ -234,12 +234,12 @@ def confusion_matrix_plot(matrix, class_names: Sequence[str], title: str) -> Fig
 def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
     """Horizontal bars of the (up to 10) most frequent "true → predicted" mistakes."""
     entries = list(top_confusions)[:10]
-    fig, ax = canvas((8, 0.4 * max(len(entries), 3) + 1.2))
+    fig, ax = canvas((6.0, min(0.28 * max(len(entries), 3) + 1.2, 4.1)))
     if entries:
         names = [f"{e['true']} → {e['predicted']}" for e in entries]
         counts = [e["count"] for e in entries]
         bars = ax.barh(names, counts, color=PALETTE["secondary"])
-        ax.bar_label(bars, padding=3, fontsize=8)
+        ax.bar_label(bars, padding=3, fontsize=9)
         ax.invert_yaxis()  # the most frequent mistake on top
         ax.margins(x=0.1)
         ax.set_xlabel("test images")
@@ -259,7 +259,7 @@ def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicte
     ncols = min(max(n, 1), 4)
     nrows = max(math.ceil(n / ncols), 1)
     # Wide cells: the titles are longer than the images are wide, and a wide grid fits a 16:9 slide.
-    fig, axes = canvas((3.0 * ncols, 1.6 * nrows + 0.5), nrows, ncols, squeeze=False)
+    fig, axes = canvas((3.0 * ncols, 1.25 * nrows + 0.5), nrows, ncols, squeeze=False)
     for index, ax in enumerate(axes.flat):
         _image_axes(ax)
         if index >= n:
@@ -302,7 +302,7 @@ def model_comparison(results: dict) -> Figure:
     both single views: where the run also averaged each image with its mirror, its single-view accuracy."""
     models = results.get("models", {})
     stages = table_stages(models)
-    fig, ax = canvas((max(9, 1.6 * len(stages)), 5))
+    fig, ax = canvas((9.2, 3.5))
     x = np.arange(len(stages))
     width = 0.38
     for checked in (True, False):  # the study's numbers beside a stage not run here are drawn as outlines only
@@ -327,7 +327,7 @@ def model_comparison(results: dict) -> Figure:
             ax.text(x[i] + width / 2, 0.02, "not run", ha="center", va="bottom", color=PALETTE["red"])
         if s.study_accuracy is None:
             ax.text(x[i] - width / 2, 0.02, "not in\nstudy", ha="center", va="bottom", color=PALETTE["muted"],
-                    fontsize=8)
+                    fontsize=9)
     ax.set_xticks(x, [textwrap.fill(s.label, 14) for s in stages])
     ax.set_ylim(0, 1.05)  # room for the value labels above a bar near 100%
     ax.set_yticks(np.linspace(0, 1, 6))
