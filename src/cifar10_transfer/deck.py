@@ -141,8 +141,8 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         "Question: how much does ImageNet pretraining help over a small CNN trained from scratch?",
         f"CIFAR-10: 32×32 colour images in {len(names)} classes: {', '.join(names)}.",
         f"This run: {data.get('train', 0):,} training, {data.get('val', 0):,} validation and "
-        f"{data.get('test', 0):,} test images: {cfg.get('train_size'):,} training images drawn per seed, "
-        f"{100 * cfg.get('val_fraction', 0):.0f}% of them held out for validation; "
+        f"{data.get('test', 0):,} test images: {data.get('train', 0) + data.get('val', 0):,} training images "
+        f"drawn per seed, {data.get('val', 0):,} of them held out for validation; "
         + (f"seeds {cfg['seeds'].replace(',', ', ')}." if cfg.get("seeds") else f"seed {cfg.get('seed')}."),
         f"Data source: {prov.get('data', 'unknown')}.",
         "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
