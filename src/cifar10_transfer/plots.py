@@ -20,7 +20,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
 
 from .publish import atomic_write  # noqa: E402
-from .results import single_view_key, single_view_test_accuracy  # noqa: E402
+from .results import single_view_key, single_view_test_accuracy, training_seconds  # noqa: E402
 from .study import stage, table_stages  # noqa: E402
 
 DPI = 150
@@ -345,12 +345,6 @@ def _seed_sd(entry: dict) -> float:
     return entry.get("over_seeds", {}).get(single_view_key(entry), {}).get("sd", 0.0)
 
 
-def _training_seconds(models: dict, name: str) -> float:
-    """A stage's training seconds; a fine-tuned stage's include its head's, which it starts from."""
-    head = models.get(name.replace("_finetuned", "_head")) if name.endswith("_finetuned") else None
-    return models[name]["seconds"] + (head["seconds"] if head else 0.0)
-
-
 @styled
 def accuracy_vs_cost(results: dict) -> Figure:
     """Each trained stage's single-view test accuracy (± sd over seeds, where it ran under several)
@@ -359,7 +353,7 @@ def accuracy_vs_cost(results: dict) -> Figure:
     names = [s.name for s in table_stages(models) if s.name in models]
     fig, ax = canvas((7.5, 4.5))
     for name in names:
-        seconds, accuracy = _training_seconds(models, name), single_view_test_accuracy(models[name])
+        seconds, accuracy = training_seconds(models, name), single_view_test_accuracy(models[name])
         ax.errorbar(seconds, accuracy, yerr=_seed_sd(models[name]), fmt="o", capsize=4, color=PALETTE["primary"])
         ax.annotate(stage(name).label, (seconds, accuracy), textcoords="offset points", xytext=(7, -4), fontsize=9)
     ax.set_xscale("log")

@@ -12,7 +12,8 @@ from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
 from .registry import get_backbone, parse_stage
-from .results import best_model, difference_interval, single_view_key, single_view_test_accuracy
+from .results import (best_model, difference_interval, single_view_key, single_view_test_accuracy,
+                      training_seconds)
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
@@ -241,10 +242,9 @@ def findings(results: dict) -> list[str]:
         out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
     cnn = models.get("cnn")
     for name in (n for n in models if n != "cnn" and cnn):
-        m, head = models[name], models.get(name.replace("_finetuned", "_head"))
-        # stage 2 starts from stage 1, so its cost includes both
-        both = head is not None and head is not m
-        seconds, stages = (m["seconds"] + head["seconds"], " (both stages)") if both else (m["seconds"], "")
+        m, seconds = models[name], training_seconds(models, name)  # stage 2's includes its head's
+        both = name.endswith("_finetuned") and name.replace("_finetuned", "_head") in models
+        stages = " (both stages)" if both else ""
         out.append(f"{stage_label(results, name)} vs the baseline CNN: {_gain(results, m, cnn)}, "
                    f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
                    f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")

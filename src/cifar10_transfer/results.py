@@ -65,6 +65,12 @@ def single_view_key(entry: dict, split: str = "test") -> str:
     return f"single_view_{split}_accuracy" if "test_time_flip" in entry else f"{split}_accuracy"
 
 
+def training_seconds(models: dict, name: str) -> float:
+    """Stage `name`'s training seconds; a fine-tuned stage's include its head's, which it starts from."""
+    head = models.get(name.replace("_finetuned", "_head")) if name.endswith("_finetuned") else None
+    return models[name]["seconds"] + (head["seconds"] if head else 0.0)
+
+
 def single_view_test_accuracy(entry: dict) -> float:
     """A stage's test accuracy from one view per image, as the study measured: under `test_time_flip`
     the single-view accuracy stored beside the mirror-averaged one."""

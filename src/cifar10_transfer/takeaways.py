@@ -7,7 +7,7 @@ from .plots import format_accuracy
 from .recipe import Stage2Recipe, depth_words
 from .registry import parse_stage
 from .report import findings, points_difference, short_commit
-from .results import best_model, difference_interval, single_view_test_accuracy
+from .results import best_model, difference_interval, single_view_test_accuracy, training_seconds
 from .study import STUDY_STAGES, label, stage
 
 
@@ -105,8 +105,7 @@ def cost(results: dict, **_) -> str | None:
     models = results["models"]
     if best is None or "cnn" not in models:
         return None
-    head = models.get(best.replace("_finetuned", "_head")) if best.endswith("_finetuned") else None
-    seconds = models[best]["seconds"] + (head["seconds"] if head else 0.0)
+    seconds = training_seconds(models, best)
     return (f"{label(best)}: {_gain(results, best, 'cnn')} over the CNN for "
             f"{seconds / max(models['cnn']['seconds'], 1e-9):,.0f}x its training seconds.")
 
