@@ -12,6 +12,7 @@ DATA ?= cifar10
 DATA_DIR ?=
 WEIGHTS ?= imagenet
 SET ?=
+CURVES_FROM ?=
 RUN_FLAGS = --profile $(PROFILE) --out $(OUT) --data $(DATA) --weights $(WEIGHTS) \
 	$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(foreach kv,$(SET),--set $(kv)) $(if $(RESUME),--resume) \
 	$(if $(STRICT),--strict)
@@ -59,8 +60,8 @@ test-slow: install ## long end-to-end runs and bench.py runs: pytest -m "slow or
 
 test-all: test test-slow ## both, one after the other (as .ci/run does)
 
-reproduce: install ## run both notebooks and regenerate figures, results, deck and README table
-	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS)
+reproduce: install ## run the notebooks and regenerate figures, results, deck and README (CURVES_FROM=json: keep those curves)
+	$(PY) -m cifar10_transfer reproduce $(RUN_FLAGS) $(if $(CURVES_FROM),--curves-from $(CURVES_FROM))
 
 train: install ## train and evaluate only, writing OUT/results/results.json
 	$(PY) -m cifar10_transfer train $(RUN_FLAGS)

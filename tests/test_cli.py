@@ -154,6 +154,26 @@ def test_reproduce_refuses_unreachable_weights_before_running_notebooks(tmp_path
     assert not (tmp_path / ".runs").exists()
 
 
+def test_reproduce_refuses_missing_curves_to_keep_before_running_notebooks(tmp_path):
+    result = cli("reproduce", "--data", "synthetic", "--curves-from", tmp_path / "learning_curves.json",
+                 "--out", tmp_path)
+    assert_clean_failure(result, "--curves-from", "is not a file", "leave it out to run notebook 03")
+    assert not (tmp_path / ".runs").exists()
+
+
+def test_kept_curves_land_in_the_run_as_notebook_03_would_leave_them(tmp_path):
+    from cifar10_transfer.results import load_curves
+    from cifar10_transfer.workflow import keep_curves
+
+    source = ROOT / "results" / "learning_curves.json"  # the committed curves, beside their executed notebook
+    keep_curves(source, load_curves(source), tmp_path)
+    assert (tmp_path / "results" / "learning_curves.json").read_bytes() == source.read_bytes()
+    executed = "results/notebooks/03_learning_curves.ipynb"
+    assert (tmp_path / executed).read_bytes() == (ROOT / executed).read_bytes()
+    assert sorted(path.name for path in (tmp_path / "images").iterdir()) == ["learning_curve.png",
+                                                                            "resolution_cost.png"]
+
+
 def test_cpu_isa_lists_the_vector_extensions_in_the_order_of_the_constant():
     cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512_bf16 avx2 avx512f fma\n"
     assert cpu_isa(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]

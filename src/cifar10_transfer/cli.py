@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_commands.add_parser("check", help="load the data and print per-split, per-class counts")
     _add_data_flags(check)
     _add_run_flags(commands.add_parser("train", help="train and evaluate, write OUT/results/results.json"))
-    _add_run_flags(commands.add_parser("reproduce", help="run the notebooks, figures, results, deck, README"))
+    reproduce = commands.add_parser("reproduce", help="run the notebooks, figures, results, deck, README")
+    _add_run_flags(reproduce)
+    reproduce.add_argument("--curves-from", metavar="JSON",
+                           help="keep these learning curves (a learning_curves.json, e.g. results/learning_"
+                                "curves.json) instead of running notebook 03; they keep their own run's labels")
     report = commands.add_parser("report", help="re-render deck and README table from results.json")
     report.add_argument("--out", default=".", help="directory holding results/results.json")
     predict = commands.add_parser("predict", help="classify images with a trained model of a run")
@@ -70,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.command in ("train", "reproduce"):
         overrides, missing = workflow.without_unobtainable(args.profile, args.overrides, args.weights, args.strict)
         _say_not_run(missing)
-        command = workflow.train if args.command == "train" else workflow.reproduce
-        made = command(args.profile, overrides, args.data, args.data_dir, args.weights, args.out, args.resume)
-        print(f"results: {made}" if args.command == "train" else "\n".join(f"published: {p}" for p in made))
+        arguments = (args.profile, overrides, args.data, args.data_dir, args.weights, args.out, args.resume)
+        if args.command == "train":
+            print(f"results: {workflow.train(*arguments)}")
+        else:
+            print("\n".join(f"published: {p}" for p in workflow.reproduce(*arguments, curves_from=args.curves_from)))
         _say_not_run(missing)  # the last word: what is missing, and how to get it
     elif args.command == "report":
         print(f"deck: {workflow.report(args.out)}")
@@ -142,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("train", "reproduce"):
             from . import workflow
 
-            workflow.preflight(args.profile, args.overrides, args.weights, args.out)  # before TensorFlow loads
+            workflow.preflight(args.profile, args.overrides, args.weights, args.out,  # before TensorFlow loads
+                               getattr(args, "curves_from", None))
         if not args.debug and _needs_tensorflow(args):
             _import_tensorflow_quietly()
         return run(args)

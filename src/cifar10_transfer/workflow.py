@@ -7,6 +7,7 @@ and turns UserError into a message and an exit code.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +44,14 @@ def _arguments(profile, overrides, source, data_dir, weights) -> dict:
             "weights": weights}
 
 
-def preflight(profile: str, overrides: list[str] | None, weights: str, out: str | Path) -> None:
-    """The checks of `train` and `reproduce` that need no TensorFlow, so that a bad setting,
-    a missing weights file or an unusable output directory fails in a fraction of a second
+def preflight(profile: str, overrides: list[str] | None, weights: str, out: str | Path,
+              curves_from: str | None = None) -> None:
+    """The checks of `train` and `reproduce` that need no TensorFlow, so that a bad setting, a
+    missing weights or curves file or an unusable output directory fails in a fraction of a second
     (the CLI runs them before it imports TensorFlow). UserError on the first that fails."""
     make_config(profile, overrides)
     check_weights_file(weights)
+    _kept_curves(curves_from)
     with RunLock(Path(out)):  # writable and not in use by another run; released at once
         pass
 
@@ -145,13 +148,17 @@ def _weights_argument(weights: str) -> str:
 
 def reproduce(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
               data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
-              resume: bool = False) -> list[Path]:
-    """Run the three notebooks, render the deck and README blocks, then publish everything at once."""
+              resume: bool = False, curves_from: str | Path | None = None) -> list[Path]:
+    """Run the three notebooks, render the deck and README blocks, then publish everything at once.
+
+    `curves_from` (a learning_curves.json) is kept instead of running notebook 03, whose curves take
+    hours at the seed profile on a CPU; they stay labelled with their own run's commit and settings."""
     from .deck import render_deck
     from .report import update_readme
 
     out = Path(out)
     check_run_weights(make_config(profile, overrides), weights)  # refuse bad settings before any work
+    kept_curves = _kept_curves(curves_from)
     with RunLock(out):
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         run_dir = start_run(out, arguments, resume)
@@ -161,9 +168,11 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
             os.environ["CIFAR10_DIR"] = arguments["data_dir"]
         common = {"data": source, "data_dir": None, "out_dir": "."}
         _execute_notebook(NOTEBOOKS[0], run_dir, {**common, "profile": profile})
-        for notebook in NOTEBOOKS[1:]:
+        for notebook in NOTEBOOKS[1:] if kept_curves is None else NOTEBOOKS[1:-1]:
             _execute_notebook(notebook, run_dir, {**common, "profile": profile, "overrides": arguments["overrides"],
                                                   "weights": _weights_argument(weights)})
+        if kept_curves is not None:
+            keep_curves(Path(curves_from), kept_curves, run_dir)
         results = load_results(run_dir / RESULTS_FILE)
         curves = load_curves(run_dir / CURVES_FILE)
         render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves)
@@ -171,6 +180,30 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
         if (out / "README.md").is_file():
             update_readme(out / "README.md", results, curves)
     return published
+
+
+def _kept_curves(curves_from: str | Path | None) -> dict | None:
+    """The curves of --curves-from, read before any work; UserError where there are none to read."""
+    curves = load_curves(curves_from) if curves_from else None
+    if curves_from and curves is None:
+        raise UserError(f"--curves-from {curves_from} is not a file; pass a learning_curves.json such as "
+                        "results/learning_curves.json, or leave it out to run notebook 03.")
+    return curves
+
+
+def keep_curves(source: Path, curves: dict, run_dir: Path) -> None:
+    """Put the learning curves of `source` into `run_dir` as notebook 03 would have: the file, its
+    figures and, where it lies beside them, its executed notebook (results/notebooks/)."""
+    from .analysis import save_curve_figures
+
+    target = run_dir / CURVES_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    executed = source.parent / "notebooks" / NOTEBOOKS[-1]
+    if executed.is_file():
+        (run_dir / "results" / "notebooks").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(executed, run_dir / "results" / "notebooks" / NOTEBOOKS[-1])
+    save_curve_figures(curves, run_dir / "images")
 
 
 def report(out: str | Path = ".") -> Path:
