@@ -94,8 +94,8 @@ def test_findings_state_the_crossing_the_data_needed_and_the_cost():
                        "+30.0 points at 500 images (+27.5 to +32.5) and -3.0 points at 5,000 images (-7.3 to +1.3).")
     assert gaps[-1] == ("Training seconds at 5,000 images, mean over seeds (fine-tuned: with its head): "
                         "Baseline CNN 10 s; ResNet from scratch 40 s; EfficientNet-Lite0 head-only 20 s; "
-                        "EfficientNet-Lite0 fine-tuned 12 s (at 500); a transfer line's count only the backbone "
-                        "features no earlier point computed, as every size and seed shares them.")
+                        "EfficientNet-Lite0 fine-tuned 12 s (at 500); a transfer point's seconds count only the "
+                        "backbone features that no earlier point had computed, as all sizes and seeds share them.")
 
 
 def test_the_figure_draws_four_lines_and_marks_where_the_lead_falls_below_two_points():

@@ -174,7 +174,7 @@ def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
     assert lines[0] == ("| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
-                        "| Difference (points) | Training seconds |")
+                        "| Difference (points) | Training seconds (fine-tuned: stage 2 + head) |")
     assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
     assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
     assert lines[4] == ("| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline "
@@ -206,17 +206,17 @@ def _with_lite0(results):
 def test_other_backbones_get_rows_after_the_studys_without_a_study_number(results):
     lines = report.results_table_markdown(_with_lite0(results)).splitlines()
     assert lines[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | 1 seed | — | 41 |"
-    assert lines[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
+    assert lines[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 + 41 |"  # stage 2 + head
     curves = {"points": [{"model": m, "train_size": n, "seed": s, "test_accuracy": a}
                          for m, base in (("cnn", 0.6), ("efficientnet_lite0_head", 0.8))
                          for n in (500, 10000) for s, a in zip((3, 4, 5), (base, base + 0.01, base + 0.02))]}
     with_seeds = report.results_table_markdown(results, curves).splitlines()
     assert with_seeds[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | 41 |"
     assert with_seeds[5] == "| EfficientNet-Lite0 head-only | — | 80.0% | 81.0% ± 1.0 (3 seeds) | — | 41 |"
-    assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 |"
+    assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 + 41 |"
     results["config"]["test_time_flip"] = True  # this run also saw mirrors, the curves one view
     flipped = report.results_table_markdown(results, curves).splitlines()
-    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds |")
+    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds (fine-tuned: stage 2 + head) |")
     assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | — | 41 |"
     curves["config"] = {"test_time_flip": True}
     assert report.results_table_markdown(results, curves).splitlines()[2] == (
@@ -312,8 +312,13 @@ def test_test_time_flip_is_stated_and_its_change_computed_per_stage(results, tmp
     assert any(s.startswith("Accuracies and differences here are single views, as the study's") for s in sentences)
     assert "Best model: ResNet50 head-only with 87.9% single-view (88.1% with the mirror) test accuracy." in sentences
     assert any(s.startswith("ResNet50 head-only vs the baseline CNN: +27.8 points (87.9% vs 60.1%") for s in sentences)
+    # the confusions and per-class scores come from the evaluated view: the mirror's, and they say so
+    assert any(s.startswith("Most common mistake (ResNet50 head-only, mirror-averaged): ") for s in sentences)
+    assert any(s.startswith("Weakest class (ResNet50 head-only, mirror-averaged): ") for s in sentences)
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
-    assert "averaged with its mirror image's" in " ".join(text.split())
+    text = " ".join(text.split())
+    assert "one view per image (single view), as the study measured" in text
+    assert "averaged with its mirror image's is shown apart" in text
 
 
 def _deck_text(path) -> tuple[int, str]:

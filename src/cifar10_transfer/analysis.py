@@ -11,7 +11,7 @@ import pandas as pd
 
 from .evaluation import most_confident_mistakes
 from .figures import FIGURES, training_curve
-from .results import best_model
+from .results import best_model, predictions_words
 from .study import stage
 
 if TYPE_CHECKING:  # only their arrays are read here; pipelines would load TensorFlow, which notebook 01 does without
@@ -54,14 +54,15 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     """
     name = best_model(results)
     best, label = results["models"][name], stage(name).label
+    views = f"\n({predictions_words(best)[2:]} predictions)" if predictions_words(best) else ""  # a line of its own
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
     return [FIGURES["model_comparison"].save(images_dir, results),
             FIGURES["accuracy_vs_cost"].save(images_dir, results),
             FIGURES["confusion_matrix"].save(images_dir, np.array(best["confusion_matrix"]), splits.class_names,
-                                             f"{label}: confusion matrix"),
-            FIGURES["common_errors"].save(images_dir, best["top_confusions"], f"{label}: most common errors"),
-            FIGURES["per_class_metrics"].save(images_dir, best["per_class"], f"{label}: per-class metrics"),
+                                             f"{label}: confusion matrix{views}"),
+            FIGURES["common_errors"].save(images_dir, best["top_confusions"], f"{label}: most common errors{views}"),
+            FIGURES["per_class_metrics"].save(images_dir, best["per_class"], f"{label}: per-class metrics{views}"),
             FIGURES["misclassified_examples"].save(images_dir, splits.x_test[wrong], splits.y_test[wrong],
                                                    predicted[wrong], best_probabilities[wrong, predicted[wrong]],
                                                    splits.class_names)]

@@ -20,8 +20,8 @@ TARGETS = (0.8, 0.9)  # test accuracies whose price in labelled images the findi
 LEAD_THRESHOLD = 0.02  # the figure marks where a transfer line's lead over the reference falls below 2 points
 # The curves compute each image's backbone features once and share them across sizes and seeds, so a
 # transfer point's seconds count only the features no earlier point computed: they depend on the run order.
-SHARED_FEATURES = ("; a transfer line's count only the backbone features no earlier point computed, as every size "
-                   "and seed shares them")
+SHARED_FEATURES = ("; a transfer point's seconds count only the backbone features that no earlier point had "
+                   "computed, as all sizes and seeds share them")
 
 
 def run_times(curves: dict) -> str:
@@ -161,9 +161,9 @@ def resolution_findings(curves: dict) -> list[str]:
     if len(resolution) < 2:
         return []
     best, cheapest = resolution.loc[resolution.test_accuracy.idxmax()], resolution.iloc[0]
-    return [f"Input size: {best.image_size:.0f}px gives the best head ({100 * best.test_accuracy:.1f}%); "
-            f"{cheapest.image_size:.0f}px reaches {100 * cheapest.test_accuracy:.1f}% with features "
-            f"{best.feature_seconds / cheapest.feature_seconds:.1f}x faster on this machine."]
+    return [f"Input size, one run each: the head's highest test accuracy is {100 * best.test_accuracy:.1f}% at "
+            f"{best.image_size:.0f}px; at {cheapest.image_size:.0f}px it is {100 * cheapest.test_accuracy:.1f}%, "
+            f"with features {best.feature_seconds / cheapest.feature_seconds:.1f}x faster on this machine."]
 
 
 def curve_findings(curves: dict) -> list[str]:

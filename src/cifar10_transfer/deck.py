@@ -20,7 +20,7 @@ from .publish import atomic_write
 from .recipe import Stage2Recipe, describe, has_frozen_prefix
 from .registry import parse_stage
 from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
-                     views_description, weights_description)
+                     weights_description)
 from .results import best_model, single_view_key, single_view_test_accuracy
 from .slide_layout import CURVE_GRID, CURVES_PER_SLIDE, PLACED, bullets, curve_cell, flow, frame, picture, pictures
 from .study import STUDY_STAGES, label, stage, table_stages
@@ -103,13 +103,13 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
     mirrored = bool(results["config"].get("test_time_flip"))
     header = ["Model", "Study", "This run (1 view)", "Over seeds (1 view)", "vs study", *(["Mirror"] * mirrored),
-              "Train s"]
+              "Train s (+head)"]
     # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
     cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 42, placeholder="…"), r["seeds"], r["diff"],
               *([r["mirror"]] * mirrored), r["seconds"]] for r in table_rows(results, curves)]
     # Widths fit the longest cells at 10 pt: a not-run reason (42 characters) and a seed spread,
     # e.g. "59.1% ± 0.3 (95% CI 58.4–59.8, 3 seeds)".
-    widths = [0.2, 0.06, 0.26, 0.25, 0.08, *([0.07] * mirrored), 0.08]
+    widths = [0.2, 0.06, 0.24, 0.25, 0.07, *([0.07] * mirrored), 0.11]
     table = ax.table(cellText=cells, colLabels=header, bbox=[0, 0, 1, 1], cellLoc="center",
                      colWidths=[w / sum(widths) for w in widths])
     table.auto_set_font_size(False)
@@ -148,7 +148,9 @@ def _problem(fig: Figure, results: dict, **_) -> None:
         "The study reported " + ", ".join(f"{format_accuracy(stage(n).study_accuracy)} ({label(n)})"
                                          for n in STUDY_STAGES)
         + "; the rows not run here (see the table) are the study's numbers, not checked by this deck.",
-        f"Metric: top-1 accuracy on held-out test images ({views_description(results)})."])
+        "Metric: top-1 accuracy on held-out test images, one view per image (single view), as the study measured"
+        + ("; the accuracy with each image's probabilities averaged with its mirror image's is shown apart."
+           if results["config"].get("test_time_flip") else ".")])
 
 
 def _method(fig: Figure, results: dict, **_) -> None:

@@ -203,6 +203,8 @@ def training_curves(history: dict, title: str) -> Figure:
         ax.set_title(label.capitalize())
         if ax.lines:
             ax.legend()
+    # One accuracy scale for every stage, so that curves shown side by side compare at a glance.
+    ax_acc.set_ylim(0, 1)
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
     fig.suptitle(title)
     return fig

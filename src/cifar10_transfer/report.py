@@ -12,8 +12,8 @@ from .figures import FIGURES
 from .plots import format_accuracy
 from .publish import atomic_write
 from .registry import get_backbone, parse_stage
-from .results import (best_model, difference_interval, single_view_key, single_view_test_accuracy,
-                      training_seconds)
+from .results import (best_model, difference_interval, predictions_words, single_view_key,
+                      single_view_test_accuracy, training_seconds)
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
@@ -89,8 +89,14 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
                      "diff": (f"{points_difference(single_view_test_accuracy(m), study):+.1f}"
                               if m and study is not None else "—"),
                      "mirror": format_accuracy(m["test_accuracy"]) if m and "test_time_flip" in m else "—",
-                     "seconds": f"{m.get('seconds', 0):,.0f}" if m else "—"})
+                     "seconds": _seconds_cell(results["models"], entry.name) if m else "—"})
     return rows
+
+
+def _seconds_cell(models: dict, name: str) -> str:
+    """A stage's training seconds; a fine-tuned stage's as stage 2 + its head's, which it starts from."""
+    seconds, both = models[name].get("seconds", 0), training_seconds(models, name)
+    return f"{seconds:,.0f} + {both - seconds:,.0f}" if both != seconds else f"{seconds:,.0f}"
 
 
 def weights_description(results: dict) -> str:
@@ -132,7 +138,7 @@ def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     rows, mirrored = table_rows(results, curves), bool(results["config"].get("test_time_flip"))
     mirror = (" With mirror |", "---:|") if mirrored else ("", "")
     lines = ["| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
-             f"| Difference (points) |{mirror[0]} Training seconds |",
+             f"| Difference (points) |{mirror[0]} Training seconds (fine-tuned: stage 2 + head) |",
              f"|---|---:|---:|---:|---:|{mirror[1]}---:|"]
     lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} |"
               + (f" {r['mirror']} |" if mirrored else "") + f" {r['seconds']} |" for r in rows]
@@ -261,16 +267,16 @@ def findings(results: dict) -> list[str]:
         out.append(f"The mistakes and classes below are those of {label(best)}'s run with the median "
                    f"validation accuracy (seed {models[best]['shown_seed']}).")
     confusions = models[best].get("top_confusions") or []
-    per_class = models[best].get("per_class") or {}
+    per_class, views = models[best].get("per_class") or {}, predictions_words(models[best])
     if confusions:
         top = confusions[0]
         support = per_class.get(top["true"], {}).get("support")
         share = f" ({100 * top['count'] / support:.1f}% of {support:,} test {top['true']} images)" if support else ""
-        out.append(f"Most common mistake ({label(best)}): {top['true']} predicted as {top['predicted']}, "
+        out.append(f"Most common mistake ({label(best)}{views}): {top['true']} predicted as {top['predicted']}, "
                    f"{top['count']:,} times{share}.")
     if per_class:
         weakest = min(per_class, key=lambda c: per_class[c]["f1"])
         m = per_class[weakest]
-        out.append(f"Weakest class ({label(best)}): {weakest} (F1 {m['f1']:.2f}, "
+        out.append(f"Weakest class ({label(best)}{views}): {weakest} (F1 {m['f1']:.2f}, "
                    f"precision {m['precision']:.2f}, recall {m['recall']:.2f}).")
     return out
