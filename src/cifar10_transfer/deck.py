@@ -211,9 +211,10 @@ def _augmentation(fig: Figure, results: dict, images: Path, **_) -> None:
     bullets(fig, [("Random flip, crop/zoom, brightness and contrast" if cfg.get("augment")
                     else "Augmentation off in this run"),
                    "Applied to training images after resizing, before the backbone's own preprocessing",
-                   "Seeded stateless ops: the same seed gives the same augmented epochs"]
-             + (["With cached features, stage 1 trains on fixed features, so augmentation acts in "
-                 "stage 2"] if cfg.get("head_mode") == "cached" else []),
+                   "Seeded: the same seed gives the same augmented epochs",
+                   "The baseline CNN trains on the images as they are, as in the study"]
+             + (["The head trains on features of the plain images computed once, so augmentation acts in "
+                 "stage 2 only"] if cfg.get("head_mode") == "cached" else []),
              box=(0.52, 0.08, 0.95, 0.84), size=18)
 
 
