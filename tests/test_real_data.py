@@ -90,6 +90,11 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
         assert any(cell.get("outputs") for cell in executed["cells"])
     curves = json.loads((smoke_run / "results" / "learning_curves.json").read_text())
     assert {p["train_size"] for p in curves["points"]} == {200, 500} and {p["seed"] for p in curves["points"]} == {3, 4}
+    lines = {p["model"]: set() for p in curves["points"]}
+    for p in curves["points"]:
+        lines[p["model"]].add(p["train_size"])
+    assert lines == {**{m: {200, 500} for m in ("cnn", "scratch", "efficientnet_lite0_head")},
+                     "efficientnet_lite0_finetuned": {200}}  # the smoke profile's cap on fine-tuned points
     assert curves["provenance"]["weights"] == "imagenet"
     reader = pypdf.PdfReader(smoke_run / "presentation" / "computer_vision_image_classification.pdf")
     assert len(reader.pages) >= 12
