@@ -435,7 +435,7 @@ def test_stages_over_seeds_show_mean_sd_and_confidence_interval_in_table_finding
     assert not [item for item in items if "one seed" in item or "Over seeds' column" in item or "repeat" in item]
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
     text = " ".join(text.split())
-    assert "Best: ResNet50 head-only, 88.3% test accuracy (mean of 3 seeds)" in text
+    assert "Best on validation: ResNet50 head-only, 88.3% test accuracy (single view, mean of 3 seeds)" in text
     assert "seeds 3, 4, 5." in text and "62.0% ± 2.0 (95% CI 57.0–67.0, 3 seeds)" in text
     assert "Seed spread of single-view validation accuracy (sd, points): Baseline CNN" in text
     comparison = plots.model_comparison(results).axes[0]

@@ -121,16 +121,22 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
             cell.set_facecolor(PALETTE["primary"])
 
 
+PROFILE_WORDS = {"seed": "The study's settings", "smoke": "Smoke test: a tiny subset, one epoch a stage",
+                 "full": "All 50,000 training images"}  # the run's profile, in words
+
+
 def _title(fig: Figure, results: dict, **_) -> None:
     prov, best = results["provenance"], best_model(results)
     fig.text(0.5, 0.64, "CIFAR-10: a small CNN from scratch\nvs ImageNet transfer learning", fontsize=32,
              weight="bold", ha="center", va="bottom", color=PALETTE["primary"], linespacing=1.3)
+    profile = results.get("profile", "unknown")
     lines = [textwrap.fill(f"Data: {prov.get('data', 'unknown')}", 80),
-             f"Profile {results.get('profile', 'unknown')} · finished {finished_date(prov)}"]
+             f"{PROFILE_WORDS.get(profile, f'Profile {profile}')} · finished {finished_date(prov)}"]
     if best:
         entry = results["models"][best]
-        over = f" (mean of {len(entry['runs'])} seeds)" if "runs" in entry else ""
-        lines.append(f"Best: {label(best)}, {format_accuracy(single_view_test_accuracy(entry))} test accuracy{over}")
+        over = f", mean of {len(entry['runs'])} seeds" if "runs" in entry else ""
+        lines.append(f"Best on validation: {label(best)}, {format_accuracy(single_view_test_accuracy(entry))} "
+                     f"test accuracy (single view{over})")
     fig.text(0.5, 0.55, "\n".join(lines), fontsize=18, ha="center", va="top", linespacing=1.6)
 
 
