@@ -65,7 +65,9 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
             FIGURES["per_class_metrics"].save(images_dir, best["per_class"], f"{label}: per-class metrics{views}"),
             FIGURES["misclassified_examples"].save(images_dir, splits.x_test[wrong], splits.y_test[wrong],
                                                    predicted[wrong], best_probabilities[wrong, predicted[wrong]],
-                                                   splits.class_names)]
+                                                   splits.class_names,
+                                                   f"{label}: the most confident mistakes (% = probability of "
+                                                   f"the predicted class){views}")]
 
 
 def save_curve_figures(curves: dict, images_dir: str | os.PathLike) -> list[Path]:

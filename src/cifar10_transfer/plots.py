@@ -255,7 +255,8 @@ def common_errors(top_confusions: Sequence[dict], title: str) -> Figure:
 
 @styled
 def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicted_labels: np.ndarray,
-                           confidence: np.ndarray, class_names: Sequence[str]) -> Figure:
+                           confidence: np.ndarray, class_names: Sequence[str],
+                           title: str = "Misclassified test images") -> Figure:
     """Up to 16 wrong predictions, each titled "true: X / pred: Y (87%)" with the predicted-class confidence."""
     n = min(len(images), 16)
     ncols = min(max(n, 1), 4)
@@ -275,7 +276,7 @@ def misclassified_examples(images: np.ndarray, true_labels: np.ndarray, predicte
         axes[0, 0].set_visible(True)
         axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center",
                         transform=axes[0, 0].transAxes)
-    fig.suptitle("Misclassified test images")
+    fig.suptitle(title)
     return fig
 
 
