@@ -163,7 +163,10 @@ def resolution_findings(curves: dict) -> list[str]:
     best, cheapest = resolution.loc[resolution.test_accuracy.idxmax()], resolution.iloc[0]
     return [f"Input size, one run each: the head's highest test accuracy is {100 * best.test_accuracy:.1f}% at "
             f"{best.image_size:.0f}px; at {cheapest.image_size:.0f}px it is {100 * cheapest.test_accuracy:.1f}%, "
-            f"with features {best.feature_seconds / cheapest.feature_seconds:.1f}x faster on this machine."]
+            f"with features {best.feature_seconds / cheapest.feature_seconds:.1f}x faster on this machine.",
+            f"Each size trains the head once (seed {curves['config'].get('seed', 'unknown')}) on the features of "
+            f"{int(resolution.images.iloc[0]):,} images (the study size's training, validation and test images), "
+            "so differences of a fraction of a point between sizes are within run-to-run noise."]
 
 
 def curve_findings(curves: dict) -> list[str]:
