@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from cifar10_transfer.cache import FeatureCache
 from cifar10_transfer.config import make_config
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.pipelines import transfer_dataset
@@ -249,6 +250,22 @@ def test_long_stages_run_at_their_first_seeds_after_every_seed_of_the_short_ones
         f"cnn: finished: {r['train_seconds']:,.0f} s training, {r['eval_seconds']:,.0f} s evaluation"
         for r in found["cnn"]["runs"]]
     assert not (tmp_path / "seeds" / "seed5" / "stages" / "scratch").exists()
+
+
+def test_a_heads_seconds_count_its_features_at_the_measured_rate_cached_or_not(tmp_path, monkeypatch):
+    """A head whose features an earlier run computed still pays for them, at the rate the cache measured,
+    so its training seconds do not depend on which seed, stage or run came first."""
+    rate = {"images": 8, "seconds": 2.0, "images_per_second": 4.0}
+    monkeypatch.setattr(FeatureCache, "speed", lambda self, *args: rate)
+    config, cache = make_config("smoke", [*TINY, "models=efficientnet_lite0_head"]), FeatureCache(tmp_path / "cache")
+    first, again = (Run(config, synthetic_dataset(seed=3), "none", tmp_path / name, "smoke", cache=cache,
+                        save_models=False) for name in ("first", "again"))
+    heads = [run_all(first)["models"]["efficientnet_lite0_head"]["seconds"]]
+    computed = cache.computed
+    heads.append(run_all(again)["models"]["efficientnet_lite0_head"]["seconds"])
+    assert cache.computed == computed  # every feature of the second run came from the first run's cache
+    for seconds in heads:  # 80 training and 20 validation images at 4 images/s: 25 s, plus one short epoch
+        assert 25 <= seconds < 25 + 30
 
 
 def test_making_a_run_record_does_no_work(tmp_path):

@@ -18,10 +18,20 @@ from .study import label
 
 TARGETS = (0.8, 0.9)  # test accuracies whose price in labelled images the findings state
 LEAD_THRESHOLD = 0.02  # the figure marks where a transfer line's lead over the reference falls below 2 points
-# The curves compute each image's backbone features once and share them across sizes and seeds, so a
-# transfer point's seconds count only the features no earlier point computed: they depend on the run order.
+# The curves compute each image's backbone features once and share them across sizes and seeds. Curves made
+# before `feature_cost` was recorded counted in a transfer point's seconds only the features no earlier point
+# had computed (they depend on the run order); later ones count every feature at the measured rate.
 SHARED_FEATURES = ("; a transfer point's seconds count only the backbone features that no earlier point had "
                    "computed, as all sizes and seeds share them")
+RATE_FEATURES = ("; a transfer point's seconds include its training and validation images' backbone features "
+                 "at this machine's measured rate, whether or not an earlier point had computed them")
+
+
+def _features_note(curves: dict, models) -> str:
+    """How a transfer point's seconds count its features (nothing where no line is a transfer line)."""
+    if not _transfer(models):
+        return ""
+    return RATE_FEATURES if curves.get("feature_cost") == "measured_rate" else SHARED_FEATURES
 
 
 def run_times(curves: dict) -> str:
@@ -115,7 +125,7 @@ def _seconds_sentence(curves: dict) -> str:
                                                                else ""))
     tuned = " (fine-tuned: with its head)" if _fine_tuned(table.columns) else ""
     return (f"Training seconds at {largest:,} images, mean over seeds{tuned}: {'; '.join(parts)}"
-            f"{SHARED_FEATURES if _transfer(table.columns) else ''}.")
+            f"{_features_note(curves, table.columns)}.")
 
 
 def _transfer(models) -> bool:
@@ -207,7 +217,7 @@ def curve_tables_markdown(curves: dict) -> str:
         "the mean of the seed-paired differences with its 95% t interval:", markdown_table(accuracy_table(curves)),
         "Training seconds per size (mean over seeds"
         + ("; a fine-tuned model's include its head's" if _fine_tuned(curve_models(curves)) else "")
-        + (SHARED_FEATURES if _transfer(curve_models(curves)) else "") + "):",
+        + _features_note(curves, curve_models(curves)) + "):",
         markdown_table(seconds_table(curves))])
 
 

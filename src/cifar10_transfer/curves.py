@@ -99,7 +99,9 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     this_run = {"finished": provenance["finished"], "seconds": time.perf_counter() - clock,
                 "backbone_images_computed": cache.computed,
                 "stages_trained": sum(not point["reused"] for point in points + resolution)}
+    # feature_cost: a head's seconds count its features at the measured rate (stages._feature_seconds)
     results = {"profile": profile, "config": config.to_dict(), "backbone": config.curve_backbone,
+               "feature_cost": "measured_rate",
                "provenance": provenance, **{k: v for k, v in this_run.items() if k != "finished"},
                "runs": _record_run(stages, this_run), "points": points, "resolution": resolution}
     write_atomic(out_dir / CURVES_FILE, json.dumps(results, indent=2) + "\n")

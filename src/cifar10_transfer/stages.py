@@ -1,10 +1,9 @@
 """The stages of a run (CNN, ResNet from scratch, head, fine-tuning) as functions over one run record.
 
-`python -m cifar10_transfer train`, notebook 02, the learning curves and the tests all call
-`run_stage`, directly or through `runs.run_all`. Each stage trains in its own directory under `workdir/stages/` (under
-`config.seeds`, each seed's under `workdir/seeds/seed<s>/stages/`), so an interrupted run
-continues where it stopped. Stages are `cnn`, `scratch`, `<backbone>_head` and
-`<backbone>_finetuned` for any backbone of the registry.
+`python -m cifar10_transfer train`, notebook 02, the learning curves and the tests all call `run_stage`, directly
+or through `runs.run_all`. Each stage trains in its own directory under `workdir/stages/` (under `config.seeds`,
+each seed's under `workdir/seeds/seed<s>/stages/`), so an interrupted run continues where it stopped. Stages are
+`cnn`, `scratch`, `<backbone>_head` and `<backbone>_finetuned` for any backbone of the registry.
 """
 
 from __future__ import annotations
@@ -238,9 +237,8 @@ def _pooled(run: Run, transfer: TransferModel, part: str, index, view: str = "pl
 
 
 def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
-    """Stage 1 on pooled features computed once. Its seconds include computing the training and
-    validation images' (training needs them); the test images' are computed when the stage is
-    evaluated, and count in its evaluation seconds, as every stage's test predictions do."""
+    """Stage 1 on pooled features computed once. Its seconds include the training and validation images'
+    features (`_feature_seconds`); the test images' count in its evaluation seconds, as every stage's do."""
     config, s, started = run.config, run.splits, time.perf_counter()
     # val and test pass the frozen prefix once for both stages when stage 2 runs
     cut = _cut(run, transfer.spec.name) if stage_name(transfer.spec.name, "finetuned") in config.model_list else None
@@ -265,7 +263,15 @@ def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
         x = _pooled(run, transfer, part, index, "flip") if mirrored else features[split]
         return transfer.head.predict(array_dataset(x, y, config.batch_size), verbose=0)
 
-    return replace(stage, seconds=stage.seconds + extraction_seconds), predict_split
+    return replace(stage, seconds=stage.seconds + _feature_seconds(run, transfer, len(x_train) + len(s.y_val),
+                                                                   extraction_seconds)), predict_split
+
+
+def _feature_seconds(run: Run, transfer: TransferModel, images: int, measured: float) -> float:
+    """`images` images' features at the rate the cache measured here, cached or not, so that a head's seconds
+    do not depend on which seed, stage or run computed them first; `measured` where it holds no rate."""
+    speed = run.cache.speed(transfer, run.dataset, "train", run.config.image_size)
+    return images / speed["images_per_second"] if speed else measured
 
 
 def train_head(run: Run, backbone: str) -> ModelRun:
@@ -369,10 +375,8 @@ def _fine_tune_on_cut(run: Run, transfer: TransferModel, cut: BackboneCut, views
 
 
 def run_stage(run: Run, name: str) -> ModelRun | None:
-    """Train stage `name` if the config selects it (once), else return None.
-
-    Every stage starts from the same seeds, so its result does not depend on which stages
-    ran before it (a head trained alone equals the head of a full run)."""
+    """Train stage `name` if the config selects it (once), else return None. Every stage starts from the same
+    seeds, so its result does not depend on which stages ran before it (alone, a head equals a full run's)."""
     if name not in run.config.model_list:
         print(f"{name}: not selected in config.models={run.config.models!r}")
         return None
@@ -385,7 +389,6 @@ def run_stage(run: Run, name: str) -> ModelRun | None:
     trained = ({"cnn": train_cnn, "scratch": train_scratch}[kind](run) if spec is None
                else (train_head if kind == "head" else fine_tune)(run, spec.name))
     done = "loaded (trained by an earlier run) and evaluated" if trained.stage.reused else "finished"
-    # the seconds results.json records, so the notebooks and the command line print the same numbers
     print(f"{name}: {done}: {trained.stage.seconds:,.0f} s training, {trained.eval_seconds:,.0f} s evaluation, "
           f"test accuracy {trained.metrics['test_accuracy']:.4f}", flush=True)
     return trained
