@@ -252,6 +252,17 @@ def test_long_stages_run_at_their_first_seeds_after_every_seed_of_the_short_ones
     assert not (tmp_path / "seeds" / "seed5" / "stages" / "scratch").exists()
 
 
+def test_feature_seconds_are_images_at_the_cache_rate_else_the_measured_time(tmp_path, monkeypatch):
+    from cifar10_transfer.stages import _feature_seconds
+
+    run = _run(tmp_path)
+    monkeypatch.setattr(FeatureCache, "speed", lambda self, *args: {"images_per_second": 40.0})
+    assert _feature_seconds(run, None, 100, measured=0.1) == pytest.approx(2.5)  # cached or not: 100 / 40
+    monkeypatch.setattr(FeatureCache, "speed", lambda self, *args: None)  # no rate recorded: this call's time
+    assert _feature_seconds(run, None, 100, measured=0.1) == 0.1
+
+
+@pytest.mark.slow
 def test_a_heads_seconds_count_its_features_at_the_measured_rate_cached_or_not(tmp_path, monkeypatch):
     """A head whose features an earlier run computed still pays for them, at the rate the cache measured,
     so its training seconds do not depend on which seed, stage or run came first."""
