@@ -430,8 +430,9 @@ def test_stages_over_seeds_show_mean_sd_and_confidence_interval_in_table_finding
     assert ("The mistakes and classes below are those of ResNet50 head-only's run with the median validation "
             "accuracy (seed 4).") in sentences
     items = deck._limitations(results, curves)
-    assert ("Each stage trained under the seeds 3,4,5 on 8,000 training images: 'This run' is their mean, "
-            "'Over seeds' adds the standard deviation and the 95% confidence interval of the mean.") in items
+    assert ("On 8,000 training images, Baseline CNN and ResNet50 head-only under seeds 3, 4, 5: 'This run' is each "
+            "stage's mean, 'Over seeds' adds the standard deviation and the 95% confidence interval of the "
+            "mean.") in items
     assert not [item for item in items if "one seed" in item or "Over seeds' column" in item or "repeat" in item]
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
     text = " ".join(text.split())
@@ -495,3 +496,15 @@ def test_the_best_model_is_the_one_validation_picks_whatever_the_file_stored(res
     sentences = report.findings(results)
     assert sentences[0] == "Best model: Baseline CNN with 61.2% test accuracy."
     assert any(s.startswith("Most common mistake (Baseline CNN)") for s in sentences)
+
+
+def test_the_limitations_slide_names_the_seeds_each_group_of_stages_ran_under():
+    runs = lambda *seeds: {"runs": [{"seed": s} for s in seeds]}  # noqa: E731
+    results = {"provenance": {"data": "CIFAR-10 (JPEG copy)", "weights": "imagenet"}, "profile": "seed",
+               "config": {"seeds": "3,4,5,6,7"}, "data": {"train": 8000}, "not_run": {},
+               "models": {"cnn": runs(3, 4, 5, 6, 7), "scratch": runs(3, 4, 5),
+                          "efficientnet_lite0_head": runs(3, 4, 5, 6, 7)}}
+    items = deck._limitations(results)
+    assert ("On 8,000 training images, Baseline CNN and EfficientNet-Lite0 head-only under seeds 3, 4, 5, 6, 7; "
+            "ResNet from scratch (strong baseline) under seeds 3, 4, 5: 'This run' is each stage's "
+            "mean") in " ".join(items)

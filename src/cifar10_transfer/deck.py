@@ -50,9 +50,13 @@ def _limitations(results: dict, curves: dict | None = None) -> list:
     items += [f"{label(n)} not run: {not_run_reason(results, n)}." for n in missing]
     seeded = [n for n, m in results["models"].items() if "runs" in m]
     if seeded:
-        items.append(f"Each stage trained under the seeds {cfg.get('seeds')} on {data.get('train', 0):,} training "
-                     "images: 'This run' is their mean, 'Over seeds' adds the standard deviation and the 95% "
-                     "confidence interval of the mean.")
+        groups = {}  # the seeds a stage ran under: its stages (the long ones may run under fewer)
+        for n in seeded:
+            groups.setdefault(tuple(run["seed"] for run in results["models"][n]["runs"]), []).append(label(n))
+        under = "; ".join(f"{_listed(names)} under seeds {', '.join(map(str, seeds))}"
+                          for seeds, names in groups.items())
+        items.append(f"On {data.get('train', 0):,} training images, {under}: 'This run' is each stage's mean, "
+                     "'Over seeds' adds the standard deviation and the 95% confidence interval of the mean.")
     else:
         items.append(f"This run is one seed ({cfg.get('seed')}) on {data.get('train', 0):,} training images: "
                      "differences of about a point may be run-to-run noise.")
@@ -63,7 +67,7 @@ def _limitations(results: dict, curves: dict | None = None) -> list:
     once = [label(n) for n in results["models"] if n not in spread and n not in seeded]
     steps = [f"Next: repeat {_listed(once)} with several seeds and report the spread."] if once else []
     if results.get("profile") != "full":
-        steps.append("Next: run the `full` profile (all 50,000 training images).")
+        steps.append("Next: train on all 50,000 training images (the full profile).")
     if missing:
         steps.append("Next: run the missing models once the reason above is fixed.")
     return items + steps
