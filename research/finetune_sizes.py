@@ -131,12 +131,9 @@ def report(workdir: Path) -> dict:
     decision = decide(table) if complete else {"default": None, "why": "fewer than 3 seeds of some candidate"}
     document = {"job": JOB, "candidates": list(CANDIDATES), "rule": {"cost_bound": COST_BOUND,
                 "accuracy_margin": ACCURACY_MARGIN}, "runs": found, "summary": table, "decision": decision}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(document, indent=2) + "\n")
-    from cifar10_transfer.report import replace_marked_blocks
+    from lab_records import record
 
-    readme = ROOT / "research" / "README.md"
-    replace_marked_blocks(readme, readme.read_text(), [(START, END, markdown(document))])
+    record(document, OUT, (START, END), markdown(document))
     return document
 
 

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from statistics import fmean, stdev
 
-from cifar10_transfer.report import replace_marked_blocks
+from lab_records import record
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "research" / "results" / "mirror_rule.json"
@@ -70,10 +70,7 @@ def report(results_path: Path) -> dict:
     document = {"run": f"profile {results['profile']}, {provenance['data']}, weights {provenance['weights']}, "
                        f"commit {provenance['git_commit'][:7]}, {provenance['hardware']}",
                 **decide(results)}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(document, indent=2) + "\n")
-    readme = ROOT / "research" / "README.md"
-    replace_marked_blocks(readme, readme.read_text(), [(START, END, markdown(document))])
+    record(document, OUT, (START, END), markdown(document))
     return document
 
 

@@ -22,10 +22,9 @@ import subprocess
 from pathlib import Path
 from statistics import fmean
 
-from cifar10_transfer.publish import write_atomic
 from cifar10_transfer.recipe import CONFIG_KEYS, Stage2Recipe, depth_words
 from cifar10_transfer.registry import get_backbone
-from cifar10_transfer.report import replace_marked_blocks
+from lab_records import record
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "research" / "results" / "finetune_recipes.json"
@@ -213,10 +212,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="results.json paths or commits that hold results/results.json")
     args = parser.parse_args()
     report = {"backbone": args.backbone, "runs": [recipe_row(load_run(run), args.backbone) for run in args.runs]}
-    write_atomic(OUT, json.dumps(report, indent=2) + "\n")
     block = markdown(report)
-    readme = ROOT / "research" / "README.md"
-    replace_marked_blocks(readme, readme.read_text(encoding="utf-8"), [(START, END, block)])
+    record(report, OUT, (START, END), block)
     print(block)
 
 

@@ -1,0 +1,18 @@
+"""What the lab's rule scripts share: writing a decision's JSON file and its block of research/README.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cifar10_transfer.publish import write_atomic
+from cifar10_transfer.report import replace_marked_blocks
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def record(document: dict, out: Path, markers: tuple[str, str], block: str) -> None:
+    """Write `document` to `out` (JSON) and `block` between `markers` in research/README.md."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, json.dumps(document, indent=2) + "\n")
+    replace_marked_blocks(README, README.read_text(encoding="utf-8"), [(*markers, block)])
