@@ -54,7 +54,7 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     """
     name = best_model(results)
     best, label = results["models"][name], stage(name).label
-    views = f"\n({predictions_words(best)[2:]} predictions)" if predictions_words(best) else ""  # a line of its own
+    views = f"\n({predictions_words(best)} predictions)" if predictions_words(best) else ""  # a line of its own
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
     return [FIGURES["model_comparison"].save(images_dir, results),

@@ -268,6 +268,7 @@ def findings(results: dict) -> list[str]:
                    f"validation accuracy (seed {models[best]['shown_seed']}).")
     confusions = models[best].get("top_confusions") or []
     per_class, views = models[best].get("per_class") or {}, predictions_words(models[best])
+    views = f", {views}" if views else ""
     if confusions:
         top = confusions[0]
         support = per_class.get(top["true"], {}).get("support")

@@ -65,10 +65,10 @@ def single_view_key(entry: dict, split: str = "test") -> str:
     return f"single_view_{split}_accuracy" if "test_time_flip" in entry else f"{split}_accuracy"
 
 
-def predictions_words(entry: dict) -> str:
-    """How a stage's confusions and per-class scores were predicted, for their labels: ", mirror-averaged"
-    under `test_time_flip` (they come from the evaluated view), else nothing (one view, as the study)."""
-    return ", mirror-averaged" if "test_time_flip" in entry else ""
+def predictions_words(entry: dict) -> str | None:
+    """How a stage's confusions and per-class scores were predicted, for their labels: "mirror-averaged"
+    under `test_time_flip` (they come from the evaluated view), else None (one view, as the study)."""
+    return "mirror-averaged" if "test_time_flip" in entry else None
 
 
 def training_seconds(models: dict, name: str) -> float:
