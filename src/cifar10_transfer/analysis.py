@@ -54,7 +54,8 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     """
     name = best_model(results)
     best, label = results["models"][name], stage(name).label
-    views = f"\n({predictions_words(best)} predictions)" if predictions_words(best) else ""  # a line of its own
+    views = predictions_words(best)
+    views = f"\n({views} predictions)" if views else ""  # a line of its own
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
     return [FIGURES["model_comparison"].save(images_dir, results),

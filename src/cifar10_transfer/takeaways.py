@@ -42,14 +42,10 @@ def problem(results: dict, **_) -> str:
     backbones = {}  # backbone label: its stages' gains, e.g. "EfficientNet-Lite0": "+20.2 head-only, +31.0 fine-tuned"
     for n in ours:
         backbone, kind = label(n).split(" ", 1)
-        backbones.setdefault(backbone, []).append(f"{_difference(models[n], models['cnn']):+.1f} {kind}")
+        gain = 100 * difference_interval(models[n], models["cnn"], results["data"]["test"], True)[0]
+        backbones.setdefault(backbone, []).append(f"{gain:+.1f} {kind}")
     here = "; ".join(f"{backbone} {', '.join(gains)}" for backbone, gains in backbones.items())
     return f"Over its CNN the study's ResNet50 gained {gains}" + (f"; here, single views: {here}." if here else ".")
-
-
-def _difference(entry: dict, reference: dict) -> float:
-    """Points of single-view test accuracy, unrounded before the difference, as the findings' gains."""
-    return 100 * (single_view_test_accuracy(entry) - single_view_test_accuracy(reference))
 
 
 def labels(results: dict, **_) -> str:
