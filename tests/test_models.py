@@ -303,3 +303,16 @@ def test_no_module_outside_the_registry_tests_for_a_backbone_name():
                  if path.name not in ("registry.py", "backbones.py", "study.py")
                  for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert offenders == []
+
+
+def test_a_compiled_classifier_traces_its_training_step_once():
+    """Keras would make Adam's slots and the accuracy's counters in the first trace and so trace twice;
+    `compile_classifier` makes them first (a second trace of a backbone costs seconds on a CPU)."""
+    keras.utils.set_random_seed(0)
+    model = build_cnn()
+    compile_classifier(model, 1e-3)
+    traces, step = [], model.train_step
+    model.train_step = lambda data: traces.append(data) or step(data)
+    images = np.random.default_rng(0).uniform(0, 1, (20, 32, 32, 3)).astype("float32")
+    model.fit(images, np.arange(20) % 10, batch_size=8, epochs=2, verbose=0)  # a short last batch too
+    assert len(traces) == 1

@@ -316,3 +316,15 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert epochs.count(0) == 1 and sorted(set(epochs)) == [0, 1, 2, 3]  # epoch 0 was not trained again
     results = json.loads((out / "results" / "results.json").read_text())
     assert results["models"]["cnn"]["epochs"] == 4 and len(results["models"]["cnn"]["history"]["loss"]) == 4
+
+
+def test_predict_traces_its_step_once_and_gives_what_keras_gives():
+    """Keras would trace its predict step again for a shorter last batch (seconds for a backbone on a CPU)."""
+    keras.utils.set_random_seed(0)
+    model, rng = build_cnn(), np.random.default_rng(0)
+    dataset = cnn_dataset(rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), np.arange(20) % 10, 8)
+    traces, step = [], model.predict_step
+    model.predict_step = lambda data: traces.append(data) or step(data)
+    probabilities = training.predict(model, dataset)
+    assert len(traces) == 1 and probabilities.shape == (20, 10)
+    np.testing.assert_array_equal(probabilities, model.predict(dataset, verbose=0))

@@ -42,7 +42,7 @@ from .data import Dataset
 from .pipelines import prefetched, view_dataset
 from .publish import write_atomic
 from .recipe import has_frozen_prefix
-from .training import ProgressLines
+from .training import ProgressLines, predict
 
 _PROBE = np.arange(2 * 32 * 32 * 3, dtype=np.uint32).reshape(2, 32, 32, 3).astype(np.uint8)  # fixed test image
 CHUNK = 512  # images per computation and write: bounds memory (ResNet50's cut: ~0.45 MB per image in bfloat16)
@@ -110,8 +110,8 @@ class FeatureCache:
         progress.on_predict_begin()
         for number, start in enumerate(range(0, len(missing), CHUNK)):
             rows = missing[start:start + CHUNK]
-            values = extractor.predict(view_dataset(images[rows], rows, image_size, batch_size,
-                                                    transfer.preprocess, view), verbose=0)
+            values = predict(extractor, view_dataset(images[rows], rows, image_size, batch_size,
+                                                     transfer.preprocess, view))
             for name, store in stores.items():
                 new = ~store.done[rows]  # rows another tensor lacked are not rewritten here
                 if new.any():

@@ -187,6 +187,18 @@ def compile_classifier(model: keras.Model, optimizer: float | keras.optimizers.O
     if not isinstance(optimizer, keras.optimizers.Optimizer):
         optimizer = keras.optimizers.Adam(optimizer)
     model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
+    _make_training_state(model)
+
+
+def _make_training_state(model: keras.Model) -> None:
+    """Make the optimizer's slots and the accuracy's counters now, eagerly, as Keras does under a
+    distribution strategy. Without one, Keras (TensorFlow) makes them inside the first training step's
+    trace, and a tf.function that makes variables is traced twice: a second trace of a backbone's
+    training step costs seconds on a CPU. The values are Keras's own (zero slots, counters reset)."""
+    model.optimizer.build(model.trainable_variables)
+    classes = model.outputs[0].shape[-1]
+    model.compute_metrics(None, keras.ops.zeros((1,), "int32"), keras.ops.zeros((1, classes)))
+    model.reset_metrics()
 
 
 MODEL_REGISTRY = {"cnn": build_cnn, "resnet_scratch": build_resnet_scratch,

@@ -26,6 +26,7 @@ from .evaluation import view_probabilities
 from .pipelines import cnn_dataset, transfer_dataset
 from .publish import MODELS_DIR, atomic_write, file_sha256, write_atomic
 from .results import RESULTS_FILE, best_model, load_results
+from .training import predict
 
 TOP_K = 3
 
@@ -124,7 +125,7 @@ def class_probabilities(model, images: np.ndarray, card: dict) -> np.ndarray:
     """`model`'s class probabilities of 32x32 uint8 `images`, as its run evaluated test images:
     with the card's `test_time_flip`, the mean of each image's and its mirror image's."""
     # cards saved before the setting existed lack it: single view
-    return view_probabilities(lambda mirrored: model.predict(_pipeline(images, card, mirrored), verbose=0),
+    return view_probabilities(lambda mirrored: predict(model, _pipeline(images, card, mirrored)),
                               bool(card.get("test_time_flip")))[0]
 
 

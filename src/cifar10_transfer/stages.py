@@ -29,8 +29,8 @@ from .provenance import weights_label
 from .publish import MODELS_DIR
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
-from .training import (StageResult, fit_stage, make_strategy, precision_choice, precision_policy, predict,
-                       resolve_jit, scratch_optimizer, seed_everything, stage2_schedule)
+from .training import (ProgressLines, StageResult, fit_stage, make_strategy, precision_choice, precision_policy,
+                       predict, resolve_jit, scratch_optimizer, seed_everything, stage2_schedule)
 from .weights import weights_file_identity
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -177,8 +177,8 @@ def _model_predictions(run: Run, model, inputs, name: str):
     """`predict_split(split, mirrored)` of `model` over `inputs(x, y, index, part, mirrored)`."""
     def predict_split(split, mirrored):
         x, y, part, index = _split(run, split)
-        label = f"{name} {split}{' mirrored' if mirrored else ''}"
-        return predict(model, inputs(x, y, index, part, mirrored), label, len(y), run.config.batch_size)
+        progress = ProgressLines(f"{name} {split}{' mirrored' if mirrored else ''}", len(y), run.config.batch_size)
+        return predict(model, inputs(x, y, index, part, mirrored), progress)
     return predict_split
 
 
@@ -261,7 +261,7 @@ def _cached_head(run: Run, transfer: TransferModel, stage_dir: Path):
         if not mirrored and split not in features:  # the test images: computed as the stage is evaluated
             features[split] = _pooled(run, transfer, part, index, also=also)
         x = _pooled(run, transfer, part, index, "flip") if mirrored else features[split]
-        return transfer.head.predict(array_dataset(x, y, config.batch_size), verbose=0)
+        return predict(transfer.head, array_dataset(x, y, config.batch_size))
 
     return replace(stage, seconds=stage.seconds + _feature_seconds(run, transfer, len(x_train) + len(s.y_val),
                                                                    extraction_seconds)), predict_split

@@ -406,6 +406,12 @@ class ProgressLines(keras.callbacks.Callback):
                   f"{(self.total - done) / rate / 60:,.1f} min left", flush=True)
 
 
-def predict(model: keras.Model, dataset, label: str, total: int, batch_size: int) -> np.ndarray:
-    """`model.predict` over `dataset` with `ProgressLines` (total images, batch size for counting)."""
-    return model.predict(dataset, verbose=0, callbacks=[ProgressLines(label, total, batch_size)])
+def predict(model: keras.Model, dataset, progress: ProgressLines | None = None) -> np.ndarray:
+    """`model.predict` over the tf.data `dataset`, its step traced once whatever the batch sizes.
+
+    Keras traces the step for the first batch's shape, then again, relaxed, for a shorter last batch
+    (seconds for a backbone on a CPU); traced first for the dataset's own element spec, whose batch
+    size is unknown, one trace serves every batch."""
+    model.make_predict_function()
+    model.predict_function.get_concrete_function([dataset.element_spec])
+    return model.predict(dataset, verbose=0, callbacks=[progress] if progress else None)
