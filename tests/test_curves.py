@@ -84,6 +84,39 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     assert base not in others and len(others) == 5
 
 
+def _write_results(out, key, models):
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    document = {"config": {}, "provenance": {"run_key": key}, "data": {}, "models": models}
+    (out / "results" / "results.json").write_text(json.dumps(document))
+
+
+def test_points_at_the_runs_own_size_are_its_results_only_where_config_data_weights_and_code_match(tmp_path):
+    from cifar10_transfer.curves import learning_curve_points, run_points
+    from cifar10_transfer.provenance import run_key
+
+    dataset, config = synthetic_dataset(seed=3), make_config("smoke", TINY + ["curve_sizes=100,500"])
+    single = {"test_accuracy": 0.5, "val_accuracy": 0.4, "seconds": 7.0, "eval_seconds": 1.0}
+    seeds = {"runs": [{"seed": s, "val_accuracy": 0.6, "test_accuracy": a, "train_seconds": 9.0, "eval_seconds": 1.0}
+                      for s, a in ((3, 0.61), (4, 0.62))]}
+    _write_results(tmp_path, run_key(config.to_dict(), dataset, "none"), {"cnn": single, "scratch": seeds})
+    point = {"train_size": 500, "reused": True, "from_results": True}  # smoke: train_size 500, seed 3
+    assert run_points(tmp_path, dataset, config, "none") == {
+        ("cnn", 500, 3): {"model": "cnn", "seed": 3, "test_accuracy": 0.5, "seconds": 7.0, **point},
+        ("scratch", 500, 3): {"model": "scratch", "seed": 3, "test_accuracy": 0.61, "seconds": 9.0, **point},
+        ("scratch", 500, 4): {"model": "scratch", "seed": 4, "test_accuracy": 0.62, "seconds": 9.0, **point}}
+    for changed in (config.replace(curve_seeds=3), config.replace(head_lr=0.01)):
+        assert run_points(tmp_path, dataset, changed, "none") == {}
+    assert run_points(tmp_path, synthetic_dataset(seed=4), config, "none") == {}
+    assert run_points(tmp_path, dataset, config, "imagenet") == {}
+    assert run_points(tmp_path / "elsewhere", dataset, config, "none") == {}
+    # where every stage of a size and seed is known, nothing trains there
+    known = run_points(tmp_path, dataset, config, "none")
+    seed_3 = config.replace(curve_sizes="500", curve_models="cnn,scratch", curve_seeds=1)
+    assert learning_curve_points(dataset, seed_3, "none", tmp_path / "curves", None, known) == [
+        known["cnn", 500, 3], known["scratch", 500, 3]]
+    assert not (tmp_path / "curves").exists()
+
+
 @pytest.mark.slow
 def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_path):
     _, first, _ = two_runs

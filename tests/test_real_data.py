@@ -96,6 +96,13 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
     assert lines == {**{m: {200, 500} for m in ("cnn", "scratch", "efficientnet_lite0_head")},
                      "efficientnet_lite0_finetuned": {200}}  # the smoke profile's cap on fine-tuned points
     assert curves["provenance"]["weights"] == "imagenet"
+    # at the run's own size and seed (500 images, seed 3) the curves' points are the table's runs
+    from_run = {p["model"]: p for p in curves["points"] if p.get("from_results")}
+    assert set(from_run) == {"cnn", "scratch", "efficientnet_lite0_head"}
+    for name, point in from_run.items():
+        assert (point["train_size"], point["seed"]) == (500, 3)
+        assert point["test_accuracy"] == results["models"][name]["test_accuracy"]
+    assert curves["stages_trained"] == len(curves["points"]) - 3 + len(curves["resolution"])
     reader = pypdf.PdfReader(smoke_run / "presentation" / "computer_vision_image_classification.pdf")
     assert len(reader.pages) >= 12
     text = "\n".join(page.extract_text() for page in reader.pages)

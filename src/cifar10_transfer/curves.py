@@ -4,11 +4,11 @@ Every point is an ordinary `stages.Run` (the same stage code as `train`), run at
 training-set size, seed or image size. All of them share one `FeatureCache`, so each image
 passes the frozen backbone once per image size, whatever the number of sizes and seeds; a
 fine-tuned point trains on from its own head with the stage-2 recipe of `curve_backbone`.
+At the run's own training size the points are the run's own stages, read from its results.json.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import datetime, timezone
@@ -17,9 +17,9 @@ from pathlib import Path
 from .cache import FeatureCache
 from .config import RunConfig
 from .data import Dataset
-from .provenance import code_fingerprint, collect_provenance, weights_identity, weights_label
+from .provenance import collect_provenance, run_key, weights_label
 from .publish import write_atomic
-from .results import CURVES_FILE
+from .results import CURVES_FILE, RESULTS_FILE, load_results, seed_record
 from .stages import Run, run_stage
 
 
@@ -33,24 +33,46 @@ def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str
     A later run in which none of these changed finds every finished stage there and loads it
     (`fit_stage`) instead of training it again; any change lands in a new folder.
     """
-    key = hashlib.sha256("\0".join([json.dumps(config.to_dict(), sort_keys=True), dataset.fingerprint(),
-                                     weights_identity(weights), code_fingerprint()]).encode()).hexdigest()
-    return out_dir.resolve().parent / STAGES_DIR / key[:20]
+    return out_dir.resolve().parent / STAGES_DIR / run_key(config.to_dict(), dataset, weights)
+
+
+def run_points(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str) -> dict[tuple, dict]:
+    """The points that the run in `out_dir` (notebook 02, `train`) already trained, keyed by stage, size and
+    seed: every seed of every stage in its results.json, at its own training size. Only where that run had
+    this very configuration, data, weights and code (`run_key`), so a point there is the table's run itself."""
+    path = Path(out_dir) / RESULTS_FILE
+    if not path.is_file():
+        return {}
+    results = load_results(path)
+    if results["provenance"].get("run_key") != run_key(config.to_dict(), dataset, weights):
+        return {}
+    size, points = config.train_size, {}
+    for name, entry in results["models"].items():
+        for run in entry.get("runs") or [seed_record(config.seed, entry)]:
+            points[name, size, run["seed"]] = {
+                "model": name, "train_size": size, "seed": run["seed"], "test_accuracy": run["test_accuracy"],
+                "seconds": run["train_seconds"], "reused": True, "from_results": True}
+    return points
 
 
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
-                          cache: FeatureCache) -> list[dict]:
+                          cache: FeatureCache, known: dict[tuple, dict] | None = None) -> list[dict]:
     """Every stage of `curve_models` at every size of `curve_sizes`, `curve_seeds` seeds each.
 
     All stages of one size and seed share one run, so they train on the same images: the
-    report pairs them by seed. A fine-tuned stage's head is recorded too (stage 2 starts from it)."""
-    points = []
+    report pairs them by seed. A fine-tuned stage's head is recorded too (stage 2 starts from it).
+    A size and seed of which `known` (`run_points`) holds every stage is taken from there."""
+    points, known = [], known or {}
     for size in config.curve_size_list:
         stages = [name for name in config.curve_stage_list if not _capped(config, name, size)]
         if not stages:  # only fine-tuning was asked for, and the cap leaves it out at this size
             continue
         for seed in range(config.seed, config.seed + config.curve_seeds):
             run_config = config.replace(train_size=size, seed=seed, models=",".join(stages))
+            found = [known.get((stage, size, seed)) for stage in run_config.model_list]
+            if all(found):  # all or none: a fine-tuned stage that trains here needs its head in the same run
+                points += found
+                continue
             run = Run(run_config, dataset, weights, Path(workdir) / f"n{size}-seed{seed}", cache=cache,
                       save_models=False)
             for stage in run_config.model_list:
@@ -93,7 +115,8 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()
     stages = stages_root(out_dir, dataset, config, weights)
-    points = learning_curve_points(dataset, config, weights, stages / "curves", cache)
+    known = run_points(out_dir, dataset, config, weights)
+    points = learning_curve_points(dataset, config, weights, stages / "curves", cache, known)
     resolution = resolution_points(dataset, config, weights, stages / "resolution", cache)
     provenance = collect_provenance(dataset, weights_label(weights), started)
     this_run = {"finished": provenance["finished"], "seconds": time.perf_counter() - clock,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import subprocess
@@ -82,6 +83,13 @@ def code_fingerprint() -> str:
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def run_key(config: dict, dataset: Dataset, weights: str) -> str:
+    """What decides every stage a run trains, as 20 hex digits: its configuration, data, weights
+    (`weights_identity`) and code. Runs with the same key train the same stages."""
+    parts = [json.dumps(config, sort_keys=True), dataset.fingerprint(), weights_identity(weights), code_fingerprint()]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
 def weights_identity(weights: str) -> str:

@@ -10,7 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .provenance import collect_provenance, weights_label
+from .provenance import collect_provenance, run_key, weights_label
 from .publish import MODELS_DIR, write_atomic
 from .registry import parse_stage
 from .results import HISTORIES_DIR, RESULTS_FILE, assemble_results, combine_seeds
@@ -58,7 +58,8 @@ def results(run: Run, runs: list[Run] | None = None) -> dict:
     skipped = [name for name in dict.fromkeys([*STUDY_STAGES, *run.config.model_list]) if name not in models]
     return assemble_results(
         profile=run.profile, config=run.config.to_dict(),
-        provenance=collect_provenance(run.dataset, weights_label(run.weights), run.started),
+        provenance={**collect_provenance(run.dataset, weights_label(run.weights), run.started),
+                    "run_key": run_key(run.config.to_dict(), run.dataset, run.weights)},
         execution={"jit_compile": run.jit_compile, "strategy": type(run.strategy).__name__,
                    "replicas": run.strategy.num_replicas_in_sync},
         data={**run.splits.sizes(), "class_names": list(run.splits.class_names)},
