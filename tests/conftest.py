@@ -82,10 +82,14 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def decoded_images_cache(tmp_path_factory) -> Path:
-    """One cache of decoded image folders per test session, out of the user's home; the
-    notebooks and CLI processes that tests start inherit it."""
-    path = tmp_path_factory.mktemp("decoded")
+def decoded_images_cache(pytestconfig, tmp_path_factory) -> Path:
+    """One cache of decoded image folders, out of the user's home; the notebooks and CLI processes
+    that tests start inherit it. It lies in pytest's cache directory (a temporary one where the
+    cache plugin is off), so that the second test target finds the real copy decoded by the first:
+    decoding its 60,000 JPEGs takes a worker about 20 s, and the cache is keyed by every file's
+    path, size and modification time (`data._decoded_path`)."""
+    cache = getattr(pytestconfig, "cache", None)
+    path = Path(cache.mkdir("decoded-images")) if cache else tmp_path_factory.mktemp("decoded")
     os.environ["CIFAR10_TRANSFER_CACHE"] = str(path)
     return path / "image-folders"
 

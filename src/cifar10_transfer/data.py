@@ -314,7 +314,8 @@ def read_image(path: Path, out: np.ndarray) -> bool:
 
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            if image.mode != "RGB":  # converting an RGB image would only copy it
+                image = image.convert("RGB")
             resized = image.size != (32, 32)
             if resized:
                 image = image.resize((32, 32), Image.Resampling.BILINEAR)
