@@ -83,30 +83,23 @@ def test_bfloat16_path_trains(tmp_path):
 
 
 @pytest.mark.slow
-def test_float16_and_xla_path_trains_in_a_fresh_process(tmp_path):
-    """The GPU defaults (mixed_float16 with loss scaling, XLA) as far as a CPU runs them.
+def test_the_cnn_and_the_scratch_stage_train_under_float16_and_xla_in_a_fresh_process(tmp_path):
+    """The GPU defaults (mixed_float16 with loss scaling, XLA) as far as a CPU runs them: the CNN's Adam, and
+    the ResNet from scratch's SGD with its per-step schedule, under loss scaling and compiled.
 
     A fresh process, because op determinism enabled by other tests would make Keras drop XLA."""
-    _assert_float16_and_xla_trained(tmp_path, "cnn", "--set", "cnn_epochs=1")
-
-
-@pytest.mark.slow
-def test_the_scratch_stage_trains_under_float16_and_xla_in_a_fresh_process(tmp_path):
-    """The ResNet from scratch on the same path: SGD and its per-step schedule under loss scaling, compiled."""
-    _assert_float16_and_xla_trained(tmp_path, "scratch", "--set", "models=scratch", "--set", "train_size=500",
-                                    "--set", "scratch_width=4", "--set", "scratch_epochs=2")
-
-
-def _assert_float16_and_xla_trained(out, stage, *sets):
     result = subprocess.run(_cli("--set", "precision=mixed_float16", "--set", "jit_compile=on",
-                                 "--set", "deterministic=false", *sets, out=out),
+                                 "--set", "deterministic=false", "--set", "models=cnn,scratch", "--set", "cnn_epochs=1",
+                                 "--set", "train_size=500", "--set", "scratch_width=4", "--set", "scratch_epochs=2",
+                                 out=tmp_path),
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "support `jit_compile=True`" not in result.stderr  # Keras's warning when it drops XLA
-    results = json.loads((out / "results" / "results.json").read_text())
+    results = json.loads((tmp_path / "results" / "results.json").read_text())
     assert results["execution"]["jit_compile"] is True
-    entry = results["models"][stage]
-    assert entry["precision"] == "mixed_float16" and np.isfinite(entry["history"]["loss"]).all()
+    for stage in ("cnn", "scratch"):
+        entry = results["models"][stage]
+        assert entry["precision"] == "mixed_float16" and np.isfinite(entry["history"]["loss"]).all()
 
 
 def test_xla_and_determinism_exclude_each_other():
