@@ -1,0 +1,99 @@
+"""The scratch network's epochs decided on validation: 30 against 20, paired by seed, against the time budget.
+
+The rule, committed before any 30-epoch run started (research/README.md, "The strong scratch network's
+epochs"): 30 epochs becomes the default only if the mean paired validation gain (single view, 30 − 20
+epochs, seed by seed) is larger than its standard error sd/sqrt(n) and the 30-epoch runs' mean training
+seconds are at most 1,200. Otherwise 20 stays. Test accuracy is never read. The two runs must come from
+CPUs with the same instruction sets (`cpu_isa`), whose kernels, and so seeded results, can differ.
+
+Usage (from the repository root; each file a results.json whose `scratch` stage ran under `seeds`):
+  python research/scratch_rule.py --baseline results/results.json --candidate OUT/results/results.json
+It writes research/results/scratch_rule.json and the block of research/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from statistics import fmean, stdev
+
+from lab_records import record
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "research" / "results" / "scratch_rule.json"
+START, END = "<!-- scratch:start -->", "<!-- scratch:end -->"  # the block of research/README.md
+BUDGET_SECONDS = 1_200  # issue #29: at most 20 minutes of training at the study's size on 2 CPU cores
+
+
+def single_view_runs(results: dict) -> dict[int, dict]:
+    """The scratch stage's runs by seed: single-view validation accuracy (under `test_time_flip` the
+    stored single view, never the mirror-averaged one) and training seconds."""
+    return {run["seed"]: {"val": run.get("single_view_val_accuracy", run["val_accuracy"]),
+                          "seconds": run["train_seconds"]}
+            for run in results["models"]["scratch"].get("runs", [])}
+
+
+def decide(baseline: dict, candidate: dict) -> dict:
+    """The committed rule applied to two results.json documents (20 and 30 epochs)."""
+    epochs = [document["config"]["scratch_epochs"] for document in (baseline, candidate)]
+    isa = [document["provenance"].get("cpu_isa") for document in (baseline, candidate)]
+    if isa[0] != isa[1]:
+        raise SystemExit(f"the runs' CPUs differ ({isa[0]} vs {isa[1]}): repeat the baseline on the candidate's "
+                         "machine, as the rule asks")
+    before, after = single_view_runs(baseline), single_view_runs(candidate)
+    seeds = sorted(set(before) & set(after))
+    gains = {seed: after[seed]["val"] - before[seed]["val"] for seed in seeds}
+    se = stdev(gains.values()) / len(gains) ** 0.5 if len(gains) > 1 else None
+    mean = fmean(gains.values()) if gains else None
+    seconds = fmean(after[seed]["seconds"] for seed in seeds) if seeds else None
+    better = se is not None and mean > se
+    within = seconds is not None and seconds <= BUDGET_SECONDS
+    why = (f"mean gain {'larger' if better else 'not larger'} than its standard error; "
+           f"mean training seconds {'within' if within else 'over'} the budget of {BUDGET_SECONDS:,}")
+    return {"epochs": {"baseline": epochs[0], "candidate": epochs[1]}, "cpu_isa": isa[0], "gains": gains,
+            "mean": mean, "se": se, "candidate_seconds": seconds,
+            "baseline_seconds": fmean(before[seed]["seconds"] for seed in seeds) if seeds else None,
+            "default_epochs": epochs[1] if better and within else epochs[0], "why": why}
+
+
+def markdown(document: dict) -> str:
+    """The block of research/README.md: each seed's gain, mean ± standard error, seconds and the decision."""
+    per_seed = ", ".join(f"{seed}: {100 * gain:+.2f}" for seed, gain in document["gains"].items())
+    mean = f"{100 * document['mean']:+.2f}" if document["mean"] is not None else "n/a"
+    se = f" ± {100 * document['se']:.2f}" if document["se"] is not None else ""
+    epochs = document["epochs"]
+    seconds = " | ".join(f"{document[key]:,.0f}" if document[key] is not None else "n/a"
+                         for key in ("baseline_seconds", "candidate_seconds"))
+    return "\n".join([
+        f"| seeds | gain per seed (points, {epochs['candidate']} − {epochs['baseline']} epochs) | mean gain ± "
+        f"standard error | mean training seconds, {epochs['baseline']} epochs | {epochs['candidate']} epochs |",
+        "|---:|---|---:|---:|---:|",
+        f"| {len(document['gains'])} | {per_seed} | {mean}{se} | {seconds} |", "",
+        f"Decision: {document['default_epochs']} epochs ({document['why']}). Runs: {document['runs']}."])
+
+
+def _describe(results: dict) -> str:
+    provenance = results["provenance"]
+    return (f"{results['config']['scratch_epochs']} epochs: profile {results['profile']}, {provenance['data']}, "
+            f"commit {provenance['git_commit'][:7]}, {provenance['hardware']}")
+
+
+def report(baseline_path: Path, candidate_path: Path) -> dict:
+    """Apply the rule, write research/results/scratch_rule.json and the README block."""
+    baseline, candidate = (json.loads(path.read_text()) for path in (baseline_path, candidate_path))
+    document = {**decide(baseline, candidate), "runs": f"{_describe(baseline)}; {_describe(candidate)}"}
+    record(document, OUT, (START, END), markdown(document))
+    return document
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", type=Path, required=True, help="results.json of the 20-epoch runs")
+    parser.add_argument("--candidate", type=Path, required=True, help="results.json of the 30-epoch runs")
+    args = parser.parse_args()
+    print(markdown(report(args.baseline, args.candidate)))
+
+
+if __name__ == "__main__":
+    main()
