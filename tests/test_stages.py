@@ -107,9 +107,36 @@ def test_end_to_end_head_and_finished_stages_are_reused(tmp_path):
     assert again["models"]["resnet50_head"]["test_time_flip"] == first["models"]["resnet50_head"]["test_time_flip"]
     assert again["models"]["resnet50_head"]["seconds"] == first["models"]["resnet50_head"]["seconds"]
     assert again["models"]["resnet50_head"]["test_accuracy"] == first["models"]["resnet50_head"]["test_accuracy"]
+    # the kept evaluation is read, not predicted again: its seconds are those measured the first time
+    assert again["models"]["resnet50_head"]["eval_seconds"] == first["models"]["resnet50_head"]["eval_seconds"]
     assert first["not_run"] == {"cnn": "not selected", "resnet50_finetuned": "not selected"}
     assert first["models"]["resnet50_head"]["backbone"] == "resnet50"
     assert first["models"]["resnet50_head"]["weights"] == "none"
+
+
+def test_an_evaluation_is_computed_once_per_key_and_a_damaged_one_again_with_one_line(tmp_path, capsys):
+    from cifar10_transfer.evaluation import EVALUATION_FILE, evaluate_once, evaluation_key
+
+    calls = []
+
+    def evaluate():
+        calls.append(1)
+        return np.full((4, 10), 0.1, dtype=np.float32), {"test_time_flip": {"val_accuracy": 0.5}}
+
+    images = np.zeros((4, 32, 32, 3), dtype=np.uint8)
+    key = evaluation_key({"seed": 3}, "ab" * 32, images)
+    assert key != evaluation_key({"seed": 4}, "ab" * 32, images) != evaluation_key({"seed": 3}, "cd" * 32, images)
+    assert key != evaluation_key({"seed": 3}, "ab" * 32, images + 1)
+    first = evaluate_once(tmp_path, key, evaluate)
+    again = evaluate_once(tmp_path, key, evaluate)
+    assert len(calls) == 1 and again[1:] == first[1:]
+    np.testing.assert_array_equal(again[0], first[0])
+    evaluate_once(tmp_path, key + "0", evaluate)  # another key: evaluated again, silently
+    assert len(calls) == 2 and capsys.readouterr().out == ""
+    (tmp_path / EVALUATION_FILE).write_bytes(b"garbage")
+    assert evaluate_once(tmp_path, key, evaluate)[1] == first[1] and len(calls) == 3
+    assert capsys.readouterr().out == (f"{tmp_path.name}: evaluating again; {tmp_path / EVALUATION_FILE} is damaged "
+                                       "(ValueError)\n")
 
 
 @pytest.fixture(scope="module")

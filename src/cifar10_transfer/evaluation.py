@@ -1,14 +1,61 @@
-"""From predicted probabilities to metrics: accuracy, loss, per-class scores, confusions.
+"""From predicted probabilities to metrics, and a finished stage's evaluation kept on disk.
+
+Metrics are accuracy, loss, per-class scores and confusions. A stage's kept evaluation spares a
+resumed or repeated run predicting it again.
 
 No plotting here: `plots` draws what these functions return.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import time
+import zipfile
+from pathlib import Path
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
+from .provenance import code_fingerprint
+from .publish import atomic_write
+
 TOP_CONFUSIONS = 10
+EVALUATION_FILE = "evaluation.npz"  # in a stage's directory: its test probabilities, view details and seconds
+
+
+def evaluation_key(config: dict, weights_sha256: str, *images: np.ndarray) -> str:
+    """What decides a stage's evaluation: its settings, its weights, the images it predicts and the code."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + weights_sha256.encode())
+    for array in images:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest() + code_fingerprint()[:16]
+
+
+def evaluate_once(stage_dir: Path, key: str, evaluate) -> tuple[np.ndarray, dict, float]:
+    """`evaluate()`'s (test probabilities, view details) and the seconds it took, computed once per `key`
+    (`evaluation_key`): a stage loaded by a resumed or repeated run reads them from `stage_dir`, as
+    evaluated when it was trained. A missing file, or one of another key, is computed anew; so is a
+    damaged one, with one line."""
+    path = Path(stage_dir) / EVALUATION_FILE
+    try:
+        with np.load(path) as kept:
+            if str(kept["key"]) == key:
+                return kept["probabilities"], json.loads(str(kept["details"])), float(kept["seconds"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        print(f"{path.parent.name}: evaluating again; {path} is damaged ({type(exc).__name__})", flush=True)
+    started = time.perf_counter()
+    probabilities, details = evaluate()
+    seconds = time.perf_counter() - started
+
+    def save(temporary: str) -> None:
+        with open(temporary, "wb") as handle:
+            np.savez(handle, key=key, probabilities=probabilities, details=json.dumps(details), seconds=seconds)
+
+    atomic_write(path, save)
+    return probabilities, details, seconds
 
 
 def evaluate_predictions(y_true: np.ndarray, probabilities: np.ndarray,

@@ -20,7 +20,7 @@ import numpy as np
 from .cache import BackboneCut, CachedRows, FeatureCache, SuffixValidation, ViewSchedule, cut_backbone
 from .config import RunConfig
 from .data import Dataset
-from .evaluation import evaluate_predictions, view_probabilities
+from .evaluation import evaluate_once, evaluate_predictions, evaluation_key, view_probabilities
 from .models import (TransferModel, at_any_size, build_cnn, build_resnet_scratch, build_transfer, compile_classifier,
                      unfreeze)
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
@@ -164,11 +164,11 @@ def _finish(run: Run, name: str, model, stage: StageResult, precision: tuple[str
     if run.save_models:
         save_for_prediction(model, run.workdir / MODELS_DIR, name, run.splits.class_names,
                             run.config.image_size if backbone else None, backbone, run.config.test_time_flip)
-    started = time.perf_counter()
-    probabilities, flip = _evaluated(run, predict_split)
+    key = evaluation_key(run.config.to_dict(), stage.weights_sha256, run.splits.x_test, run.splits.x_val)
+    probabilities, flip, seconds = evaluate_once(run.stage_dir(name), key, lambda: _evaluated(run, predict_split))
     metrics = evaluate_predictions(run.splits.y_test, probabilities, run.splits.class_names)
     model_run = ModelRun(name, stage, _count(model.weights), _count(model.trainable_weights), precision,
-                         probabilities, run.splits, time.perf_counter() - started, metrics, {**details, **flip})
+                         probabilities, run.splits, seconds, metrics, {**details, **flip})
     run.models[name] = model_run
     return model_run
 

@@ -169,6 +169,7 @@ class StageResult:
     images_per_second: float  # training images (or cached feature vectors) per second
     epochs: int
     reused: bool = False  # loaded from an earlier run of the same stage instead of trained
+    weights_sha256: str = ""  # of its final weights, as its stage.json records them
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -309,10 +310,11 @@ def fit_stage(model: keras.Model, train_data, val_data, epochs: int, stage_dir: 
                          _Backup(str(backup), double_checkpoint=True)])
     history = read_history(log)
     seconds = float(sum(history["epoch_seconds"]))
-    result = StageResult(history=history, seconds=seconds,
-                         images_per_second=n_train * epochs / seconds if seconds else 0.0, epochs=epochs)
     weights = atomic_write(stage_dir / FINAL_WEIGHTS, model.save_weights)
-    write_atomic(stage_dir / STAGE_FILE, json.dumps({**asdict(result), "weights_sha256": file_sha256(weights)}))
+    result = StageResult(history=history, seconds=seconds,
+                         images_per_second=n_train * epochs / seconds if seconds else 0.0, epochs=epochs,
+                         weights_sha256=file_sha256(weights))
+    write_atomic(stage_dir / STAGE_FILE, json.dumps(asdict(result)))
     return result
 
 
@@ -346,11 +348,10 @@ def _kept_stage(model: keras.Model, stage_dir: Path) -> StageResult | None:
 
 
 def _kept_record(stage_dir: Path) -> tuple[dict, str | None]:
-    """A kept stage's record without its digest, and why it cannot be trusted (None: its weights match)."""
+    """A kept stage's record, and why it cannot be trusted (None: its weights match its digest)."""
     try:
         record = json.loads((stage_dir / STAGE_FILE).read_text())
-        digest = record.pop("weights_sha256")
-        matches = file_sha256(stage_dir / FINAL_WEIGHTS) == digest
+        matches = file_sha256(stage_dir / FINAL_WEIGHTS) == record["weights_sha256"]
     except FileNotFoundError:
         return {}, f"{FINAL_WEIGHTS} missing"
     except json.JSONDecodeError:
