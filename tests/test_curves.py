@@ -69,18 +69,22 @@ def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_
 
 def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     from cifar10_transfer.curves import stages_root
+    from cifar10_transfer.provenance import run_key
+
+    def root(out, dataset, config, weights):
+        return stages_root(out, run_key(config.to_dict(), dataset, weights))
 
     dataset, config = synthetic_dataset(seed=3), make_config("smoke", TINY)
     weights = tmp_path / "w.weights.h5"
     weights.write_bytes(b"one")
-    base = stages_root(tmp_path / ".runs" / "a", dataset, config, "none")
-    assert stages_root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
-    others = {stages_root(tmp_path / ".runs" / "a", dataset, config.replace(curve_seeds=3), "none"),
-              stages_root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
-              stages_root(tmp_path / ".runs" / "a", dataset, config, "imagenet"),
-              stages_root(tmp_path / ".runs" / "a", dataset, config, str(weights))}
+    base = root(tmp_path / ".runs" / "a", dataset, config, "none")
+    assert root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
+    others = {root(tmp_path / ".runs" / "a", dataset, config.replace(curve_seeds=3), "none"),
+              root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
+              root(tmp_path / ".runs" / "a", dataset, config, "imagenet"),
+              root(tmp_path / ".runs" / "a", dataset, config, str(weights))}
     weights.write_bytes(b"two")
-    others.add(stages_root(tmp_path / ".runs" / "a", dataset, config, str(weights)))
+    others.add(root(tmp_path / ".runs" / "a", dataset, config, str(weights)))
     assert base not in others and len(others) == 5
 
 
@@ -98,19 +102,20 @@ def test_points_at_the_runs_own_size_are_its_results_only_where_config_data_weig
     single = {"test_accuracy": 0.5, "val_accuracy": 0.4, "seconds": 7.0, "eval_seconds": 1.0}
     seeds = {"runs": [{"seed": s, "val_accuracy": 0.6, "test_accuracy": a, "train_seconds": 9.0, "eval_seconds": 1.0}
                       for s, a in ((3, 0.61), (4, 0.62))]}
-    _write_results(tmp_path, run_key(config.to_dict(), dataset, "none"), {"cnn": single, "scratch": seeds})
+    key = run_key(config.to_dict(), dataset, "none")
+    _write_results(tmp_path, key, {"cnn": single, "scratch": seeds})
     point = {"train_size": 500, "reused": True, "from_results": True}  # smoke: train_size 500, seed 3
-    assert run_points(tmp_path, dataset, config, "none") == {
+    assert run_points(tmp_path, config, key) == {
         ("cnn", 500, 3): {"model": "cnn", "seed": 3, "test_accuracy": 0.5, "seconds": 7.0, **point},
         ("scratch", 500, 3): {"model": "scratch", "seed": 3, "test_accuracy": 0.61, "seconds": 9.0, **point},
         ("scratch", 500, 4): {"model": "scratch", "seed": 4, "test_accuracy": 0.62, "seconds": 9.0, **point}}
-    for changed in (config.replace(curve_seeds=3), config.replace(head_lr=0.01)):
-        assert run_points(tmp_path, dataset, changed, "none") == {}
-    assert run_points(tmp_path, synthetic_dataset(seed=4), config, "none") == {}
-    assert run_points(tmp_path, dataset, config, "imagenet") == {}
-    assert run_points(tmp_path / "elsewhere", dataset, config, "none") == {}
+    others = [run_key(config.replace(curve_seeds=3).to_dict(), dataset, "none"),
+              run_key(config.replace(head_lr=0.01).to_dict(), dataset, "none"),
+              run_key(config.to_dict(), synthetic_dataset(seed=4), "none"), run_key(config.to_dict(), dataset, "imagenet")]
+    assert all(run_points(tmp_path, config, other) == {} for other in others)
+    assert run_points(tmp_path / "elsewhere", config, key) == {}
     # where every stage of a size and seed is known, nothing trains there
-    known = run_points(tmp_path, dataset, config, "none")
+    known = run_points(tmp_path, config, key)
     seed_3 = config.replace(curve_sizes="500", curve_models="cnn,scratch", curve_seeds=1)
     assert learning_curve_points(dataset, seed_3, "none", tmp_path / "curves", None, known) == [
         known["cnn", 500, 3], known["scratch", 500, 3]]

@@ -27,24 +27,25 @@ CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run
 STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
 
 
-def stages_root(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str) -> Path:
-    """Where the curve points train: one folder per configuration, data, weights and code version.
+def stages_root(out_dir: Path, key: str) -> Path:
+    """Where the curve points train: one folder per `run_key` (configuration, data, weights and code version).
 
     A later run in which none of these changed finds every finished stage there and loads it
     (`fit_stage`) instead of training it again; any change lands in a new folder.
     """
-    return out_dir.resolve().parent / STAGES_DIR / run_key(config.to_dict(), dataset, weights)
+    return out_dir.resolve().parent / STAGES_DIR / key
 
 
-def run_points(out_dir: Path, dataset: Dataset, config: RunConfig, weights: str) -> dict[tuple, dict]:
+def run_points(out_dir: Path, config: RunConfig, key: str) -> dict[tuple, dict]:
     """The points that the run in `out_dir` (notebook 02, `train`) already trained, keyed by stage, size and
     seed: every seed of every stage in its results.json, at its own training size. Only where that run had
-    this very configuration, data, weights and code (`run_key`), so a point there is the table's run itself."""
+    this very configuration, data, weights and code (its `run_key` is `key`), so a point there is the table's
+    run itself."""
     path = Path(out_dir) / RESULTS_FILE
     if not path.is_file():
         return {}
     results = load_results(path)
-    if results["provenance"].get("run_key") != run_key(config.to_dict(), dataset, weights):
+    if results["provenance"].get("run_key") != key:
         return {}
     size, points = config.train_size, {}
     for name, entry in results["models"].items():
@@ -114,8 +115,8 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
     cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
     clock = time.perf_counter()
-    stages = stages_root(out_dir, dataset, config, weights)
-    known = run_points(out_dir, dataset, config, weights)
+    key = run_key(config.to_dict(), dataset, weights)  # hashes the whole dataset: once per run
+    stages, known = stages_root(out_dir, key), run_points(out_dir, config, key)
     points = learning_curve_points(dataset, config, weights, stages / "curves", cache, known)
     resolution = resolution_points(dataset, config, weights, stages / "resolution", cache)
     provenance = collect_provenance(dataset, weights_label(weights), started)
