@@ -7,7 +7,7 @@ from scipy import stats
 
 from cifar10_transfer import report
 from cifar10_transfer.curve_report import (accuracy_table, curve_findings, gap_findings, lead_findings,
-                                           learning_curve_figure, seconds_table)
+                                           learning_curve_figure, seconds_table, spread_findings)
 from cifar10_transfer.curve_stats import (curve_summary, images_for_accuracy, lead_falls_below, paired_gaps,
                                           reference_model, training_seconds, transfer_models)
 HEAD, TUNED = "efficientnet_lite0_head", "efficientnet_lite0_finetuned"
@@ -46,6 +46,12 @@ def test_one_seed_gives_a_gap_without_an_interval():
     gaps = paired_gaps(one, HEAD, "scratch")
     assert gaps.gap.tolist() == pytest.approx([0.30, -0.02]) and gaps.low.isna().all() and gaps.high.isna().all()
     assert accuracy_table(one).iloc[0, -2] == "+30.0 (1 seed, no interval)"
+    # one seed has no spread: no spread finding, no error bars in the title, no "± 0.0" in the main table
+    assert spread_findings(one) == [] and len(spread_findings(_curves())) == 4
+    assert learning_curve_figure(one).axes[0].get_title().startswith("one seed: no error bars\n")
+    results = {"config": {"train_size": 500}, "models": {"cnn": {}}}
+    assert report.run_seed_spread(results, one) == {}
+    assert report.run_seed_spread(results, _curves())["cnn"] == (pytest.approx(0.31), pytest.approx(0.01), 3)
 
 
 def test_the_lead_ends_where_the_mean_gap_crosses_interpolated_in_log_size():

@@ -158,6 +158,8 @@ def spread_findings(curves: dict) -> list[str]:
     """How far the seeds spread each stage's test accuracy."""
     summary, out = curve_summary(curves), []
     seeds = int(summary["count"].max())
+    if seeds < 2:
+        return []
     for model in curve_models(curves):
         rows = summary[summary.model == model]
         out.append(f"{label(model)}: {seeds} seeds spread by at most ±{100 * rows['std'].max():.1f} points "
@@ -270,7 +272,9 @@ def learning_curve_figure(curves: dict) -> Figure:
         fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=2)
         fig.suptitle("How much labelled data does transfer learning save?")
         prov = curves["provenance"]
-        ax.set_title(f"error bars: mean ± standard deviation over {int(summary['count'].max())} seeds\n"
+        seeds = int(summary["count"].max())
+        bars = f"error bars: mean ± standard deviation over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
+        ax.set_title(f"{bars}\n"
                      + textwrap.shorten(f"data: {prov['data']}; weights: {prov['weights']}", 90), fontsize=10)
     return fig
 

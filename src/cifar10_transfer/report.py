@@ -53,9 +53,10 @@ def stage_label(results: dict, name: str) -> str:
 
 def run_seed_spread(results: dict, curves: dict | None) -> dict:
     """(mean, std, seeds) per stage from the learning curves at this run's training-set size, for
-    the stages that this run did not train under several seeds itself."""
+    the stages that this run did not train under several seeds itself (one seed has no spread)."""
     spread = {} if curves is None else seed_spread(curves, results["config"].get("train_size"))
-    return {name: found for name, found in spread.items() if "runs" not in results["models"].get(name, {})}
+    return {name: found for name, found in spread.items()
+            if found[2] > 1 and "runs" not in results["models"].get(name, {})}
 
 
 def over_seeds_cell(entry: dict) -> str:
