@@ -333,7 +333,7 @@ def update_readme(block: str) -> None:
     replace_marked_blocks(readme, readme.read_text(encoding="utf-8"), [(BENCH_START, BENCH_END, block)])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--stage1-train", type=int, default=250, help="images in stage 1 (80%% train, 20%% val)")
@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument("--cnn-probe", help=argparse.SUPPRESS)  # comma-separated CNN_VARIANTS labels
     parser.add_argument("--cnn-epochs", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--cnn-train-size", type=int, default=10_000, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.rss_run:
         print(rss_run(args.rss_run, args.quick, args.data, args.data_dir))
         return
@@ -439,9 +439,15 @@ def main() -> None:
         update_readme(block)
 
 
-if __name__ == "__main__":
+def command_line(argv: list[str] | None = None) -> int:
+    """`python benchmarks/bench.py`: an error users can act on is one line and exit status 2, like the CLI's."""
     try:
-        main()
-    except UserError as exc:  # e.g. no CIFAR-10 reachable: one line, like the CLI
+        main(argv)
+    except UserError as exc:  # e.g. no CIFAR-10 reachable
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(command_line())

@@ -61,7 +61,6 @@ def test_data_check_synthetic():
     (["data", "check", "--data-dir", "/nonexistent/cifar"], ["does not exist"]),
     (["train", "--data", "synthetic", "--set", "bogus=1"], ["unknown key"]),
     (["train", "--data", "synthetic", "--set", "cnn_epochs=-1"], ["must be positive"]),
-    (["train", "--data", "synthetic", "--set", "train_size=99999"], ["larger than the 12000 training images"]),
     (["train", "--data", "synthetic", "--profile", "smoke", "--set", "models=resnet50_head",
       "--weights", "/no/such.h5"],
      ["does not exist"]),
@@ -71,6 +70,15 @@ def test_data_check_synthetic():
 def test_bad_input_gets_one_line_and_exit_2(args, fragments, tmp_path):
     assert_clean_failure(cli(*args, "--out", tmp_path) if args[0] == "train" and "--out" not in args
                          else cli(*args), *fragments)
+
+
+def test_a_training_size_beyond_the_data_is_refused_in_one_line(tmp_path, capsys):
+    # checked once the data is loaded, after TensorFlow's import: in this process, which has it already
+    from cifar10_transfer.cli import main
+
+    assert main(["train", "--data", "synthetic", "--set", "train_size=99999", "--out", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "larger than the 12000 training images" in lines[0]
 
 
 @pytest.mark.parametrize("args", [

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cifar10_transfer.cli import main
 from cifar10_transfer.data import synthetic_dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.predict import format_table, image_files, load_stage, predict_images
@@ -125,7 +126,7 @@ def _damage(kind: str, path: Path) -> None:
 
 @pytest.mark.parametrize("kind", [pytest.param("truncated", marks=pytest.mark.slow), pytest.param(
     "empty", marks=pytest.mark.slow), "bytes changed", pytest.param("foreign", marks=pytest.mark.slow)])
-def test_a_damaged_model_file_or_card_is_refused_in_one_line_naming_it(run, images, tmp_path, kind):
+def test_a_damaged_model_file_or_card_is_refused_in_one_line_naming_it(run, images, tmp_path, capsys, kind):
     damaged = tmp_path / "run"
     shutil.copytree(run, damaged)
     _damage(kind, damaged / "models" / "cnn.keras")
@@ -135,7 +136,7 @@ def test_a_damaged_model_file_or_card_is_refused_in_one_line_naming_it(run, imag
     card.write_text(card.read_text()[:20] if kind != "foreign" else '{"some": "other json"}')
     with pytest.raises(UserError, match=r"models/cnn\.json (is damaged|is not a model card)"):
         predict_images(damaged, [images / "a.png"])
-    result = subprocess.run([sys.executable, "-m", "cifar10_transfer", "predict", "--run", str(damaged),
-                             str(images / "a.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "cnn.json" in result.stderr and "Traceback" not in result.stderr
+    capsys.readouterr()
+    assert main(["predict", "--run", str(damaged), str(images / "a.png")]) == 2  # the CLI, in this process
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "cnn.json" in lines[0]
