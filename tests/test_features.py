@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from conftest import infer
 
 from cifar10_transfer.data import Dataset
 from cifar10_transfer.cache import FeatureCache
@@ -33,8 +34,7 @@ def test_rows_are_computed_once_and_equal_a_direct_backbone_pass(tmp_path, datas
     again = cache.pooled(transfer, dataset, "train", np.arange(5, 15), 32, 4)
     assert cache.computed == 15  # only rows 10-14 were missing
     np.testing.assert_array_equal(again[:5], first[5:])
-    direct = transfer.features.predict(transfer_dataset(dataset.x_train[:15], np.zeros(15), 32, 4,
-                                                        transfer.preprocess), verbose=0)
+    direct = infer(transfer.features, transfer_dataset(dataset.x_train[:15], np.zeros(15), 32, 4, transfer.preprocess))
     np.testing.assert_allclose(again, direct[5:15], rtol=1e-5, atol=1e-6)
     reopened = FeatureCache(tmp_path)  # another process, later: nothing to compute
     np.testing.assert_array_equal(reopened.pooled(transfer, dataset, "train", np.arange(15), 32, 4)[:10], first)

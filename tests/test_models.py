@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import infer
 
 from cifar10_transfer.backbones import load_backbone, preprocess_for
 from cifar10_transfer.custom_layers import SmoothedSparseCrossentropy, StochasticDepth
@@ -223,9 +224,9 @@ def test_cached_head_equals_end_to_end_model():
     transfer = build_resnet50(48, "none")
     x = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     data = transfer_dataset(x, np.zeros(6), 48, 3, transfer.preprocess)
-    features = transfer.features.predict(data, verbose=0)
-    via_cache = transfer.head.predict(features, verbose=0)
-    end_to_end = transfer.model.predict(data, verbose=0)
+    features = infer(transfer.features, data)
+    via_cache = infer(transfer.head, features)
+    end_to_end = infer(transfer.model, data)
     np.testing.assert_allclose(via_cache, end_to_end, rtol=1e-5, atol=1e-6)
     direct = keras.layers.GlobalAveragePooling2D()(transfer.backbone(next(iter(data))[0], training=False))
     np.testing.assert_allclose(features[:3], direct.numpy(), rtol=1e-5, atol=1e-5)

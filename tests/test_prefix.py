@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import infer
 
 from cifar10_transfer.cache import CachedRows, FeatureCache, ViewSchedule, cut_backbone
 from cifar10_transfer.cache_index import Layout, TensorStore
@@ -29,15 +30,14 @@ def test_suffix_over_cached_prefix_equals_the_online_model(tmp_path, name):
     entry = cache.fill(transfer, DATA, "train", np.arange(12), 32, 4, cut.tensors)
     cached = {tensor: cache.read(entry, tensor, np.arange(12)) for tensor in cut.tensors}
     images = transfer_dataset(IMAGES, np.zeros(12), 32, 4, transfer.preprocess)
-    np.testing.assert_allclose(cut.suffix.predict(cached, verbose=0), transfer.model.predict(images, verbose=0),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(infer(cut.suffix, cached), infer(transfer.model, images), rtol=1e-4, atol=1e-6)
     # the pooled features, scaled to their size (random-init activations can be tiny), say more
     after_cut = cut.suffix.get_layer(f"{name}_after_cut")
 
     def pooled(rows):
-        return after_cut.predict(list(rows.values()), verbose=0).mean(axis=(1, 2))
+        return infer(after_cut, list(rows.values())).mean(axis=(1, 2))
 
-    online = transfer.features.predict(images, verbose=0)
+    online = infer(transfer.features, images)
     scale = np.abs(online).max()
     np.testing.assert_allclose(pooled(cached) / scale, online / scale, atol=1e-5)
     shuffled = {tensor: rows[::-1] for tensor, rows in cached.items()}  # a wrong input must show
