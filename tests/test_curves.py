@@ -79,13 +79,21 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     weights.write_bytes(b"one")
     base = root(tmp_path / ".runs" / "a", dataset, config, "none")
     assert root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
-    others = {root(tmp_path / ".runs" / "a", dataset, config.replace(curve_seeds=3), "none"),
+    # more lines, sizes or seeds: the same stages, so a later run adds to them
+    for selection in ("curve_seeds=3", "curve_sizes=100,200,400", "curve_models=cnn", "models=cnn", "seeds=3,4"):
+        assert root(tmp_path / ".runs" / "b", dataset, config.replace(**_setting(selection)), "none") == base
+    others = {root(tmp_path / ".runs" / "a", dataset, config.replace(head_lr=0.01), "none"),
               root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
               root(tmp_path / ".runs" / "a", dataset, config, "imagenet"),
               root(tmp_path / ".runs" / "a", dataset, config, str(weights))}
     weights.write_bytes(b"two")
     others.add(root(tmp_path / ".runs" / "a", dataset, config, str(weights)))
     assert base not in others and len(others) == 5
+
+
+def _setting(text: str) -> dict:
+    key, value = text.split("=")
+    return {key: int(value) if value.isdigit() else value}
 
 
 def _write_results(out, key, models):
@@ -109,7 +117,8 @@ def test_points_at_the_runs_own_size_are_its_results_only_where_config_data_weig
         ("cnn", 500, 3): {"model": "cnn", "seed": 3, "test_accuracy": 0.5, "seconds": 7.0, **point},
         ("scratch", 500, 3): {"model": "scratch", "seed": 3, "test_accuracy": 0.61, "seconds": 9.0, **point},
         ("scratch", 500, 4): {"model": "scratch", "seed": 4, "test_accuracy": 0.62, "seconds": 9.0, **point}}
-    others = [run_key(config.replace(curve_seeds=3).to_dict(), dataset, "none"),
+    assert run_points(tmp_path, config, run_key(config.replace(curve_seeds=3).to_dict(), dataset, "none"))
+    others = [run_key(config.replace(cnn_epochs=2).to_dict(), dataset, "none"),
               run_key(config.replace(head_lr=0.01).to_dict(), dataset, "none"),
               run_key(config.to_dict(), synthetic_dataset(seed=4), "none"), run_key(config.to_dict(), dataset, "imagenet")]
     assert all(run_points(tmp_path, config, other) == {} for other in others)

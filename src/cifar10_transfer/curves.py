@@ -31,7 +31,8 @@ def stages_root(out_dir: Path, key: str) -> Path:
     """Where the curve points train: one folder per `run_key` (configuration, data, weights and code version).
 
     A later run in which none of these changed finds every finished stage there and loads it
-    (`fit_stage`) instead of training it again; any change lands in a new folder.
+    (`fit_stage`) instead of training it again; settings that only choose which points run
+    (`provenance.SELECTION_KEYS`) keep the folder, any other change lands in a new one.
     """
     return out_dir.resolve().parent / STAGES_DIR / key
 

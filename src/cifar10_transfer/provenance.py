@@ -85,10 +85,20 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+# Settings that choose which stages, seeds and curve points run, not how any one of them trains (a
+# stage does not depend on the stages run before it): `run_key` leaves them out, so a run that adds a
+# line, a size or a seed finds the stages that an earlier one trained.
+SELECTION_KEYS = ("models", "seeds", "long_stage_seeds", "curve_sizes", "curve_seeds", "curve_models",
+                  "curve_backbone", "curve_finetune_max_size", "resolution_sizes")
+
+
 def run_key(config: dict, dataset: Dataset, weights: str) -> str:
-    """What decides every stage a run trains, as 20 hex digits: its configuration, data, weights
-    (`weights_identity`) and code. Runs with the same key train the same stages."""
-    parts = [json.dumps(config, sort_keys=True), dataset.fingerprint(), weights_identity(weights), code_fingerprint()]
+    """What decides every stage a run trains, as 20 hex digits: its configuration (less
+    `SELECTION_KEYS`), data, weights (`weights_identity`) and code. Runs with the same key train
+    the same stages."""
+    decisive = {key: value for key, value in config.items() if key not in SELECTION_KEYS}
+    parts = [json.dumps(decisive, sort_keys=True), dataset.fingerprint(), weights_identity(weights),
+             code_fingerprint()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
