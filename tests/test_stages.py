@@ -127,6 +127,7 @@ def test_an_evaluation_is_computed_once_per_key_and_a_damaged_one_again_with_one
     key = evaluation_key({"seed": 3}, "ab" * 32, images)
     assert key != evaluation_key({"seed": 4}, "ab" * 32, images) != evaluation_key({"seed": 3}, "cd" * 32, images)
     assert key != evaluation_key({"seed": 3}, "ab" * 32, images + 1)
+    assert key == evaluation_key({"seed": 3, "curve_seeds": 5, "models": "cnn"}, "ab" * 32, images)  # selection only
     first = evaluate_once(tmp_path, key, evaluate)
     again = evaluate_once(tmp_path, key, evaluate)
     assert len(calls) == 1 and again[1:] == first[1:]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
 
-from .provenance import code_fingerprint
+from .provenance import code_fingerprint, decisive_settings
 from .publish import atomic_write
 
 TOP_CONFUSIONS = 10
@@ -25,8 +25,9 @@ EVALUATION_FILE = "evaluation.npz"  # in a stage's directory: its test probabili
 
 
 def evaluation_key(config: dict, weights_sha256: str, *images: np.ndarray) -> str:
-    """What decides a stage's evaluation: its settings, its weights, the images it predicts and the code."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + weights_sha256.encode())
+    """What decides a stage's evaluation: its settings (`decisive_settings`: not which other stages,
+    seeds or curve points run), its weights, the images it predicts and the code."""
+    digest = hashlib.sha256(decisive_settings(config).encode() + weights_sha256.encode())
     for array in images:
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest() + code_fingerprint()[:16]

@@ -92,13 +92,15 @@ SELECTION_KEYS = ("models", "seeds", "long_stage_seeds", "curve_sizes", "curve_s
                   "curve_backbone", "curve_finetune_max_size", "resolution_sizes")
 
 
+def decisive_settings(config: dict) -> str:
+    """The settings that decide how a stage trains and is evaluated (all but `SELECTION_KEYS`), as JSON."""
+    return json.dumps({key: value for key, value in config.items() if key not in SELECTION_KEYS}, sort_keys=True)
+
+
 def run_key(config: dict, dataset: Dataset, weights: str) -> str:
-    """What decides every stage a run trains, as 20 hex digits: its configuration (less
-    `SELECTION_KEYS`), data, weights (`weights_identity`) and code. Runs with the same key train
-    the same stages."""
-    decisive = {key: value for key, value in config.items() if key not in SELECTION_KEYS}
-    parts = [json.dumps(decisive, sort_keys=True), dataset.fingerprint(), weights_identity(weights),
-             code_fingerprint()]
+    """What decides every stage a run trains, as 20 hex digits: its `decisive_settings`, data,
+    weights (`weights_identity`) and code. Runs with the same key train the same stages."""
+    parts = [decisive_settings(config), dataset.fingerprint(), weights_identity(weights), code_fingerprint()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
 
