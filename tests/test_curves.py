@@ -81,7 +81,7 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     assert root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
     # more lines, sizes or seeds: the same stages, so a later run adds to them
     for selection in ("curve_seeds=3", "curve_sizes=100,200,400", "curve_models=cnn", "models=cnn", "seeds=3,4"):
-        assert root(tmp_path / ".runs" / "b", dataset, config.replace(**_setting(selection)), "none") == base
+        assert root(tmp_path / ".runs" / "b", dataset, make_config("smoke", TINY + [selection]), "none") == base
     others = {root(tmp_path / ".runs" / "a", dataset, config.replace(head_lr=0.01), "none"),
               root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
               root(tmp_path / ".runs" / "a", dataset, config, "imagenet"),
@@ -89,11 +89,6 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     weights.write_bytes(b"two")
     others.add(root(tmp_path / ".runs" / "a", dataset, config, str(weights)))
     assert base not in others and len(others) == 5
-
-
-def _setting(text: str) -> dict:
-    key, value = text.split("=")
-    return {key: int(value) if value.isdigit() else value}
 
 
 def _write_results(out, key, models):
