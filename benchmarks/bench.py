@@ -60,7 +60,8 @@ from cifar10_transfer.recipe import Stage2Recipe, depth_words, has_frozen_prefix
 from cifar10_transfer.registry import BACKBONES, get_backbone  # noqa: E402
 from cifar10_transfer.report import replace_marked_blocks  # noqa: E402
 from cifar10_transfer.stages import Run, train_cnn  # noqa: E402
-from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision  # noqa: E402
+from cifar10_transfer.execution import precision_policy, resolve_precision  # noqa: E402
+from cifar10_transfer.training import fit_stage  # noqa: E402
 from cifar10_transfer.weights import imagenet_status  # noqa: E402
 from cifar10_transfer.workflow import train  # noqa: E402
 from stage2_sizes import compared_size, side_by_side, side_by_side_markdown  # noqa: E402

@@ -17,7 +17,8 @@ from cifar10_transfer.backbones import preprocess_for
 from cifar10_transfer.models import at_any_size, build_transfer, compile_classifier, unfreeze
 from cifar10_transfer.pipelines import transfer_dataset
 from cifar10_transfer.recipe import training_sizes
-from cifar10_transfer.training import fit_stage, precision_policy, resolve_precision
+from cifar10_transfer.execution import precision_policy, resolve_precision
+from cifar10_transfer.training import fit_stage
 
 SEED_PROFILE = {"train": 8000, "val": 2000, "epochs": 10}  # the study's stage 2
 FALLBACK_SIZE = 128  # compared where a backbone's default trains at the evaluation size

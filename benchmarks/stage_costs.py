@@ -27,7 +27,7 @@ from cifar10_transfer.recipe import Stage2Recipe, depth_words
 from cifar10_transfer.registry import get_backbone
 from cifar10_transfer.runs import run_all
 from cifar10_transfer.stages import Run
-from cifar10_transfer.training import precision_policy, resolve_precision
+from cifar10_transfer.execution import precision_policy, resolve_precision
 
 SEED_PROFILE = {"train": 8_000, "val": 2_000, "test": 10_000, "epochs": 10}
 VIEWS = (1, 2, 3)

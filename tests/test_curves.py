@@ -115,7 +115,8 @@ def test_points_at_the_runs_own_size_are_its_results_only_where_config_data_weig
     assert run_points(tmp_path, config, run_key(config.replace(curve_seeds=3).to_dict(), dataset, "none"))
     others = [run_key(config.replace(cnn_epochs=2).to_dict(), dataset, "none"),
               run_key(config.replace(head_lr=0.01).to_dict(), dataset, "none"),
-              run_key(config.to_dict(), synthetic_dataset(seed=4), "none"), run_key(config.to_dict(), dataset, "imagenet")]
+              run_key(config.to_dict(), synthetic_dataset(seed=4), "none"),
+              run_key(config.to_dict(), dataset, "imagenet")]
     assert all(run_points(tmp_path, config, other) == {} for other in others)
     assert run_points(tmp_path / "elsewhere", config, key) == {}
     # where every stage of a size and seed is known, nothing trains there

@@ -471,8 +471,8 @@ deck.render_deck(results, root / "images", pdf, curves)
 print(sorted(name for name in sys.modules if name.split(".")[0] == "cifar10_transfer"))
 """
 # The run wing: what trains, evaluates and writes results; rendering must not import any of it.
-RUN_WING = {"backbones", "cache", "config", "curves", "custom_layers", "data", "efficientnet_lite", "experiment",
-            "features", "models", "pipelines", "predict", "prefix", "provenance", "stages", "training", "weights",
+RUN_WING = {"backbones", "cache", "cache_index", "config", "curves", "custom_layers", "data", "efficientnet_lite",
+            "execution", "models", "pipelines", "predict", "provenance", "runs", "stages", "training", "weights",
             "workflow"}
 
 

@@ -15,7 +15,7 @@ from cifar10_transfer.pipelines import transfer_dataset
 from cifar10_transfer.runs import results, run_all
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.stages import Run, run_stage
-from cifar10_transfer.training import precision_choice
+from cifar10_transfer.execution import precision_choice
 
 TINY = ["image_size=32", "train_size=100", "test_size=50", "batch_size=25", "head_epochs=1", "finetune_epochs=1",
         "models=resnet50_finetuned"]

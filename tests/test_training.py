@@ -23,8 +23,8 @@ from cifar10_transfer.recipe import ScratchRecipe, Stage2Recipe
 from cifar10_transfer.registry import BACKBONES
 from cifar10_transfer.runs import run_all
 from cifar10_transfer.stages import Run
-from cifar10_transfer.training import (fit_stage, make_strategy, precision_choice, precision_policy, read_history,
-                                       resolve_jit, resolve_precision, scratch_schedule, stage2_schedule)
+from cifar10_transfer.execution import make_strategy, precision_choice, precision_policy, resolve_jit, resolve_precision
+from cifar10_transfer.training import fit_stage, read_history, scratch_schedule, stage2_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 

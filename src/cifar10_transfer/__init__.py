@@ -19,7 +19,7 @@ _EXPORTS = {
     "BACKBONES": "registry", "Backbone": "registry", "get_backbone": "registry",
     "stage": "study", "STUDY_ACCURACY": "study",
     "Run": "stages", "ModelRun": "stages", "run_stage": "stages", "run_all": "runs",
-    "evaluate_predictions": "evaluation", "resolve_precision": "training", "make_strategy": "training",
+    "evaluate_predictions": "evaluation", "resolve_precision": "execution", "make_strategy": "execution",
     "UserError": "errors",
 }
 

@@ -29,8 +29,8 @@ from .provenance import weights_label
 from .publish import MODELS_DIR
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
-from .training import (ProgressLines, StageResult, fit_stage, make_strategy, precision_choice, precision_policy,
-                       predict, resolve_jit, scratch_optimizer, seed_everything, stage2_schedule)
+from .execution import make_strategy, precision_choice, precision_policy, resolve_jit, seed_everything
+from .training import ProgressLines, StageResult, fit_stage, predict, scratch_optimizer, stage2_schedule
 from .weights import weights_file_identity
 
 CNN_LEARNING_RATE = 1e-3  # Keras's Adam default, which the study used for the CNN
@@ -158,7 +158,7 @@ def _evaluated(run: Run, predict_split) -> tuple[np.ndarray, dict]:
 def _finish(run: Run, name: str, model, stage: StageResult, precision: tuple[str, str], predict_split,
             details: dict | None = None) -> ModelRun:
     """Save a trained stage for `predict`, evaluate it on the test set and record it in `run`;
-    `precision` is the (policy, reason) it trained under (`training.precision_choice`)."""
+    `precision` is the (policy, reason) it trained under (`execution.precision_choice`)."""
     (precision, reason), backbone = precision, (details or {}).get("backbone")
     details = {**(details or {}), "precision_reason": reason}
     if run.save_models:

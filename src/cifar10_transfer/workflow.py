@@ -98,7 +98,7 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
     with RunLock(out):
         from .runs import run_all
         from .stages import Run
-        from .training import make_strategy
+        from .execution import make_strategy
 
         strategy = make_strategy(config.strategy)  # before any other TensorFlow work (multi-worker needs it)
         arguments = _arguments(profile, overrides, source, data_dir, weights)
