@@ -134,8 +134,8 @@ def decide(table: dict) -> dict:
 def markdown(document: dict) -> str:
     """The block of research/README.md: each run, then each candidate's means and the decision."""
     runs = document["runs"]
-    lines = ["| candidate | seed | evaluation side | sides per epoch | stage-2 seconds | val accuracy | test accuracy |",
-             "|---|---:|---:|---|---:|---:|---:|"]
+    lines = ["| candidate | seed | evaluation side | sides per epoch | stage-2 seconds | val accuracy "
+             "| test accuracy |", "|---|---:|---:|---|---:|---:|---:|"]
     lines += [f"| {r['candidate']} | {r['seed']} | {r['image_size']} | {', '.join(map(str, r['training_sizes']))} | "
               f"{r['seconds']:,.0f} | {100 * r['val_accuracy']:.2f}% | {100 * r['test_accuracy']:.2f}% |"
               for r in sorted(runs, key=lambda r: (r["seed"], r["candidate"]))]
