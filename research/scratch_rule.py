@@ -70,7 +70,22 @@ def markdown(document: dict) -> str:
         f"standard error | mean training seconds, {epochs['baseline']} epochs | {epochs['candidate']} epochs |",
         "|---:|---|---:|---:|---:|",
         f"| {len(document['gains'])} | {per_seed} | {mean}{se} | {seconds} |", "",
-        f"Decision: {document['default_epochs']} epochs ({document['why']}). Runs: {document['runs']}."])
+        f"Decision: {document['default_epochs']} epochs ({document['why']}). Runs: {document['runs']}.",
+        *_test_line(document.get("default_test"), document["default_epochs"])])
+
+
+def default_test(results: dict) -> dict[int, float]:
+    """The scratch stage's single-view test accuracy by seed, read only to report it once the rule has decided."""
+    return {run["seed"]: run.get("single_view_test_accuracy", run["test_accuracy"])
+            for run in results["models"]["scratch"]["runs"]}
+
+
+def _test_line(tests: dict[int, float] | None, epochs: int) -> list[str]:
+    if not tests:
+        return []
+    per_seed = ", ".join(f"{seed}: {100 * accuracy:.2f}%" for seed, accuracy in tests.items())
+    return ["", f"Single-view test accuracy of the {epochs}-epoch runs, read after the decision ({per_seed}): "
+                f"mean {100 * fmean(tests.values()):.2f}%, against issue #29's target of 80% at this size."]
 
 
 def _describe(results: dict) -> str:
@@ -83,6 +98,8 @@ def report(baseline_path: Path, candidate_path: Path) -> dict:
     """Apply the rule, write research/results/scratch_rule.json and the README block."""
     baseline, candidate = (json.loads(path.read_text()) for path in (baseline_path, candidate_path))
     document = {**decide(baseline, candidate), "runs": f"{_describe(baseline)}; {_describe(candidate)}"}
+    chosen = candidate if document["default_epochs"] == document["epochs"]["candidate"] else baseline
+    document["default_test"] = default_test(chosen)
     record(document, OUT, (START, END), markdown(document))
     return document
 

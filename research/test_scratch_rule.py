@@ -38,3 +38,15 @@ def test_the_block_gives_each_seed_the_means_and_the_decision():
     assert lines[2] == "| 3 | 3: +2.00, 4: +2.50, 5: +1.50 | +2.00 ± 0.29 | 740 | 1,100 |"
     assert lines[-1].startswith("Decision: 30 epochs (mean gain larger than its standard error; mean training "
                                 "seconds within the budget of 1,200)")
+
+
+def test_the_default_runs_test_accuracy_is_reported_after_the_decision_single_view():
+    flipped = _results(30, [0.80, 0.795, 0.80], 1_100, flip=True)
+    for run, (single, mirror) in zip(flipped["models"]["scratch"]["runs"], [(0.81, 0.82), (0.79, 0.80), (0.80, 0.8)]):
+        run.update(test_accuracy=mirror, single_view_test_accuracy=single)
+    tests = scratch_rule.default_test(flipped)
+    assert tests == {3: 0.81, 4: 0.79, 5: 0.80}
+    document = {**scratch_rule.decide(_results(20, [0.78] * 3, 740), flipped), "runs": "r", "default_test": tests}
+    assert scratch_rule.markdown(document).splitlines()[-1] == (
+        "Single-view test accuracy of the 30-epoch runs, read after the decision (3: 81.00%, 4: 79.00%, 5: 80.00%): "
+        "mean 80.00%, against issue #29's target of 80% at this size.")
