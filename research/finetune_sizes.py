@@ -59,7 +59,8 @@ COMPARISONS = {c.name: c for c in (
 )}
 
 
-def run_dir(workdir: Path, comparison: Comparison, label: str, seed: int) -> Path:
+def run_dir(workdir: Path, comparison: Comparison, label: str, seed: int | str) -> Path:
+    """The folder of one (candidate, seed) run; `seed` "*" gives the pattern of all the candidate's seeds."""
     return workdir / comparison.name / f"{label.replace(' ', '-')}-seed{seed}"
 
 
@@ -84,7 +85,8 @@ def rows(comparison: Comparison, workdir: Path) -> list[dict]:
     """One row per finished run: candidate, seed, sizes, stage-2 seconds and accuracies, machine."""
     found = []
     for label in comparison.candidates:
-        for path in sorted(workdir.glob(f"{comparison.name}/{label.replace(' ', '-')}-seed*/results/results.json")):
+        pattern = run_dir(workdir, comparison, label, "*").relative_to(workdir)
+        for path in sorted(workdir.glob(f"{pattern}/results/results.json")):
             results = json.loads(path.read_text())
             entry = results["models"]["efficientnet_lite0_finetuned"]
             found.append({"candidate": label, "seed": results["config"]["seed"],
