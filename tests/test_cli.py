@@ -10,6 +10,9 @@ import pytest
 from conftest import write_official_batches, write_official_tarball
 
 from cifar10_transfer.provenance import cpu_isa
+from cifar10_transfer import workflow
+from cifar10_transfer.errors import UserError
+from cifar10_transfer.workflow import stderr_to
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -237,3 +240,25 @@ def test_offline_a_run_leaves_out_the_stages_whose_weights_cannot_be_had_and_say
     assert list(results["models"]) == ["cnn"]
     assert results["not_run"] == {"resnet50_head": "ImageNet weights unavailable offline",
                                   "resnet50_finetuned": "ImageNet weights unavailable offline"}
+
+
+def test_stderr_to_sends_child_processes_notices_to_the_file_and_restores_stderr(tmp_path, capfd):
+    log = tmp_path / "kernels.log"
+    with stderr_to(log):
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('kernel notice\\n')"], check=True)
+    subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('after\\n')"], check=True)
+    assert log.read_text() == "kernel notice\n"
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_a_notebook_kernel_that_dies_is_one_line_that_says_to_resume(tmp_path, monkeypatch):
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def die(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", die)
+    with pytest.raises(UserError, match=r"01_gathering_eda.ipynb: its kernel died .* rerun the same command with "
+                                        r"--resume\.$"):
+        workflow.reproduce("smoke", source="synthetic", weights="none", out=tmp_path)

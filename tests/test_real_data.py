@@ -70,6 +70,8 @@ def smoke_run(real_data_dir, request):
         result = _cli("reproduce", "--profile", "smoke", "--data-dir", real_data_dir, "--set",
                       f"models={SMOKE_MODELS}", "--out", out)
         assert result.returncode == 0, result.stderr[-3000:]
+        (out / "stdout.txt").write_text(result.stdout)
+        (out / "stderr.txt").write_text(result.stderr)
         (out / "done").write_text(key)
     return out
 
@@ -110,6 +112,14 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
         assert format_accuracy(entry["test_accuracy"]) in text
     assert "EfficientNet-Lite0 fine-tuned" in text and "How much labelled data transfer learning saves" in text
     assert not list(smoke_run.glob(".runs/*/results"))  # everything was published out of the run directory
+
+
+@pytest.mark.real_data
+def test_reproduce_shows_each_stage_finishing_and_keeps_the_kernels_notices_in_their_log(smoke_run):
+    printed = (smoke_run / "stdout.txt").read_text()
+    assert [name for name in SMOKE_MODELS.split(",") if f"\n{name}: finished: " not in printed] == []
+    assert (smoke_run / "stderr.txt").read_text() == ""
+    assert [log.stat().st_size > 0 for log in smoke_run.glob(".runs/*/kernels.log")] == [True]
 
 
 @pytest.mark.real_data

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "train":
             print(f"results: {workflow.train(*arguments)}")
         else:
-            print("\n".join(f"published: {p}" for p in workflow.reproduce(*arguments, curves_from=args.curves_from)))
+            print("\n".join(f"published: {p}" for p in workflow.reproduce(
+                *arguments, curves_from=args.curves_from, quiet=not args.debug)))
         _say_not_run(missing)  # the last word: what is missing, and how to get it
     elif args.command == "report":
         print(f"deck: {workflow.report(args.out)}")
@@ -117,23 +118,15 @@ def _needs_tensorflow(args: argparse.Namespace) -> bool:
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow and list its devices with file descriptor 2 muted.
+    """Import TensorFlow and list its devices with file descriptor 2 muted, so that its C++ notices
+    do not bury the one-line errors; `--debug` skips this and shows them all. An import error still
+    surfaces: stderr is restored before Python raises it."""
+    from .workflow import stderr_to
 
-    TensorFlow 2.21 prints oneDNN and CUDA notices from C++ before its logging is set up
-    (and a cuInit error on machines without a GPU), so TF_CPP_MIN_LOG_LEVEL cannot silence
-    them; they would bury the one-line errors. `--debug` skips this and shows them all.
-    An import error still surfaces: stderr is restored before Python raises it.
-    """
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
+    with stderr_to(os.devnull):
+        import tensorflow
 
-            tensorflow.config.list_physical_devices()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        tensorflow.config.list_physical_devices()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from .weights import check_weights_available, check_weights_file
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb")
 KERNEL_NAME = "cifar10-transfer"  # registered by `make install`
+KERNEL_LOG = "kernels.log"  # in the run directory: what the notebook kernels' processes print to stderr
 DECK_NAME = "computer_vision_image_classification.pdf"
 
 
@@ -112,9 +115,29 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
     return out / RESULTS_FILE
 
 
-def _execute_notebook(name: str, run_dir: Path, parameters: dict) -> None:
+@contextmanager
+def stderr_to(path: str | Path):
+    """File descriptor 2, so also that of every child process started meanwhile, appended to `path`.
+
+    TensorFlow prints CUDA and oneDNN notices from C++ before its logging is set up, and Jupyter
+    kernels warn about their transport, so neither TF_CPP_MIN_LOG_LEVEL nor Python can silence them.
+    """
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as target:
+            os.dup2(target.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _execute_notebook(name: str, run_dir: Path, parameters: dict, quiet: bool = True) -> None:
+    """Execute notebook `name` into the run directory, echoing what its cells print to stdout (the
+    stages' progress). With `quiet`, its kernel's own stderr goes to the run directory's kernels.log."""
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import DeadKernelError
 
     source = REPO_ROOT / "notebooks" / name
     if not source.is_file():
@@ -122,13 +145,17 @@ def _execute_notebook(name: str, run_dir: Path, parameters: dict) -> None:
     target = run_dir / "results" / "notebooks" / name
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        papermill.execute_notebook(str(source), str(target), parameters=parameters,
-                                   kernel_name=KERNEL_NAME, cwd=str(run_dir), progress_bar=False)
+        with stderr_to(run_dir / KERNEL_LOG) if quiet else nullcontext():
+            papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name=KERNEL_NAME,
+                                       cwd=str(run_dir), progress_bar=False, stdout_file=sys.stdout)
     except NoSuchKernel as exc:
         raise UserError(f"Jupyter kernel {KERNEL_NAME!r} is not installed; run `make install`.") from exc
     except papermill.PapermillExecutionError as exc:
         raise UserError(f"{name} failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''} "
-                        f"(executed copy: {target}).") from exc
+                        f"(executed copy: {target}; kernel log: {run_dir / KERNEL_LOG}).") from exc
+    except DeadKernelError as exc:  # killed, or out of memory: the stages finished so far are kept
+        raise UserError(f"{name}: its kernel died (killed, or out of memory); free memory if need be and rerun "
+                        "the same command with --resume.") from exc
     _relative_papermill_paths(target, name)
 
 
@@ -148,8 +175,9 @@ def _weights_argument(weights: str) -> str:
 
 def reproduce(profile: str = "seed", overrides: list[str] | None = None, source: str = "cifar10",
               data_dir: str | None = None, weights: str = "imagenet", out: str | Path = ".",
-              resume: bool = False, curves_from: str | Path | None = None) -> list[Path]:
+              resume: bool = False, curves_from: str | Path | None = None, quiet: bool = True) -> list[Path]:
     """Run the three notebooks, render the deck and README blocks, then publish everything at once.
+    The notebooks' printed progress shows as they run; `quiet` keeps their kernels' notices out.
 
     `curves_from` (a learning_curves.json) is kept instead of running notebook 03, whose curves take
     hours at the seed profile on a CPU; they stay labelled with their own run's commit and settings."""
@@ -167,10 +195,10 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
             # path of this machine lands in the executed notebooks' parameter cells.
             os.environ["CIFAR10_DIR"] = arguments["data_dir"]
         common = {"data": source, "data_dir": None, "out_dir": "."}
-        _execute_notebook(NOTEBOOKS[0], run_dir, {**common, "profile": profile})
+        _execute_notebook(NOTEBOOKS[0], run_dir, {**common, "profile": profile}, quiet)
         for notebook in NOTEBOOKS[1:] if kept_curves is None else NOTEBOOKS[1:-1]:
             _execute_notebook(notebook, run_dir, {**common, "profile": profile, "overrides": arguments["overrides"],
-                                                  "weights": _weights_argument(weights)})
+                                                  "weights": _weights_argument(weights)}, quiet)
         if kept_curves is not None:
             keep_curves(Path(curves_from), kept_curves, run_dir)
         results = load_results(run_dir / RESULTS_FILE)
