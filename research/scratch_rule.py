@@ -1,14 +1,16 @@
-"""The scratch network's epochs decided on validation: 30 against 20, paired by seed, against the time budget.
+"""The scratch network's epochs decided on validation, round by round (30 against 20, then 40 against
+30), paired by seed, against the time budget.
 
-The rule, committed before any 30-epoch run started (research/README.md, "The strong scratch network's
-epochs"): 30 epochs becomes the default only if the mean paired validation gain (single view, 30 − 20
-epochs, seed by seed) is larger than its standard error sd/sqrt(n) and the 30-epoch runs' mean training
-seconds are at most 1,200. Otherwise 20 stays. Test accuracy is never read. The two runs must come from
-CPUs with the same instruction sets (`cpu_isa`), whose kernels, and so seeded results, can differ.
+Each round's rule is committed before its candidate runs start (research/README.md, "The strong
+scratch network's epochs"): the candidate's epochs become the default only if the mean paired
+validation gain (single view, candidate − baseline, seed by seed) is larger than its standard error
+sd/sqrt(n) and the candidate runs' mean training seconds are at most 1,200. Otherwise the baseline
+stays. Test accuracy is never read. The two runs must come from CPUs with the same instruction sets
+(`cpu_isa`), whose kernels, and so seeded results, can differ.
 
 Usage (from the repository root; each file a results.json whose `scratch` stage ran under `seeds`):
   python research/scratch_rule.py --baseline results/results.json --candidate OUT/results/results.json
-It writes research/results/scratch_rule.json and the block of research/README.md.
+It writes the round's record (`ROUNDS`) under research/results/ and its block of research/README.md.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from statistics import fmean, stdev
 from lab_records import record
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "research" / "results" / "scratch_rule.json"
-START, END = "<!-- scratch:start -->", "<!-- scratch:end -->"  # the block of research/README.md
+# The rounds whose rules are committed, by (baseline, candidate) epochs: their record and README block.
+ROUNDS = {(20, 30): ("scratch_rule.json", "scratch"), (30, 40): ("scratch_rule_40.json", "scratch40")}
 BUDGET_SECONDS = 1_200  # issue #29: at most 20 minutes of training at the study's size on 2 CPU cores
 
 
@@ -35,7 +37,7 @@ def single_view_runs(results: dict) -> dict[int, dict]:
 
 
 def decide(baseline: dict, candidate: dict) -> dict:
-    """The committed rule applied to two results.json documents (20 and 30 epochs)."""
+    """The committed rule applied to two results.json documents (the default's epochs and the candidate's)."""
     epochs = [document["config"]["scratch_epochs"] for document in (baseline, candidate)]
     isa = [document["provenance"].get("cpu_isa") for document in (baseline, candidate)]
     if isa[0] != isa[1]:
@@ -94,20 +96,32 @@ def _describe(results: dict) -> str:
             f"commit {provenance['git_commit'][:7]}, {provenance['hardware']}")
 
 
+def round_record(baseline: dict, candidate: dict) -> tuple[Path, tuple[str, str]]:
+    """Where the round of these two runs is recorded: its JSON file and the markers of its README block.
+    A pair of epochs with no committed rule is refused."""
+    epochs = tuple(document["config"]["scratch_epochs"] for document in (baseline, candidate))
+    if epochs not in ROUNDS:
+        raise SystemExit(f"no rule is committed for {epochs[1]} against {epochs[0]} epochs; write it in "
+                         "research/README.md and ROUNDS before the runs")
+    name, block = ROUNDS[epochs]
+    return ROOT / "research" / "results" / name, (f"<!-- {block}:start -->", f"<!-- {block}:end -->")
+
+
 def report(baseline_path: Path, candidate_path: Path) -> dict:
-    """Apply the rule, write research/results/scratch_rule.json and the README block."""
+    """Apply the rule, write the round's record under research/results/ and its README block."""
     baseline, candidate = (json.loads(path.read_text()) for path in (baseline_path, candidate_path))
+    path, markers = round_record(baseline, candidate)
     document = {**decide(baseline, candidate), "runs": f"{_describe(baseline)}; {_describe(candidate)}"}
     chosen = candidate if document["default_epochs"] == document["epochs"]["candidate"] else baseline
     document["default_test"] = default_test(chosen)
-    record(document, OUT, (START, END), markdown(document))
+    record(document, path, markers, markdown(document))
     return document
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", type=Path, required=True, help="results.json of the 20-epoch runs")
-    parser.add_argument("--candidate", type=Path, required=True, help="results.json of the 30-epoch runs")
+    parser.add_argument("--baseline", type=Path, required=True, help="results.json of the default's runs")
+    parser.add_argument("--candidate", type=Path, required=True, help="results.json of the candidate's runs")
     args = parser.parse_args()
     print(markdown(report(args.baseline, args.candidate)))
 

@@ -50,3 +50,12 @@ def test_the_default_runs_test_accuracy_is_reported_after_the_decision_single_vi
     assert scratch_rule.markdown(document).splitlines()[-1] == (
         "Single-view test accuracy of the 30-epoch runs, read after the decision (3: 81.00%, 4: 79.00%, 5: 80.00%): "
         "mean 80.00%, against issue #29's target of 80% at this size.")
+
+
+def test_each_round_has_its_own_record_and_a_round_without_a_committed_rule_is_refused():
+    path, markers = scratch_rule.round_record(_results(30, [0.8] * 3, 740), _results(40, [0.8] * 3, 990))
+    assert (path.name, markers) == ("scratch_rule_40.json", ("<!-- scratch40:start -->", "<!-- scratch40:end -->"))
+    assert scratch_rule.round_record(_results(20, [0.8] * 3, 700), _results(30, [0.8] * 3, 740))[0].name == \
+        "scratch_rule.json"
+    with pytest.raises(SystemExit, match="no rule is committed for 50 against 40 epochs"):
+        scratch_rule.round_record(_results(40, [0.8] * 3, 990), _results(50, [0.8] * 3, 1_190))
