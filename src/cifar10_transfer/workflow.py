@@ -25,7 +25,7 @@ from .weights import check_weights_available, check_weights_file
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb")
 KERNEL_NAME = "cifar10-transfer"  # registered by `make install`
-KERNEL_LOG = "kernels.log"  # in the run directory: what the notebook kernels' processes print to stderr
+KERNEL_LOG = "kernels.log"  # in the run directory: what the notebook kernels (and papermill) print to stderr
 DECK_NAME = "computer_vision_image_classification.pdf"
 
 
