@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from statistics import fmean, stdev
 
-from lab_records import record
+from lab_records import mean_and_standard_error, record
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "research" / "results" / "mirror_rule.json"
@@ -32,8 +31,7 @@ def stage_gains(entry: dict) -> dict:
     A stage without two seeds' runs of both views has no standard error, so it cannot pass the rule."""
     runs = [run for run in entry.get("runs", []) if "single_view_val_accuracy" in run]
     gains = {run["seed"]: run["val_accuracy"] - run["single_view_val_accuracy"] for run in runs}
-    se = stdev(gains.values()) / len(gains) ** 0.5 if len(gains) > 1 else None
-    mean = fmean(gains.values()) if gains else None
+    mean, se = mean_and_standard_error(gains.values())
     return {"gains": gains, "mean": mean, "se": se, "passes": se is not None and mean > se}
 
 

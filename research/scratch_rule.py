@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from statistics import fmean, stdev
+from statistics import fmean
 
-from lab_records import record
+from lab_records import mean_and_standard_error, record
 
 ROOT = Path(__file__).resolve().parents[1]
 # The rounds whose rules are committed, by (baseline, candidate) epochs: their record and README block.
@@ -46,8 +46,7 @@ def decide(baseline: dict, candidate: dict) -> dict:
     before, after = single_view_runs(baseline), single_view_runs(candidate)
     seeds = sorted(set(before) & set(after))
     gains = {seed: after[seed]["val"] - before[seed]["val"] for seed in seeds}
-    se = stdev(gains.values()) / len(gains) ** 0.5 if len(gains) > 1 else None
-    mean = fmean(gains.values()) if gains else None
+    mean, se = mean_and_standard_error(gains.values())
     seconds = fmean(after[seed]["seconds"] for seed in seeds) if seeds else None
     better = se is not None and mean > se
     within = seconds is not None and seconds <= BUDGET_SECONDS

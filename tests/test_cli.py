@@ -12,7 +12,6 @@ from conftest import write_official_batches, write_official_tarball
 from cifar10_transfer.provenance import cpu_isa
 from cifar10_transfer import workflow
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.workflow import stderr_to
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -244,7 +243,7 @@ def test_offline_a_run_leaves_out_the_stages_whose_weights_cannot_be_had_and_say
 
 def test_stderr_to_sends_child_processes_notices_to_the_file_and_restores_stderr(tmp_path, capfd):
     log = tmp_path / "kernels.log"
-    with stderr_to(log):
+    with workflow.stderr_to(log):
         subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('kernel notice\\n')"], check=True)
     subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('after\\n')"], check=True)
     assert log.read_text() == "kernel notice\n"
