@@ -64,3 +64,17 @@ def test_an_unfinished_computation_is_redone(tmp_path, dataset, transfer):
     cache.pooled(transfer, dataset, "test", np.arange(4), 32, 4)
     assert cache.computed == 8
     assert cache.speed(transfer, dataset, "test", 32)["images"] == 8  # summed over both computations
+
+
+def test_a_second_train_into_the_same_output_takes_every_feature_from_the_shared_cache(tmp_path, capsys):
+    from cifar10_transfer.cli import main
+
+    args = ["train", "--data", "synthetic", "--profile", "smoke", "--weights", "none", "--out", str(tmp_path),
+            "--set", "models=efficientnet_lite0_head", "--set", "image_size=32", "--set", "train_size=200",
+            "--set", "test_size=100"]
+    assert main(args) == 0
+    assert "train plain (pooled): 160/160 images" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "(pooled)" not in capsys.readouterr().out  # no image passed the backbone again
+    speeds = [json.loads(path.read_text()) for path in tmp_path.glob(".runs/cache/*/speed.json")]
+    assert sorted(speed["images"] for speed in speeds) == [100, 200]  # the test set's, and training + validation

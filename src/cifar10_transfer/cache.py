@@ -76,6 +76,12 @@ class FeatureCache:
         self._stores: dict[Path, TensorStore] = {}  # per tensor file, so that reads per batch parse no index
         self._verified: set[tuple] = set()  # chunks whose bytes matched their digest (see `TensorStore.bad_chunks`)
 
+    @classmethod
+    def beside(cls, run_dir: str | Path) -> FeatureCache:
+        """The cache that every run of one `OUT/.runs/` shares, beside the timestamped run folders: the
+        table's stages, the learning curves, the resolution study and later runs compute each image once."""
+        return cls(Path(run_dir).resolve().parent / "cache")
+
     def key(self, transfer, dataset: Dataset, split: str, image_size: int, view: str = "plain") -> str:
         """The entry of `split` ("train" or "test") of `dataset` under this model and view pipeline."""
         if id(dataset) not in self._fingerprints:

@@ -23,7 +23,6 @@ from .results import CURVES_FILE, RESULTS_FILE, load_results, seed_record
 from .stages import Run, run_stage
 
 
-CACHE_DIR = "cache"  # beside the timestamped runs in OUT/.runs/, so a later run reuses the features
 STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
 
 
@@ -114,7 +113,7 @@ def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_d
                         profile: str) -> dict:
     """Both studies, as the content of results/learning_curves.json (written to out_dir/results)."""
     out_dir, started = Path(out_dir), datetime.now(timezone.utc)
-    cache = FeatureCache(out_dir.resolve().parent / CACHE_DIR)
+    cache = FeatureCache.beside(out_dir)
     clock = time.perf_counter()
     key = run_key(config.to_dict(), dataset, weights)  # hashes the whole dataset: once per run
     stages, known = stages_root(out_dir, key), run_points(out_dir, config, key)

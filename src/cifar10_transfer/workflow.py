@@ -99,6 +99,7 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
     out = Path(out)
     config = make_config(profile, overrides)  # bad settings fail here, before TensorFlow is imported
     with RunLock(out):
+        from .cache import FeatureCache
         from .runs import run_all
         from .stages import Run
         from .execution import make_strategy
@@ -107,7 +108,7 @@ def train(profile: str = "seed", overrides: list[str] | None = None, source: str
         arguments = _arguments(profile, overrides, source, data_dir, weights)
         dataset = load_dataset(source, arguments["data_dir"], config.seed)
         run_dir = start_run(out, arguments, resume)
-        run = Run(config, dataset, weights, run_dir, profile, strategy)
+        run = Run(config, dataset, weights, run_dir, profile, strategy, FeatureCache.beside(run_dir))
         run.splits  # noqa: B018 -- a size the data cannot fill fails before weights are fetched
         check_run_weights(config, weights)
         run_all(run)
