@@ -154,3 +154,12 @@ def test_curve_models_name_kinds_of_the_curve_backbone_and_refuse_others():
     assert make_config("smoke", ["curve_finetune_max_size=none"]).curve_finetune_max_size is None
     with pytest.raises(UserError, match="curve_finetune_max_size=0 must be positive"):
         make_config("smoke", ["curve_finetune_max_size=0"])
+
+
+def test_curve_sizes_above_the_single_seed_limit_take_one_seed():
+    config = make_config("seed", ["seed=3"])
+    assert [config.curve_seed_list(size) for size in (500, 10_000, 20_000)] == [[3, 4, 5], [3, 4, 5], [3]]
+    every = make_config("seed", ["curve_single_seed_above=none", "curve_seeds=2"])
+    assert every.curve_seed_list(50_000) == [3, 4]
+    with pytest.raises(UserError, match="curve_single_seed_above=0 must be positive"):
+        make_config("seed", ["curve_single_seed_above=0"])

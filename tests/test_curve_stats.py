@@ -7,7 +7,7 @@ from scipy import stats
 
 from cifar10_transfer import report
 from cifar10_transfer.curve_report import (accuracy_table, curve_findings, gap_findings, lead_findings,
-                                           learning_curve_figure, seconds_table, spread_findings)
+                                           learning_curve_figure, seconds_table, seed_words, spread_findings)
 from cifar10_transfer.curve_stats import (curve_summary, images_for_accuracy, lead_falls_below, paired_gaps,
                                           reference_model, training_seconds, transfer_models)
 HEAD, TUNED = "efficientnet_lite0_head", "efficientnet_lite0_finetuned"
@@ -52,6 +52,19 @@ def test_one_seed_gives_a_gap_without_an_interval():
     results = {"config": {"train_size": 500}, "models": {"cnn": {}}}
     assert report.run_seed_spread(results, one) == {}
     assert report.run_seed_spread(results, _curves())["cnn"] == (pytest.approx(0.31), pytest.approx(0.01), 3)
+
+
+def test_one_seed_above_a_size_is_said_and_left_out_of_the_spread():
+    mixed = _curves({key: values[:1] if key[1] == 5000 else values for key, values in ACCURACY.items()})
+    assert seed_words(curve_summary(mixed)) == "3 seeds (1 at 5,000 images)"
+    assert seed_words(curve_summary(_curves())) == "3 seeds"
+    # the CNN's standard deviation over seeds 3-5 at 500 images alone: 0.01
+    assert spread_findings(mixed)[0] == ("Baseline CNN: 3 seeds (1 at 5,000 images) spread by at most "
+                                         "±1.0 points (standard deviation), ±1.0 on average over the sizes.")
+    title = learning_curve_figure(mixed).axes[0].get_title()
+    assert title.startswith("error bars: mean ± standard deviation over 3 seeds (1 at 5,000 images)\n")
+    gaps = paired_gaps(mixed, HEAD, "scratch")
+    assert gaps.seeds.tolist() == [3, 1] and math.isnan(gaps.low.iloc[1])
 
 
 def test_the_lead_ends_where_the_mean_gap_crosses_interpolated_in_log_size():

@@ -12,9 +12,9 @@ from cifar10_transfer.curve_stats import curve_summary
 from cifar10_transfer.curves import run_learning_curves
 from cifar10_transfer.data import synthetic_dataset
 
-# every line of the curves, fine-tuning capped at the smaller size
+# every line of the curves, fine-tuning capped at the smaller size, one seed at the larger
 TINY = ["curve_sizes=100,200", "curve_seeds=2", "resolution_sizes=32,48", "image_size=32", "test_size=200",
-        "batch_size=50", "curve_finetune_max_size=100"]
+        "batch_size=50", "curve_finetune_max_size=100", "curve_single_seed_above=100"]
 LINES = ("cnn", "scratch", "efficientnet_lite0_head")
 TUNED = "efficientnet_lite0_finetuned"
 
@@ -36,7 +36,7 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
     assert written == json.loads(json.dumps(first))
     points = written["points"]
     assert {(p["model"], p["train_size"], p["seed"]) for p in points} == {
-        (m, n, s) for m in LINES for n in (100, 200) for s in (3, 4)} | {(TUNED, 100, s) for s in (3, 4)}
+        (m, 100, s) for m in LINES for s in (3, 4)} | {(m, 200, 3) for m in LINES} | {(TUNED, 100, s) for s in (3, 4)}
     for p in points:
         assert 0 <= p["test_accuracy"] <= 1 and p["seconds"] > 0
     assert [r["image_size"] for r in written["resolution"]] == [32, 48]
@@ -45,20 +45,20 @@ def test_learning_curves_json_has_every_point_with_size_seed_accuracy_and_second
         assert r["features_per_second"] > 0 and r["feature_seconds"] > 0 and r["images"] == 500 + 200
     assert written["provenance"]["weights"] == "none" and written["backbone"] == "efficientnet_lite0"
     summary = curve_summary(written)
-    assert set(summary["count"]) == {2} and len(summary) == 3 * 2 + 1
+    assert summary.groupby("train_size")["count"].max().to_dict() == {100: 2, 200: 1} and len(summary) == 3 * 2 + 1
 
 
 @pytest.mark.slow
 def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_points(two_runs):
     _, first, second = two_runs
-    # 3 lines at 2 sizes, fine-tuning at 1, 2 seeds each; 2 input sizes
-    assert first["backbone_images_computed"] > 0 and first["stages_trained"] == (3 * 2 + 1) * 2 + 2
+    # 3 lines and fine-tuning at 2 seeds of the smaller size, the 3 lines at 1 seed of the larger; 2 input sizes
+    assert first["backbone_images_computed"] > 0 and first["stages_trained"] == (3 + 1) * 2 + 3 + 2
     assert second["backbone_images_computed"] == 0 and second["stages_trained"] == 0
     # both runs are recorded beside the stages, the first (which trained them) first
-    assert [run["stages_trained"] for run in second["runs"]] == [16, 0]
+    assert [run["stages_trained"] for run in second["runs"]] == [13, 0]
     assert second["runs"][0]["seconds"] == first["seconds"] and second["runs"][1]["seconds"] == second["seconds"]
     assert run_times(second) == (f"first run {first['seconds'] / 60:.1f} min, {first['backbone_images_computed']:,} "
-                                 "images through the backbone, 16 stages trained; rerun with the features and stages "
+                                 "images through the backbone, 13 stages trained; rerun with the features and stages "
                                  f"kept {second['seconds'] / 60:.1f} min, 0 images through the backbone, "
                                  "0 stages trained")
     assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
@@ -80,7 +80,8 @@ def test_a_change_of_config_data_or_weights_trains_in_another_folder(tmp_path):
     base = root(tmp_path / ".runs" / "a", dataset, config, "none")
     assert root(tmp_path / ".runs" / "b", dataset, config, "none") == base  # another run, same inputs
     # more lines, sizes or seeds: the same stages, so a later run adds to them
-    for selection in ("curve_seeds=3", "curve_sizes=100,200,400", "curve_models=cnn", "models=cnn", "seeds=3,4"):
+    for selection in ("curve_seeds=3", "curve_sizes=100,200,400", "curve_models=cnn", "models=cnn", "seeds=3,4",
+                      "curve_single_seed_above=none"):
         assert root(tmp_path / ".runs" / "b", dataset, make_config("smoke", TINY + [selection]), "none") == base
     others = {root(tmp_path / ".runs" / "a", dataset, config.replace(head_lr=0.01), "none"),
               root(tmp_path / ".runs" / "a", synthetic_dataset(seed=4), config, "none"),
@@ -134,7 +135,7 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
     assert [p.name for p in paths] == ["learning_curve.png", "resolution_cost.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
     findings = curve_findings(first)
-    assert any("2 seeds spread by at most" in line for line in findings)
+    assert any("2 seeds (1 at 200 images) spread by at most" in line for line in findings)
     assert any(line.startswith("Labelled images for 80% test accuracy") for line in findings)
     assert any(line.startswith("Input size, one run each: the head's highest test accuracy is") for line in findings)
     assert any("features at this machine's measured rate" in line for line in findings)  # feature_cost recorded

@@ -97,6 +97,8 @@ class RunConfig:
     # needs ImageNet weights
     curve_sizes: str = "500,1000,2000,5000,10000,20000,50000"  # training-set sizes (train + val images)
     curve_seeds: int = 3  # seeds seed, seed+1, ... per size; each size is a stratified draw per seed
+    # sizes above this take one seed (`seed`): they cost the most and their seeds spread the least; None: none
+    curve_single_seed_above: int | None = 10_000
     curve_models: str = "cnn,scratch,head,finetuned"  # the curves' lines (CURVE_KINDS): the two stages from
     # scratch, and curve_backbone's head and fine-tuned stage (stage 2 with recipe(curve_backbone))
     curve_finetune_max_size: int | None = None  # fine-tune only at curve sizes up to this; None: at every size
@@ -126,6 +128,12 @@ class RunConfig:
     def curve_size_list(self) -> list[int]:
         """`curve_sizes` as integers, ascending."""
         return sorted(int(size) for size in self.curve_sizes.split(","))
+
+    def curve_seed_list(self, size: int) -> list[int]:
+        """The seeds of the curve points at `size`: `curve_seeds` of them from `seed`, one above
+        `curve_single_seed_above`."""
+        one = self.curve_single_seed_above is not None and size > self.curve_single_seed_above
+        return list(range(self.seed, self.seed + (1 if one else self.curve_seeds)))
 
     @property
     def curve_stage_list(self) -> list[str]:
@@ -253,8 +261,9 @@ def _validate_curve_models(config: RunConfig) -> None:
         raise UserError(f"config curve_models is empty; choose from {', '.join(CURVE_KINDS)}.")
     for kind in kinds:
         _check_choice("curve_models", kind, CURVE_KINDS)
-    if config.curve_finetune_max_size is not None and config.curve_finetune_max_size <= 0:
-        raise UserError(f"config curve_finetune_max_size={config.curve_finetune_max_size} must be positive.")
+    for key in ("curve_finetune_max_size", "curve_single_seed_above"):
+        if getattr(config, key) is not None and getattr(config, key) <= 0:
+            raise UserError(f"config {key}={getattr(config, key)} must be positive.")
 
 
 def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:

@@ -154,15 +154,28 @@ def gap_findings(curves: dict) -> list[str]:
     return out + [_seconds_sentence(curves)]
 
 
+def seed_words(summary: pd.DataFrame) -> str:
+    """How many seeds a point averages: "3 seeds", or "3 seeds (1 at 20,000 and 50,000 images)" where fewer
+    ran at some sizes (`curve_single_seed_above`)."""
+    most = int(summary["count"].max())
+    fewer = summary[summary["count"] < most].groupby("train_size")["count"].min()
+    if fewer.empty:
+        return f"{most} seeds"
+    sizes = " and ".join(f"{size:,}" for size in fewer.index)
+    return f"{most} seeds ({int(fewer.min())} at {sizes} images)"
+
+
 def spread_findings(curves: dict) -> list[str]:
-    """How far the seeds spread each stage's test accuracy."""
+    """How far the seeds spread each stage's test accuracy, over the sizes with two or more seeds."""
     summary, out = curve_summary(curves), []
-    seeds = int(summary["count"].max())
-    if seeds < 2:
+    if int(summary["count"].max()) < 2:
         return []
+    words = seed_words(summary)
     for model in curve_models(curves):
-        rows = summary[summary.model == model]
-        out.append(f"{label(model)}: {seeds} seeds spread by at most ±{100 * rows['std'].max():.1f} points "
+        rows = summary[(summary.model == model) & (summary["count"] > 1)]
+        if rows.empty:
+            continue
+        out.append(f"{label(model)}: {words} spread by at most ±{100 * rows['std'].max():.1f} points "
                    f"(standard deviation), ±{100 * rows['std'].mean():.1f} on average over the sizes.")
     return out
 
@@ -272,8 +285,8 @@ def learning_curve_figure(curves: dict) -> Figure:
         fig.legend([handles[i] for i in order], [labels[i] for i in order], loc="outside lower center", ncol=2)
         fig.suptitle("How much labelled data does transfer learning save?")
         prov = curves["provenance"]
-        seeds = int(summary["count"].max())
-        bars = f"error bars: mean ± standard deviation over {seeds} seeds" if seeds > 1 else "one seed: no error bars"
+        bars = (f"error bars: mean ± standard deviation over {seed_words(summary)}" if summary["count"].max() > 1
+                else "one seed: no error bars")
         ax.set_title(f"{bars}\n"
                      + textwrap.shorten(f"data: {prov['data']}; weights: {prov['weights']}", 90), fontsize=10)
     return fig

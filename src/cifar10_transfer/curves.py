@@ -58,7 +58,7 @@ def run_points(out_dir: Path, config: RunConfig, key: str) -> dict[tuple, dict]:
 
 def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, workdir: Path,
                           cache: FeatureCache, known: dict[tuple, dict] | None = None) -> list[dict]:
-    """Every stage of `curve_models` at every size of `curve_sizes`, `curve_seeds` seeds each.
+    """Every stage of `curve_models` at every size of `curve_sizes`, at its seeds (`curve_seed_list`).
 
     All stages of one size and seed share one run, so they train on the same images: the
     report pairs them by seed. A fine-tuned stage's head is recorded too (stage 2 starts from it).
@@ -68,7 +68,7 @@ def learning_curve_points(dataset: Dataset, config: RunConfig, weights: str, wor
         stages = [name for name in config.curve_stage_list if not _capped(config, name, size)]
         if not stages:  # only fine-tuning was asked for, and the cap leaves it out at this size
             continue
-        for seed in range(config.seed, config.seed + config.curve_seeds):
+        for seed in config.curve_seed_list(size):
             run_config = config.replace(train_size=size, seed=seed, models=",".join(stages))
             found = [known.get((stage, size, seed)) for stage in run_config.model_list]
             if all(found):  # all or none: a fine-tuned stage that trains here needs its head in the same run

@@ -88,8 +88,8 @@ def code_fingerprint() -> str:
 # Settings that choose which stages, seeds and curve points run, not how any one of them trains (a
 # stage does not depend on the stages run before it): `run_key` leaves them out, so a run that adds a
 # line, a size or a seed finds the stages that an earlier one trained.
-SELECTION_KEYS = ("models", "seeds", "long_stage_seeds", "curve_sizes", "curve_seeds", "curve_models",
-                  "curve_backbone", "curve_finetune_max_size", "resolution_sizes")
+SELECTION_KEYS = ("models", "seeds", "long_stage_seeds", "curve_sizes", "curve_seeds", "curve_single_seed_above",
+                  "curve_models", "curve_backbone", "curve_finetune_max_size", "resolution_sizes")
 
 
 def decisive_settings(config: dict) -> str:
