@@ -23,7 +23,8 @@ from .results import CURVES_FILE, RESULTS_FILE, load_results, seed_record
 from .stages import Run, run_stage
 
 
-STAGES_DIR = "curve-stages"  # beside them too: finished curve stages, one folder per everything that decides them
+# finished curve stages, one folder per everything that decides them: in OUT/.runs/, beside the feature cache
+STAGES_DIR = "curve-stages"
 
 
 def stages_root(out_dir: Path, key: str) -> Path:
