@@ -66,6 +66,7 @@ def test_an_unfinished_computation_is_redone(tmp_path, dataset, transfer):
     assert cache.speed(transfer, dataset, "test", 32)["images"] == 8  # summed over both computations
 
 
+@pytest.mark.slow
 def test_a_second_train_into_the_same_output_takes_every_feature_from_the_shared_cache(tmp_path, capsys):
     from cifar10_transfer.cli import main
 
