@@ -12,7 +12,7 @@ def test_seed_profile_is_the_study():
     assert (config.train_size, config.val_fraction, config.test_size, config.seed) == (10_000, 0.2, None, 3)
     assert (config.image_size, config.batch_size) == (224, 64)
     assert (config.cnn_epochs, config.head_epochs, config.finetune_epochs) == (10, 10, 10)
-    assert config.scratch_epochs == 30 and config.scratch_recipe() == ScratchRecipe()
+    assert config.scratch_epochs == 40 and config.scratch_recipe() == ScratchRecipe()
     # stage 2 depth and rate come from each backbone's registry entry (ResNet50: the study's 30 and 1e-5)
     assert (config.finetune_layers, config.head_lr, config.finetune_lr) == (None, 1e-3, None)
     # the study's three stages, beside the ResNet from scratch and EfficientNet-Lite0's two
