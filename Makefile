@@ -66,7 +66,7 @@ reproduce: install ## run the notebooks and regenerate figures, results, deck an
 train: install ## train and evaluate only, writing OUT/results/results.json
 	$(PY) -m cifar10_transfer train $(RUN_FLAGS)
 
-report: install ## re-render the deck and README table from results/results.json
+report: install ## re-render the results figures, deck and README table from results/results.json
 	$(PY) -m cifar10_transfer report --out $(OUT)
 
 predict: install ## classify IMAGES (files or folders) with the run in OUT; MODEL=stage (default: best)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,9 @@ from matplotlib.container import ErrorbarContainer
 import pytest
 from matplotlib.figure import Figure
 
-from cifar10_transfer import deck, plots, report
+from cifar10_transfer import deck, plots, report, takeaways
 from cifar10_transfer.errors import UserError
+from cifar10_transfer.results import load_results
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -250,7 +252,15 @@ def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_w
 
     assert training_curve("scratch").file == "scratch_curve.png"
     _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
-    assert "ResNet from scratch (strong baseline): 80.0% in 900 s" in " ".join(text.split())
+    flat = " ".join(text.split())
+    assert "Strong baseline: a ResNet from scratch" in flat
+    assert "a stem of 16 channels, stages of 32, 64 and 128" in flat
+    assert "ResNet from scratch (strong baseline): 80.0% in 900 s" in flat
+    assert ("The ResNet from scratch: 80.0%, +18.8 points (95% interval +17.5 to +20.0) over the baseline CNN, "
+            "single views, in 900 s of training.") in flat
+    # the headline measures transfer against the strong baseline first, then against the study's CNN
+    assert takeaways.title(results).startswith("ImageNet pre-training, ResNet50 head-only: vs the ResNet from "
+                                               "scratch: +8.1 points (95% interval ")
 
 
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
@@ -349,6 +359,7 @@ def test_render_deck(arrays, results, tmp_path):
     assert [title for (title, _, takeaway) in deck._slides(results, images_dir) if not takeaway] == []
     assert all(" ".join(t.split()) in page for t, page in zip(takeaways, pages))
     assert "The study's CNN, rebuilt: 61.2% against the study's 60.5% (+0.7 points), single views." in takeaways
+    assert "Strong baseline" not in text  # its slide only where the run trained it
     assert sorted(p.name for p in (tmp_path / "deck").iterdir()) == ["deck.pdf"]
 
 
@@ -488,6 +499,39 @@ def test_readme_blocks_and_deck_render_from_the_committed_results_without_tensor
     imported = {name.split(".")[1] for name in ast.literal_eval(modules) if "." in name}
     assert imported >= {"deck", "report", "results"} and not imported & RUN_WING, imported
     assert pdf.read_bytes() == (ROOT / "presentation" / DECK_NAME).read_bytes()
+
+
+def test_report_redraws_the_committed_results_figures_deck_and_readme_byte_for_byte(tmp_path):
+    from cifar10_transfer.figures import save_results_figures
+    from cifar10_transfer.workflow import DECK_NAME, report as run_report
+
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    shutil.copytree(ROOT / "images", tmp_path / "images")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    for path in save_results_figures(load_results(ROOT / "results" / "results.json"), tmp_path / "images"):
+        path.unlink()  # report must draw these again, not keep the copies
+    run_report(tmp_path)
+    same = sorted(p.name for p in (tmp_path / "images").iterdir()
+                  if p.read_bytes() == (ROOT / "images" / p.name).read_bytes())
+    assert same == sorted(p.name for p in (ROOT / "images").iterdir())
+    assert (tmp_path / "README.md").read_text() == (ROOT / "README.md").read_text()
+    assert (tmp_path / "presentation" / DECK_NAME).read_bytes() == (ROOT / "presentation" / DECK_NAME).read_bytes()
+
+
+def test_the_weights_line_names_the_package_version_and_the_files_checksum(results):
+    results = _with_lite0(results)
+    for name in ("efficientnet_lite0_head", "efficientnet_lite0_finetuned"):
+        results["models"][name].update(weights_package="X==0.1.0", weights_file="lite0.pth", weights_sha256="ab" * 32)
+    assert report.weights_description(results) == ("imagenet (EfficientNet-Lite0: pip package X 0.1.0, lite0.pth "
+                                                   "sha256 abababababab…)")
+
+
+def test_the_cost_axis_labels_seconds_as_plain_numbers(results):
+    results["models"]["resnet50_head"]["seconds"] = 4000.0
+    fig = plots.accuracy_vs_cost(results)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert "100" in labels and "1,000" in labels and not [label for label in labels if "10^" in label]
 
 
 def test_the_best_model_is_the_one_validation_picks_whatever_the_file_stored(results):

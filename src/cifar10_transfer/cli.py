@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--curves-from", metavar="JSON",
                            help="keep these learning curves (a learning_curves.json, e.g. results/learning_"
                                 "curves.json) instead of running notebook 03; they keep their own run's labels")
-    report = commands.add_parser("report", help="re-render deck and README table from results.json")
+    report = commands.add_parser("report",
+                                 help="re-render the results figures, deck and README table from results.json")
     report.add_argument("--out", default=".", help="directory holding results/results.json")
     predict = commands.add_parser("predict", help="classify images with a trained model of a run")
     predict.add_argument("--run", default=".", help="the --out of a train or reproduce run")

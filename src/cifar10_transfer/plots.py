@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib import pyplot as plt  # noqa: E402
 from matplotlib import rc_context  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, PercentFormatter  # noqa: E402
 
 from .publish import atomic_write  # noqa: E402
 from .results import single_view_key, single_view_test_accuracy, training_seconds  # noqa: E402
@@ -206,7 +206,7 @@ def training_curves(history: dict, title: str) -> Figure:
     # One accuracy scale for every stage, so that curves shown side by side compare at a glance.
     ax_acc.set_ylim(0, 1)
     ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, 56))  # a long stage name would run past the figure's 6.1 inches
     return fig
 
 
@@ -336,7 +336,9 @@ def model_comparison(results: dict) -> Figure:
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_ylabel("test accuracy")
-    _legend_outside(ax)
+    # Below the axes, so that the groups get the figure's whole width: 14 characters of a 9 pt label
+    # take about an inch, and a legend at the side leaves six groups less than that each.
+    fig.legend(loc="outside lower center", ncol=3)
     data = results.get("provenance", {}).get("data", "unknown data")
     fig.suptitle("Test accuracy: this run vs the study")
     ax.set_title(textwrap.fill(textwrap.shorten(f"Data: {data}", 160, placeholder="…"), 90), fontsize=9)
@@ -361,6 +363,11 @@ def accuracy_vs_cost(results: dict) -> Figure:
         ax.annotate(stage(name).label, (seconds, accuracy), textcoords="offset points", xytext=(7, -4), fontsize=9)
     ax.set_xscale("log")
     ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the labels right of the costliest stage
+    # Seconds as plain numbers at 1, 2 and 5 per decade: a narrow range would otherwise label its
+    # minor ticks in powers of ten ("3 × 10^0"), which run into each other.
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda seconds, _: f"{seconds:,g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     ax.set_xlabel("training seconds (a fine-tuned stage with its head), log scale")
     ax.set_ylabel("test accuracy (single view)")

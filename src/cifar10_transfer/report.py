@@ -103,10 +103,18 @@ def _seconds_cell(models: dict, name: str) -> str:
 def weights_description(results: dict) -> str:
     """The run's weights setting and, for ImageNet weights, where each trained backbone's came from."""
     weights = results["provenance"].get("weights", "unknown")
-    sources = {m["backbone"]: m["weights_source"] for m in results["models"].values() if "weights_source" in m}
+    sources = {m["backbone"]: _weights_source(m) for m in results["models"].values() if "weights_source" in m}
     if weights == "imagenet" and sources:
         return "imagenet (" + "; ".join(f"{get_backbone(b).label}: {src}" for b, src in sources.items()) + ")"
     return str(weights)
+
+
+def _weights_source(entry: dict) -> str:
+    """Where a stage's backbone weights came from, with the package's version and the file's sha256 where recorded."""
+    package = f" {entry['weights_package'].rpartition('==')[2]}" if entry.get("weights_package") else ""  # its version
+    digest = (f", {entry['weights_file']} sha256 {entry['weights_sha256'][:12]}…"
+              if entry.get("weights_sha256") else "")
+    return entry["weights_source"] + package + digest
 
 
 def finished_date(provenance: dict) -> str:

@@ -26,11 +26,14 @@ def _best_transfer(results: dict) -> str | None:
 
 
 def title(results: dict, **_) -> str | None:
+    """The best transfer stage against each baseline that ran: the strong one first, as it is the fair one."""
     best = _best_transfer(results)
-    if best is None or "cnn" not in results["models"]:
+    baselines = [(n, words) for n, words in (("scratch", "the ResNet from scratch"), ("cnn", "the baseline CNN"))
+                 if n in results["models"]]
+    if best is None or not baselines:
         return None
-    return (f"ImageNet pre-training: {label(best)} beats the baseline CNN by {_gain(results, best, 'cnn')}, "
-            "single views.")
+    against = [f"vs {words}: {_gain(results, best, n)}" for n, words in baselines]
+    return f"ImageNet pre-training, {label(best)}: {'; '.join(against)}; single views."
 
 
 def problem(results: dict, **_) -> str:
@@ -83,6 +86,16 @@ def cnn(results: dict, **_) -> str | None:
     single, reported = single_view_test_accuracy(m), stage("cnn").study_accuracy
     return (f"The study's CNN, rebuilt: {format_accuracy(single)} against the study's {format_accuracy(reported)} "
             f"({points_difference(single, reported):+.1f} points), single views.")
+
+
+def scratch(results: dict, **_) -> str | None:
+    models = results["models"]
+    if "scratch" not in models:
+        return None
+    accuracy = format_accuracy(single_view_test_accuracy(models["scratch"]))
+    over = f", {_gain(results, 'scratch', 'cnn')} over the baseline CNN" if "cnn" in models else ""
+    return (f"The ResNet from scratch: {accuracy}{over}, single views, in "
+            f"{models['scratch'].get('seconds', 0):,.0f} s of training.")
 
 
 def stages(results: dict, **_) -> str:

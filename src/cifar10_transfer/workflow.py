@@ -236,14 +236,17 @@ def keep_curves(source: Path, curves: dict, run_dir: Path) -> None:
 
 
 def report(out: str | Path = ".") -> Path:
-    """Re-render the deck and the README table from OUT/results/results.json, without training."""
+    """Re-render the figures drawn from results alone, the deck and the README table from
+    OUT/results/results.json, without training."""
     from .deck import render_deck
+    from .figures import save_results_figures
     from .report import update_readme
 
     out = Path(out)
     results = load_results(out / RESULTS_FILE)
     curves = load_curves(out / CURVES_FILE)
     deck = out / "presentation" / DECK_NAME
+    save_results_figures(results, out / "images")
     render_deck(results, out / "images", deck, curves)
     if (out / "README.md").is_file():
         update_readme(out / "README.md", results, curves)
