@@ -246,6 +246,9 @@ def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_w
     assert ("ResNet from scratch (strong baseline) vs the baseline CNN: +18.8 points (80.0% vs 61.2%; 95% interval "
             "+17.5 to +20.0, test-set error only, one seed), for 900 s of training against 41 s (22x).") \
         in report.findings(results)
+    assert ("ResNet50 head-only vs the ResNet from scratch: +8.1 points (88.1% vs 80.0%; 95% interval +7.1 to "
+            "+9.1, test-set error only, one seed), for 41 s of training against 900 s (0.046x).") \
+        in report.findings(results)
     this_run = plots.model_comparison(results).axes[0].containers[-1]  # after the study's bars
     assert [p.get_height() for p in this_run] == [0.6123, 0.8812, 0.8]
     from cifar10_transfer.figures import training_curve

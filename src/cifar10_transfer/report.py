@@ -242,8 +242,8 @@ def _accuracy_views(entry: dict) -> str:
 
 def findings(results: dict) -> list[str]:
     """Sentences computed from results: best model, what each other stage (transfer, the ResNet from
-    scratch) adds over the CNN and at what cost, what test-time flip changed, each stage against the
-    study, the top confusion and the weakest class."""
+    scratch) adds over the CNN and each transfer stage over the ResNet from scratch, at what cost, what
+    test-time flip changed, each stage against the study, the top confusion and the weakest class."""
     models, best = results["models"], best_model(results)
     if best is None:
         return ["No model finished in this run, so there is nothing to compare yet."]
@@ -255,14 +255,17 @@ def findings(results: dict) -> list[str]:
                    "so their rows only show that the pipeline runs.")
     if len(models) == 1:
         out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
-    cnn = models.get("cnn")
-    for name in (n for n in models if n != "cnn" and cnn):
-        m, seconds = models[name], training_seconds(models, name)  # stage 2's includes its head's
-        both = name.endswith("_finetuned") and name.replace("_finetuned", "_head") in models
-        stages = " (both stages)" if both else ""
-        out.append(f"{stage_label(results, name)} vs the baseline CNN: {_gain(results, m, cnn)}, "
-                   f"for {seconds:,.0f} s of training{stages} against {cnn['seconds']:,.0f} s "
-                   f"({seconds / max(cnn['seconds'], 1e-9):,.0f}x).")
+    # Every other stage against the study's CNN, then each transfer stage against the strong baseline.
+    for reference, words in (("cnn", "the baseline CNN"), ("scratch", "the ResNet from scratch")):
+        base = models.get(reference)
+        for name in (n for n in models if base and n not in ("cnn", reference)):
+            m, seconds = models[name], training_seconds(models, name)  # stage 2's includes its head's
+            both = name.endswith("_finetuned") and name.replace("_finetuned", "_head") in models
+            stages = " (both stages)" if both else ""
+            ratio = seconds / max(base["seconds"], 1e-9)
+            times = f"{ratio:,.0f}x" if ratio >= 1 else f"{ratio:.2g}x"  # a head can cost less than the ResNet
+            out.append(f"{stage_label(results, name)} vs {words}: {_gain(results, m, base)}, "
+                       f"for {seconds:,.0f} s of training{stages} against {base['seconds']:,.0f} s ({times}).")
     for name, head in ((n, n.replace("_finetuned", "_head")) for n in models if parse_stage(n)[1] == "finetuned"):
         if head in models:
             out.append(f"{label(name)} vs its head: {_gain(results, models[name], models[head])}.")
