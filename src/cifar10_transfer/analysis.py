@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import most_confident_mistakes
-from .figures import FIGURES, training_curve
+from .figures import FIGURES, RUN_FIGURES, training_curve
 from .results import best_model, predictions_words
 from .study import stage
 
@@ -58,7 +58,7 @@ def save_evaluation_figures(results: dict, splits: Splits, best_probabilities: n
     views = f"\n({views} predictions)" if views else ""  # a line of its own
     wrong = most_confident_mistakes(splits.y_test, best_probabilities)
     predicted = best_probabilities.argmax(axis=1)
-    return [*(FIGURES[name].save(images_dir, results) for name in ("model_comparison", "accuracy_vs_cost")),
+    return [*(FIGURES[name].save(images_dir, results) for name in RUN_FIGURES),
             FIGURES["confusion_matrix"].save(images_dir, np.array(best["confusion_matrix"]), splits.class_names,
                                              f"{label}: confusion matrix{views}"),
             FIGURES["common_errors"].save(images_dir, best["top_confusions"], f"{label}: most common errors{views}"),

@@ -60,10 +60,13 @@ def training_curve(name: str) -> FigureFile:
     return FigureFile(Path(entry.curve_file).stem, plots.training_curves, f"{entry.label}: training and validation")
 
 
+RUN_FIGURES = ("model_comparison", "accuracy_vs_cost")  # drawn from a whole results.json and nothing else
+
+
 def save_results_figures(results: dict, images_dir: str | os.PathLike) -> list[Path]:
-    """The figures drawn from results.json alone: the comparison with the study, accuracy against cost
-    and each trained stage's training curves (its shown run's), so that `report` redraws them too."""
-    paths = [FIGURES[name].save(images_dir, results) for name in ("model_comparison", "accuracy_vs_cost")]
+    """The figures drawn from results.json alone: RUN_FIGURES and each trained stage's training
+    curves (its shown run's), so that `report` redraws them too."""
+    paths = [FIGURES[name].save(images_dir, results) for name in RUN_FIGURES]
     for name, entry in results["models"].items():
         curve = training_curve(name)
         paths.append(curve.save(images_dir, entry["history"], curve.caption))

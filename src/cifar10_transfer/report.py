@@ -240,6 +240,9 @@ def _accuracy_views(entry: dict) -> str:
     return f"{single} single-view ({format_accuracy(entry['test_accuracy'])} with the mirror)"
 
 
+BASELINES = {"cnn": "the baseline CNN", "scratch": "the ResNet from scratch"}  # the stages trained from scratch
+
+
 def findings(results: dict) -> list[str]:
     """Sentences computed from results: best model, what each other stage (transfer, the ResNet from
     scratch) adds over the CNN and each transfer stage over the ResNet from scratch, at what cost, what
@@ -256,7 +259,7 @@ def findings(results: dict) -> list[str]:
     if len(models) == 1:
         out.append(f"Only the {label(best)} ran, so this run cannot compare models.")
     # Every other stage against the study's CNN, then each transfer stage against the strong baseline.
-    for reference, words in (("cnn", "the baseline CNN"), ("scratch", "the ResNet from scratch")):
+    for reference, words in BASELINES.items():
         base = models.get(reference)
         for name in (n for n in models if base and n not in ("cnn", reference)):
             m, seconds = models[name], training_seconds(models, name)  # stage 2's includes its head's

@@ -6,7 +6,7 @@ from .curve_report import gap_findings, lead_findings, resolution_findings
 from .plots import format_accuracy
 from .recipe import Stage2Recipe, depth_words
 from .registry import parse_stage
-from .report import findings, points_difference, short_commit
+from .report import BASELINES, findings, points_difference, short_commit
 from .results import best_model, difference_interval, single_view_test_accuracy, training_seconds
 from .study import STUDY_STAGES, label, stage
 
@@ -28,8 +28,7 @@ def _best_transfer(results: dict) -> str | None:
 def title(results: dict, **_) -> str | None:
     """The best transfer stage against each baseline that ran: the strong one first, as it is the fair one."""
     best = _best_transfer(results)
-    baselines = [(n, words) for n, words in (("scratch", "the ResNet from scratch"), ("cnn", "the baseline CNN"))
-                 if n in results["models"]]
+    baselines = [(n, words) for n, words in reversed(BASELINES.items()) if n in results["models"]]
     if best is None or not baselines:
         return None
     against = [f"vs {words}: {_gain(results, best, n)}" for n, words in baselines]
@@ -93,7 +92,7 @@ def scratch(results: dict, **_) -> str | None:
     if "scratch" not in models:
         return None
     accuracy = format_accuracy(single_view_test_accuracy(models["scratch"]))
-    over = f", {_gain(results, 'scratch', 'cnn')} over the baseline CNN" if "cnn" in models else ""
+    over = f", {_gain(results, 'scratch', 'cnn')} over {BASELINES['cnn']}" if "cnn" in models else ""
     return (f"The ResNet from scratch: {accuracy}{over}, single views, in "
             f"{models['scratch'].get('seconds', 0):,.0f} s of training.")
 
