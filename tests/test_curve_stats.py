@@ -149,4 +149,7 @@ def test_curves_without_the_scratch_line_measure_the_head_against_the_cnn():
             "(points, 95% CI) |") in block
     # seed-paired differences 0.40, 0.40, 0.43: sd √0.0003, half-width t(0.975, 2) · sd / √3
     assert "| 500 | 31.0% ± 1.0 | 72.0% ± 2.6 | +41.0 (+36.7 to +45.3) |" in block
+    assert "Test accuracy per size (single views, as the study's; mean ± standard deviation" in block
+    mirrored = report.curves_block({**curves, "config": {"test_time_flip": True}})
+    assert "Test accuracy per size (each test image's probabilities averaged with its mirror image's;" in mirrored
     assert [line.get_marker() for line in learning_curve_figure(curves).axes[0].get_lines()].count("D") == 0

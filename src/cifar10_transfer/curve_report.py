@@ -46,6 +46,13 @@ def run_times(curves: dict) -> str:
     return text + (f"; rerun with the features and stages kept {describe(runs[-1])}" if len(runs) > 1 else "")
 
 
+def evaluation_words(curves: dict) -> str:
+    """How the curves' points were evaluated: single views, or each image averaged with its mirror."""
+    if curves.get("config", {}).get("test_time_flip"):
+        return "each test image's probabilities averaged with its mirror image's"
+    return "single views, as the study's"
+
+
 def _name(model: str) -> str:
     """A stage's label without its parenthesis: sentences name the reference often, the legend says it once."""
     return label(model).split(" (")[0]
@@ -228,7 +235,8 @@ def curve_tables_markdown(curves: dict) -> str:
     """Both tables with a line saying what each holds, as the README shows them."""
     reference = _name(reference_model(curves))
     return "\n\n".join([
-        f"Test accuracy per size (mean ± standard deviation over seeds) and each transfer line minus the {reference}, "
+        f"Test accuracy per size ({evaluation_words(curves)}; mean ± standard deviation over seeds) and each "
+        f"transfer line minus the {reference}, "
         "the mean of the seed-paired differences with its 95% t interval:", markdown_table(accuracy_table(curves)),
         "Training seconds per size (mean over seeds"
         + ("; a fine-tuned model's include its head's" if _fine_tuned(curve_models(curves)) else "")
