@@ -152,4 +152,7 @@ def test_curves_without_the_scratch_line_measure_the_head_against_the_cnn():
     assert "Test accuracy per size (single views, as the study's; mean ± standard deviation" in block
     mirrored = report.curves_block({**curves, "config": {"test_time_flip": True}})
     assert "Test accuracy per size (each test image's probabilities averaged with its mirror image's;" in mirrored
+    assert learning_curve_figure(curves).axes[0].get_ylabel() == "test accuracy"
+    flipped = learning_curve_figure({**curves, "config": {"test_time_flip": True}})
+    assert flipped.axes[0].get_ylabel() == "test accuracy (mirror-averaged)"
     assert [line.get_marker() for line in learning_curve_figure(curves).axes[0].get_lines()].count("D") == 0

@@ -46,9 +46,14 @@ def run_times(curves: dict) -> str:
     return text + (f"; rerun with the features and stages kept {describe(runs[-1])}" if len(runs) > 1 else "")
 
 
-def evaluation_words(curves: dict) -> str:
+def _mirrored(curves: dict) -> bool:
+    """Whether the curves' points averaged each test image with its mirror (`test_time_flip`)."""
+    return bool(curves.get("config", {}).get("test_time_flip"))
+
+
+def _evaluation_words(curves: dict) -> str:
     """How the curves' points were evaluated: single views, or each image averaged with its mirror."""
-    if curves.get("config", {}).get("test_time_flip"):
+    if _mirrored(curves):
         return "each test image's probabilities averaged with its mirror image's"
     return "single views, as the study's"
 
@@ -235,7 +240,7 @@ def curve_tables_markdown(curves: dict) -> str:
     """Both tables with a line saying what each holds, as the README shows them."""
     reference = _name(reference_model(curves))
     return "\n\n".join([
-        f"Test accuracy per size ({evaluation_words(curves)}; mean ± standard deviation over seeds) and each "
+        f"Test accuracy per size ({_evaluation_words(curves)}; mean ± standard deviation over seeds) and each "
         f"transfer line minus the {reference}, "
         "the mean of the seed-paired differences with its 95% t interval:", markdown_table(accuracy_table(curves)),
         "Training seconds per size (mean over seeds"
@@ -286,7 +291,8 @@ def learning_curve_figure(curves: dict) -> Figure:
         ax.minorticks_off()
         ax.margins(y=0.1)  # room for a marker's size above the top line
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set(xlabel="labelled training images (80% train, 20% validation)", ylabel="test accuracy")
+        ax.set(xlabel="labelled training images (80% train, 20% validation)",
+               ylabel="test accuracy" + (" (mirror-averaged)" if _mirrored(curves) else ""))
         handles, labels = ax.get_legend_handles_labels()
         order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("lead over"))  # the marker last
         # below the axes, where no line can run under it
