@@ -108,7 +108,7 @@ def decisive_settings(config: dict) -> str:
 
 def run_key(config: dict, dataset: Dataset, weights: str) -> str:
     """What decides every stage a run trains, as 20 hex digits: its `decisive_settings`, data,
-    weights (`weights_identity`) and code. Runs with the same key train the same stages."""
+    weights (`weights_identity`) and code (`code_fingerprint`). Runs with the same key train the same stages."""
     parts = [decisive_settings(config), dataset.fingerprint(), weights_identity(weights), code_fingerprint()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
