@@ -78,5 +78,5 @@ data-check: install ## print per-split, per-class counts of the data
 bench: install ## measure speed and memory (DATA, DATA_DIR); writes benchmarks/results/latest.json
 	$(PY) benchmarks/bench.py --data $(DATA) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-clean: ## remove .venv and interrupted runs
+clean: ## remove .venv and ./.runs: interrupted runs, the feature cache and kept curve stages (hours of work)
 	rm -rf $(VENV) .runs

@@ -71,7 +71,7 @@ def run_all(run: Run) -> dict:
     files and return the results. Over seeds, `run.models` and `workdir/models/` then hold each
     stage's shown run (`shown_seed`, the median by validation accuracy), whose details results.json shows."""
     runs = seed_runs(run)
-    for name in run.config.model_list:  # stage by stage, so the short stages of every seed finish first
+    for name in run.config.model_list:  # stage by stage, each at all its seeds before the next
         for seed_run in _at_seeds(runs, name):
             if seed_run is not run:
                 print(f"seed {seed_run.config.seed}: {seed_run.workdir}", flush=True)
