@@ -281,8 +281,8 @@ def _choices(fig: Figure, results: dict, **_) -> None:
     models, val = results["models"], results["data"].get("val", 0)
     best = best_model(results)
     items = [f"Test data chose nothing: the recipes and the best model were chosen on the {val:,} validation "
-             "images only. The test-time mirror, first kept after its test gain was seen, is re-decided over seeds "
-             "under a rule committed before those runs (research/README.md)."]
+             "images only. The test-time mirror, first kept after its test gain was seen, was re-decided over the "
+             "committed reference's seeds under a rule committed before those runs (research/README.md)."]
     if best and val:
         p = models[best].get("test_time_flip", {}).get("single_view_val_accuracy", models[best]["val_accuracy"])
         items.append(f"One validation image is {100 / val:.2f} points; near {label(best)}'s {format_accuracy(p)}, "
