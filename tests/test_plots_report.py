@@ -176,7 +176,7 @@ def test_results_table_markdown(results):
     table = report.results_table_markdown(results)
     lines = table.splitlines()
     assert lines[0] == ("| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
-                        "| Difference (points) | Training seconds (fine-tuned: stage 2 + head) |")
+                        "| Difference (points) | Training seconds, mean over seeds (fine-tuned: stage 2 + head) |")
     assert lines[2] == "| Baseline CNN | 60.5% | 61.2% | 1 seed | +0.7 | 41 |"
     assert lines[3] == "| ResNet50 head-only | 88.7% | 88.1% | 1 seed | -0.6 | 41 |"
     assert lines[4] == ("| ResNet50 fine-tuned | 91.0% | not run: ImageNet weights unavailable offline "
@@ -218,7 +218,7 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 + 41 |"
     results["config"]["test_time_flip"] = True  # this run also saw mirrors, the curves one view
     flipped = report.results_table_markdown(results, curves).splitlines()
-    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds (fine-tuned: stage 2 + head) |")
+    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds, mean over seeds (fine-tuned: stage 2 + head) |")
     assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | — | 41 |"
     curves["config"] = {"test_time_flip": True}
     assert report.results_table_markdown(results, curves).splitlines()[2] == (

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from cifar10_transfer.errors import UserError
-from cifar10_transfer.results import (CURVES_FILE, RESULTS_FILE, SCHEMA_VERSION, assemble_results, best_model,
+from cifar10_transfer.report import results_table_markdown
+from cifar10_transfer.results import (SCHEMA_VERSION, assemble_results, best_model,
                                       combine_seeds, difference_interval, load_curves, load_results,
-                                      single_view_test_accuracy, summarise_seeds)
+                                      single_view_test_accuracy, summarise_seeds, training_seconds)
 
-ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"  # files from before schema versions (commits af07144, 65e6897)
 
 
 def _entry(test: float, val: float, **extra) -> dict:
@@ -45,11 +46,13 @@ def test_under_test_time_flip_the_mirror_averaged_validation_accuracy_decides():
     assert best_model({"models": models}) == "resnet50_head"
 
 
-def test_committed_version_1_files_load_and_keep_their_best_model():
-    results = load_results(ROOT / RESULTS_FILE)
+def test_version_1_files_load_keep_their_best_model_and_render():
+    results = load_results(DATA / "results_v1.json")
     assert "schema_version" not in results and best_model(results) == results["best_model"]
-    curves = load_curves(ROOT / CURVES_FILE)
-    assert curves is not None and curves["points"]
+    assert "| EfficientNet-Lite0 fine-tuned | — | 89.8% | 1 seed | — | 90.2% | 2,375 + 192 |" in (
+        results_table_markdown(results))
+    curves = load_curves(DATA / "learning_curves_v1.json")
+    assert "schema_version" not in curves and curves["points"]
 
 
 def test_a_missing_unreadable_incomplete_or_newer_results_file_is_one_user_error(tmp_path):
@@ -126,6 +129,15 @@ def test_a_stage_over_seeds_holds_each_run_their_means_and_the_median_runs_detai
     single = combine_seeds({7: _seed_entry(0.80, 0.81, None, 3.0), 8: _seed_entry(0.70, 0.73, None, 4.0)})
     assert single["evaluation"] == "single_view" and single["shown_seed"] == 8  # the lower of two middles
     assert set(single["over_seeds"]) == {"val_accuracy", "test_accuracy"}
+
+
+def test_training_seconds_are_the_mean_over_seeds_like_the_accuracies_and_add_the_head_to_stage_2():
+    head = combine_seeds({3: _seed_entry(0.8, 0.8, None, 10.0), 4: _seed_entry(0.7, 0.7, None, 20.0),
+                          5: _seed_entry(0.9, 0.9, None, 60.0)})
+    assert head["seconds"] == 10.0  # the median run's (seed 3), which describes one model
+    models = {"resnet50_head": head, "resnet50_finetuned": {"seconds": 100.0}}
+    assert training_seconds(models, "resnet50_head") == pytest.approx(30.0)
+    assert training_seconds(models, "resnet50_finetuned") == pytest.approx(130.0)
 
 
 def test_over_seeds_the_best_model_has_the_highest_mean_validation_accuracy():

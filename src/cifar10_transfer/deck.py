@@ -21,7 +21,7 @@ from .recipe import SCRATCH_BATCH, ScratchRecipe, Stage2Recipe, describe, has_fr
 from .registry import parse_stage
 from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
                      weights_description)
-from .results import best_model, single_view_key, single_view_test_accuracy
+from .results import best_model, single_view_key, single_view_test_accuracy, stage_seconds
 from .slide_layout import CURVE_GRID, CURVES_PER_SLIDE, PLACED, bullets, curve_cell, flow, frame, picture, pictures
 from .study import STUDY_STAGES, label, stage, table_stages
 
@@ -107,7 +107,7 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
     mirrored = bool(results["config"].get("test_time_flip"))
     header = ["Model", "Study", "This run (1 view)", "Over seeds (1 view)", "vs study", *(["Mirror"] * mirrored),
-              "Train s (+head)"]
+              "Train s, mean (+head)"]
     # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
     cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 34, placeholder="…"), r["seeds"], r["diff"],
               *([r["mirror"]] * mirrored), r["seconds"]] for r in table_rows(results, curves)]
@@ -184,7 +184,7 @@ def _outcome(results: dict, name: str) -> str:
     study = f" (study: {format_accuracy(reported)})" if reported is not None else ""
     view = " single view" if "test_time_flip" in m else ""  # like the study's, where the run also mirrored
     return (f"{stage_label(results, name)}: {format_accuracy(single_view_test_accuracy(m))}{view}{study} in "
-            f"{m.get('seconds', 0):,.0f} s")
+            f"{stage_seconds(m):,.0f} s of training")
 
 
 def _cnn(fig: Figure, results: dict, images: Path, **_) -> None:

@@ -13,7 +13,7 @@ from .plots import format_accuracy
 from .publish import atomic_write
 from .registry import get_backbone, parse_stage
 from .results import (best_model, difference_interval, predictions_words, single_view_key,
-                      single_view_test_accuracy, training_seconds)
+                      single_view_test_accuracy, stage_seconds, training_seconds)
 from .study import label, stage, table_stages
 
 README_START = "<!-- results:start -->"
@@ -96,7 +96,7 @@ def table_rows(results: dict, curves: dict | None = None) -> list[dict]:
 
 def _seconds_cell(models: dict, name: str) -> str:
     """A stage's training seconds; a fine-tuned stage's as stage 2 + its head's, which it starts from."""
-    seconds, both = models[name].get("seconds", 0), training_seconds(models, name)
+    seconds, both = stage_seconds(models[name]), training_seconds(models, name)
     return f"{seconds:,.0f} + {both - seconds:,.0f}" if both != seconds else f"{seconds:,.0f}"
 
 
@@ -147,7 +147,7 @@ def results_table_markdown(results: dict, curves: dict | None = None) -> str:
     rows, mirrored = table_rows(results, curves), bool(results["config"].get("test_time_flip"))
     mirror = (" With mirror |", "---:|") if mirrored else ("", "")
     lines = ["| Model | Study (reported) | This run (single view) | Over seeds (mean ± sd) "
-             f"| Difference (points) |{mirror[0]} Training seconds (fine-tuned: stage 2 + head) |",
+             f"| Difference (points) |{mirror[0]} Training seconds, mean over seeds (fine-tuned: stage 2 + head) |",
              f"|---|---:|---:|---:|---:|{mirror[1]}---:|"]
     lines += [f"| {r['model']} | {r['study']} | {_md_escape(r['run'])} | {r['seeds']} | {r['diff']} |"
               + (f" {r['mirror']} |" if mirrored else "") + f" {r['seconds']} |" for r in rows]
@@ -265,10 +265,11 @@ def findings(results: dict) -> list[str]:
             m, seconds = models[name], training_seconds(models, name)  # stage 2's includes its head's
             both = name.endswith("_finetuned") and name.replace("_finetuned", "_head") in models
             stages = " (both stages)" if both else ""
-            ratio = seconds / max(base["seconds"], 1e-9)
+            base_seconds = stage_seconds(base)
+            ratio = seconds / max(base_seconds, 1e-9)
             times = f"{ratio:,.0f}x" if ratio >= 1 else f"{ratio:.2g}x"  # a head can cost less than the ResNet
             out.append(f"{stage_label(results, name)} vs {words}: {_gain(results, m, base)}, "
-                       f"for {seconds:,.0f} s of training{stages} against {base['seconds']:,.0f} s ({times}).")
+                       f"for {seconds:,.0f} s of training{stages} against {base_seconds:,.0f} s ({times}).")
     for name, head in ((n, n.replace("_finetuned", "_head")) for n in models if parse_stage(n)[1] == "finetuned"):
         if head in models:
             out.append(f"{label(name)} vs its head: {_gain(results, models[name], models[head])}.")

@@ -71,10 +71,16 @@ def predictions_words(entry: dict) -> str | None:
     return "mirror-averaged" if "test_time_flip" in entry else None
 
 
+def stage_seconds(entry: dict) -> float:
+    """One stage's training seconds: the mean over its seeds' runs, like its accuracies, or its one run's."""
+    runs = entry.get("runs")
+    return sum(run["train_seconds"] for run in runs) / len(runs) if runs else entry.get("seconds", 0.0)
+
+
 def training_seconds(models: dict, name: str) -> float:
     """Stage `name`'s training seconds; a fine-tuned stage's include its head's, which it starts from."""
     head = models.get(name.replace("_finetuned", "_head")) if name.endswith("_finetuned") else None
-    return models[name]["seconds"] + (head["seconds"] if head else 0.0)
+    return stage_seconds(models[name]) + (stage_seconds(head) if head else 0.0)
 
 
 def single_view_test_accuracy(entry: dict) -> float:

@@ -7,7 +7,8 @@ from .plots import format_accuracy
 from .recipe import Stage2Recipe, depth_words
 from .registry import parse_stage
 from .report import BASELINES, findings, points_difference, short_commit
-from .results import best_model, difference_interval, single_view_test_accuracy, training_seconds
+from .results import (best_model, difference_interval, single_view_test_accuracy, stage_seconds,
+                      training_seconds)
 from .study import STUDY_STAGES, label, stage
 
 
@@ -94,7 +95,7 @@ def scratch(results: dict, **_) -> str | None:
     accuracy = format_accuracy(single_view_test_accuracy(models["scratch"]))
     over = f", {_gain(results, 'scratch', 'cnn')} over {BASELINES['cnn']}" if "cnn" in models else ""
     return (f"The ResNet from scratch: {accuracy}{over}, single views, in "
-            f"{models['scratch'].get('seconds', 0):,.0f} s of training.")
+            f"{stage_seconds(models['scratch']):,.0f} s of training.")
 
 
 def stages(results: dict, **_) -> str:
@@ -134,7 +135,7 @@ def cost(results: dict, **_) -> str | None:
         return None
     seconds = training_seconds(models, best)
     return (f"{label(best)}: {_gain(results, best, 'cnn')} over the CNN for "
-            f"{seconds / max(models['cnn']['seconds'], 1e-9):,.0f}x its training seconds.")
+            f"{seconds / max(stage_seconds(models['cnn']), 1e-9):,.0f}x its training seconds.")
 
 
 def choices(results: dict, **_) -> str:
