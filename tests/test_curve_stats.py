@@ -117,8 +117,8 @@ def test_findings_state_the_crossing_the_data_needed_and_the_cost():
                         "backbone features that no earlier point had computed, as all sizes and seeds share them.")
     # curves that record their feature cost (made since heads count every feature at the measured rate)
     assert gap_findings({**curves, "feature_cost": "measured_rate"})[-1].endswith(
-        "at 500); a transfer point's seconds include its training and validation images' backbone features at this "
-        "machine's measured rate, whether or not an earlier point had computed them.")
+        "at 500); a transfer point's seconds include its training and validation images' backbone features at the "
+        "measured rate of the machine that ran them, whether or not an earlier point had computed them.")
 
 
 def test_the_figure_draws_four_lines_and_marks_where_the_lead_falls_below_two_points():

@@ -137,8 +137,10 @@ def test_figures_findings_readme_and_deck_come_from_the_curves(two_runs, tmp_pat
     findings = curve_findings(first)
     assert any("2 seeds (1 at 200 images) spread by at most" in line for line in findings)
     assert any(line.startswith("Labelled images for 80% test accuracy") for line in findings)
-    assert any(line.startswith("Input size, one run each: the head's highest test accuracy is") for line in findings)
-    assert any("features at this machine's measured rate" in line for line in findings)  # feature_cost recorded
+    assert any(line.startswith("Input size, one run each: the head's highest test accuracy is")
+               and line.endswith(f"x faster ({first['provenance']['hardware']}).") for line in findings)
+    # feature_cost recorded
+    assert any("features at the measured rate of the machine that ran them" in line for line in findings)
     block = report.curves_block(first)
     assert "images/learning_curve.png" in block and "weights: none" in block
     assert findings[0] in block.replace('\\', '') and run_times(first) in block.replace('\\', '')

@@ -266,6 +266,15 @@ def test_the_resnet_from_scratch_gets_its_row_after_the_studys_and_is_compared_w
                                                "scratch: +8.1 points (95% interval ")
 
 
+def test_the_choices_takeaway_names_the_widest_seed_spread_of_validation_accuracy(results):
+    assert takeaways.choices(results).endswith("this run is one seed, so its gaps of about a point may be noise.")
+    results["models"]["cnn"]["over_seeds"] = {"val_accuracy": {"sd": 0.015}}
+    results["models"]["resnet50_head"]["over_seeds"] = {"val_accuracy": {"sd": 0.004}}
+    assert takeaways.choices(results).endswith(
+        ": seeds alone move Baseline CNN's validation accuracy by 1.50 points (sd), so one run's gap of that size "
+        "is noise.")
+
+
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
     readme = tmp_path / "README.md"
     before = "# Title\n\nIntro.\n\n"

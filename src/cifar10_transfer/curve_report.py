@@ -24,7 +24,7 @@ LEAD_THRESHOLD = 0.02  # the figure marks where a transfer line's lead over the 
 SHARED_FEATURES = ("; a transfer point's seconds count only the backbone features that no earlier point had "
                    "computed, as all sizes and seeds share them")
 RATE_FEATURES = ("; a transfer point's seconds include its training and validation images' backbone features "
-                 "at this machine's measured rate, whether or not an earlier point had computed them")
+                 "at the measured rate of the machine that ran them, whether or not an earlier point had computed them")
 
 
 def _features_note(curves: dict, models) -> str:
@@ -200,7 +200,8 @@ def resolution_findings(curves: dict) -> list[str]:
     best, cheapest = resolution.loc[resolution.test_accuracy.idxmax()], resolution.iloc[0]
     return [f"Input size, one run each: the head's highest test accuracy is {100 * best.test_accuracy:.1f}% at "
             f"{best.image_size:.0f}px; at {cheapest.image_size:.0f}px it is {100 * cheapest.test_accuracy:.1f}%, "
-            f"with features {best.feature_seconds / cheapest.feature_seconds:.1f}x faster on this machine.",
+            f"with features {best.feature_seconds / cheapest.feature_seconds:.1f}x faster "
+            f"({curves['provenance']['hardware']}).",
             f"Each size trains the head once (seed {curves['config'].get('seed', 'unknown')}) on the features of "
             f"{int(resolution.images.iloc[0]):,} images (the study size's training, validation and test images), "
             "so differences of a fraction of a point between sizes are within run-to-run noise."]
@@ -335,7 +336,7 @@ def resolution_cost_figure(curves: dict) -> Figure:
                     xytext=(6, -12))
     ax.set_xlim(0, points.feature_seconds.max() * 1.1)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-    ax.set(xlabel=f"seconds to compute features of {int(points.images.iloc[0]):,} images on this machine "
+    ax.set(xlabel=f"seconds to compute features of {int(points.images.iloc[0]):,} images on the machine above "
                   f"({curves['provenance']['device']})", ylabel="head-only test accuracy")
     fig.suptitle(f"Input resolution vs cost: {label(curves['backbone'] + '_head')}")
     prov = curves["provenance"]

@@ -107,7 +107,7 @@ def _table(fig: Figure, results: dict, rect: list, curves: dict | None = None) -
     ax = fig.add_axes(rect, frame_on=False, xticks=[], yticks=[])
     mirrored = bool(results["config"].get("test_time_flip"))
     header = ["Model", "Study", "This run (1 view)", "Over seeds (1 view)", "vs study", *(["Mirror"] * mirrored),
-              "Train s, mean (+head)"]
+              "Mean train s"]
     # One line per cell so rows never overflow; the full not-run reason is on the limitations slide.
     cells = [[r["model"], r["study"], textwrap.shorten(r["run"], 34, placeholder="…"), r["seeds"], r["diff"],
               *([r["mirror"]] * mirrored), r["seconds"]] for r in table_rows(results, curves)]
@@ -310,12 +310,21 @@ def _resolved_stage2(results: dict) -> str:
                      for n, m in results["models"].items() if parse_stage(n)[1] == "finetuned") or "none run"
 
 
+def _instruction_sets(provenance: dict) -> str:
+    """The CPU's recorded instruction sets, which decide its kernels' speed (and so seconds and seeded results)."""
+    if "cpu_isa" not in provenance:  # results from before they were recorded
+        return ""
+    return "; instruction sets: " + (", ".join(provenance["cpu_isa"]) or "none recorded")
+
+
 def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> None:
     cfg, prov = {k: v for k, v in results["config"].items() if v is not None}, results["provenance"]
     packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
     pairs = [("Git commit", short_commit(prov)),
-             ("Run", f"{prov.get('started', '?')} → {prov.get('finished', '?')}"),
-             ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")),
+             # only the finish: a resumed run's `started` is that of its last leg
+             ("Finished", finished_date(prov)),
+             ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")
+                                                        + _instruction_sets(prov)),
              ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
              ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
              ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
