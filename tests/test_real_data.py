@@ -90,6 +90,8 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
     for name in ("01_gathering_eda.ipynb", "02_preprocessing_modeling_evaluation.ipynb", "03_learning_curves.ipynb"):
         executed = json.loads((smoke_run / "results" / "notebooks" / name).read_text())
         assert any(cell.get("outputs") for cell in executed["cells"])
+        # TensorFlow's C++ notices (oneDNN, cuInit) went to kernels.log, not into the cells
+        assert [o for cell in executed["cells"] for o in cell.get("outputs", []) if o.get("name") == "stderr"] == []
     curves = json.loads((smoke_run / "results" / "learning_curves.json").read_text())
     assert {p["train_size"] for p in curves["points"]} == {200, 500} and {p["seed"] for p in curves["points"]} == {3}
     lines = {p["model"]: set() for p in curves["points"]}

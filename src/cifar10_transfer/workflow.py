@@ -147,8 +147,11 @@ def _execute_notebook(name: str, run_dir: Path, parameters: dict, quiet: bool = 
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with stderr_to(run_dir / KERNEL_LOG) if quiet else nullcontext():
+            # ipykernel copies what C++ writes to file descriptor 2 (TensorFlow's oneDNN and CUDA notices)
+            # into the cell's outputs; off, it reaches the kernel's stderr: kernels.log, or with --debug the terminal.
             papermill.execute_notebook(str(source), str(target), parameters=parameters, kernel_name=KERNEL_NAME,
-                                       cwd=str(run_dir), progress_bar=False, stdout_file=sys.stdout)
+                                       cwd=str(run_dir), progress_bar=False, stdout_file=sys.stdout,
+                                       extra_arguments=["--IPKernelApp.capture_fd_output=False"])
     except NoSuchKernel as exc:
         raise UserError(f"Jupyter kernel {KERNEL_NAME!r} is not installed; run `make install`.") from exc
     except papermill.PapermillExecutionError as exc:
