@@ -218,7 +218,8 @@ def test_other_backbones_get_rows_after_the_studys_without_a_study_number(result
     assert with_seeds[6] == "| EfficientNet-Lite0 fine-tuned | — | 90.0% | 1 seed | — | 41 + 41 |"
     results["config"]["test_time_flip"] = True  # this run also saw mirrors, the curves one view
     flipped = report.results_table_markdown(results, curves).splitlines()
-    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds, mean over seeds (fine-tuned: stage 2 + head) |")
+    assert flipped[0].endswith("| Difference (points) | With mirror | Training seconds, mean over seeds "
+                               "(fine-tuned: stage 2 + head) |")
     assert flipped[2] == "| Baseline CNN | 60.5% | 61.2% | 61.0% ± 1.0 (3 seeds) | +0.7 | — | 41 |"
     curves["config"] = {"test_time_flip": True}
     assert report.results_table_markdown(results, curves).splitlines()[2] == (
@@ -385,6 +386,10 @@ def test_render_deck_cnn_only_with_random_weights(results, tmp_path):
     assert "61.2%" in flat
     assert "NOT transfer learning" in flat
     assert "ResNet50 head-only not run: weights=none chosen" in flat
+    assert "Finished 2026-11-29 02:14 UTC" in flat and "instruction sets" not in flat  # none recorded then
+    results["provenance"]["cpu_isa"] = ["avx2", "fma"]
+    _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf"))
+    assert "AMD EPYC, 2 cores, 23 GiB; instruction sets: avx2, fma" in " ".join(text.split())
 
 
 def test_render_deck_with_a_second_backbone(results, tmp_path):

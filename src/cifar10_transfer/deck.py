@@ -320,11 +320,10 @@ def _instruction_sets(provenance: dict) -> str:
 def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> None:
     cfg, prov = {k: v for k, v in results["config"].items() if v is not None}, results["provenance"]
     packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
+    hardware = prov.get("hardware", "unknown") + _instruction_sets(prov)
     pairs = [("Git commit", short_commit(prov)),
-             # only the finish: a resumed run's `started` is that of its last leg
-             ("Finished", finished_date(prov)),
-             ("Device", prov.get("device", "unknown")), ("Hardware", prov.get("hardware", "unknown")
-                                                        + _instruction_sets(prov)),
+             ("Finished", finished_date(prov)),  # not the start: a resumed run's `started` is its last leg's
+             ("Device", prov.get("device", "unknown")), ("Hardware", hardware),
              ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
              ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
              ("Weights", weights_description(results)), ("Profile", results.get("profile", "unknown")),
