@@ -276,6 +276,19 @@ def test_the_choices_takeaway_names_the_widest_seed_spread_of_validation_accurac
         "is noise.")
 
 
+def test_the_eda_takeaways_are_notebook_01s_findings_where_its_summary_is_given(results, tmp_path):
+    assert takeaways.labels(results) == "Balanced classes: each seed draws its 8,000 training images stratified, " \
+                                        "800 per class."
+    eda = {"classes": {}, "findings": {"size": "50,000 training images; the training set is perfectly balanced.",
+                                       "colour": "ship images are the most blue-tinted."}}
+    assert takeaways.labels(results, eda=eda) == ("50,000 training images; the training set is perfectly balanced. "
+                                                  "Each seed draws its 8,000 training images stratified, 800 per "
+                                                  "class.")
+    assert takeaways.colours(results, eda=eda) == "ship images are the most blue-tinted."
+    _, text = _deck_text(deck.render_deck(results, tmp_path / "no-images", tmp_path / "deck.pdf", eda=eda))
+    assert "ship images are the most blue-tinted." in " ".join(text.split())
+
+
 def test_update_readme_replaces_only_the_marked_block(results, tmp_path):
     readme = tmp_path / "README.md"
     before = "# Title\n\nIntro.\n\n"
@@ -489,13 +502,14 @@ class Refuse(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, Refuse())
 from cifar10_transfer import deck, report
-from cifar10_transfer.results import CURVES_FILE, RESULTS_FILE, load_curves, load_results
+from cifar10_transfer.results import CURVES_FILE, EDA_FILE, RESULTS_FILE, load_curves, load_eda, load_results
 
 root, pdf = Path(sys.argv[1]), Path(sys.argv[2])
 results, curves = load_results(root / RESULTS_FILE), load_curves(root / CURVES_FILE)
+eda = load_eda(root / EDA_FILE)
 readme = (root / "README.md").read_text()
 print(report.readme_table_matches(readme, results, curves), report.readme_curves_match(readme, curves))
-deck.render_deck(results, root / "images", pdf, curves)
+deck.render_deck(results, root / "images", pdf, curves, eda)
 print(sorted(name for name in sys.modules if name.split(".")[0] == "cifar10_transfer"))
 """
 # The run wing: what trains, evaluates and writes results; rendering must not import any of it.

@@ -113,6 +113,8 @@ def test_smoke_reproduce_publishes_figures_results_notebooks_and_deck(smoke_run)
     for entry in results["models"].values():
         assert format_accuracy(entry["test_accuracy"]) in text
     assert "EfficientNet-Lite0 fine-tuned" in text and "How much labelled data transfer learning saves" in text
+    colour = json.loads((smoke_run / "results" / "eda.json").read_text())["findings"]["colour"]
+    assert " ".join(colour.split()) in " ".join(text.split())  # notebook 01's finding is the colour slide's takeaway
     assert not list(smoke_run.glob(".runs/*/results"))  # everything was published out of the run directory
 
 

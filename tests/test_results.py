@@ -6,10 +6,14 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from cifar10_transfer.analysis import save_eda_summary
+from cifar10_transfer.data import Dataset
 from cifar10_transfer.errors import UserError
 from cifar10_transfer.report import results_table_markdown
 from cifar10_transfer.results import (SCHEMA_VERSION, assemble_results, best_model,
-                                      combine_seeds, difference_interval, load_curves, load_results,
+                                      combine_seeds, difference_interval, load_curves, load_eda, load_results,
                                       single_view_test_accuracy, summarise_seeds, training_seconds)
 
 DATA = Path(__file__).resolve().parent / "data"  # files from before schema versions (commits af07144, 65e6897)
@@ -169,3 +173,19 @@ def test_single_views_are_compared_where_a_run_also_averaged_the_mirror():
     assert single_view_test_accuracy(flipped) == 0.588 and single_view_test_accuracy({"test_accuracy": 0.7}) == 0.7
     difference, _, _ = difference_interval(flipped, {"test_accuracy": 0.5}, 1000, single_view=True)
     assert difference == pytest.approx(0.088)
+
+
+def test_notebook_01s_summary_holds_the_class_table_and_keyed_findings_and_loads_back(tmp_path):
+    x = np.zeros((4, 32, 32, 3), np.uint8)
+    x[:2, ..., 2] = 200  # two blue "ship" images
+    x[2:, ..., 0] = 100  # two red "frog" images
+    data = Dataset(x, np.array([0, 0, 1, 1]), x[:1], np.array([0]), ("ship", "frog"), "synthetic test")
+    assert load_eda(tmp_path / "eda.json") is None  # a run from before notebook 01 wrote one
+    written = save_eda_summary(data, tmp_path / "results" / "eda.json")
+    loaded = load_eda(tmp_path / "results" / "eda.json")
+    assert loaded == written and loaded["data"] == "synthetic test"
+    assert loaded["classes"]["ship"]["train"] == 2 and loaded["classes"]["frog"]["mean_r"] == 100.0
+    assert list(loaded["findings"]) == ["data", "size", "brightness", "colour"]
+    assert loaded["findings"]["size"].endswith("the training set is perfectly balanced.")
+    assert loaded["findings"]["colour"].startswith("Ship images are the most blue-tinted (blue exceeds the "
+                                                   "red/green mean by 200.0 of 255), frog the least (-50.0)")

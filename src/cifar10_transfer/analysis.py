@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import pandas as pd
 
 from .evaluation import most_confident_mistakes
 from .figures import FIGURES, RUN_FIGURES, training_curve
+from .publish import write_atomic
 from .results import best_model, predictions_words
 from .study import stage
 
@@ -84,7 +86,7 @@ def show(paths: list[Path]) -> None:
         display(Markdown(f"`{path.name}`{caption}"), Image(filename=str(path)))
 
 
-def bullets(lines: list[str]) -> str:
+def bullets(lines: Iterable[str]) -> str:
     """Sentences as a Markdown bullet list, for a notebook's computed narrative."""
     return "\n".join(f"- {line}" for line in lines)
 
@@ -110,22 +112,30 @@ def class_table(dataset: Dataset) -> pd.DataFrame:
                         index=pd.Index(dataset.class_names, name="class"))
 
 
-def eda_findings(dataset: Dataset) -> list[str]:
-    """Sentences for the EDA narrative, every number computed from `dataset`."""
+def eda_findings(dataset: Dataset) -> dict[str, str]:
+    """Sentences for the EDA narrative (and the deck's EDA takeaways), every number computed from `dataset`."""
     table = class_table(dataset)
     spread = table["train"].max() - table["train"].min()
     balance = ("perfectly balanced" if spread == 0
                else f"imbalanced by up to {spread:,} images between classes")
     blue_lead = (table["mean_b"] - table[["mean_r", "mean_g"]].mean(axis=1)).sort_values()
-    return [
-        f"Data: {dataset.description}.",
-        f"{len(dataset.y_train):,} training and {len(dataset.y_test):,} test images of "
+    return {
+        "data": f"Data: {dataset.description}.",
+        "size": f"{len(dataset.y_train):,} training and {len(dataset.y_test):,} test images of "
         f"{dataset.x_train.shape[1]}x{dataset.x_train.shape[2]} pixels in {len(dataset.class_names)} classes; "
         f"the training set is {balance}.",
-        f"The brightest class on average is {table['brightness'].idxmax()} "
+        "brightness": f"The brightest class on average is {table['brightness'].idxmax()} "
         f"({table['brightness'].max():.1f} of 255), the darkest {table['brightness'].idxmin()} "
         f"({table['brightness'].min():.1f}).",
-        f"{blue_lead.index[-1]} images are the most blue-tinted (blue exceeds the red/green mean by "
-        f"{blue_lead.iloc[-1]:.1f}), {blue_lead.index[0]} the least ({blue_lead.iloc[0]:.1f}): colour alone "
+        "colour": f"{blue_lead.index[-1].capitalize()} images are the most blue-tinted (blue exceeds the red/green mean by "
+        f"{blue_lead.iloc[-1]:.1f} of 255), {blue_lead.index[0]} the least ({blue_lead.iloc[0]:.1f}): colour alone "
         "carries some class signal, which a model can over-rely on.",
-    ]
+    }
+
+
+def save_eda_summary(dataset: Dataset, path: str | os.PathLike) -> dict:
+    """Write `path` (results/eda.json): the class table and the findings, which the deck's EDA slides read."""
+    summary = {"data": dataset.description, "classes": class_table(dataset).to_dict(orient="index"),
+               "findings": eda_findings(dataset)}
+    write_atomic(path, json.dumps(summary, indent=2) + "\n")
+    return summary

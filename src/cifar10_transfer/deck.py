@@ -367,13 +367,13 @@ _CLOSING = (
 )
 
 
-def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
+def _slides(results: dict, images: Path, curves: dict | None = None, eda: dict | None = None) -> list:
     """(title, draw, takeaway) for each slide; draw(fig) fills the body."""
     slides = []
     for title, draw, takeaway in (*_OPENING, *(_CURVES if curves is not None else ()), *_CLOSING):
         if draw is _scratch and "scratch" not in results["models"]:
             continue
-        line = takeaway(results=results, curves=curves)
+        line = takeaway(results=results, curves=curves, eda=eda)
         pages = _curve_pages(results, Path(images)) if draw is _training_curves else [None]
         slides += [(title + (f" ({k} of {len(pages)})" if len(pages) > 1 else ""),
                     partial(draw, results=results, images=Path(images), curves=curves, paths=page), line)
@@ -382,10 +382,10 @@ def _slides(results: dict, images: Path, curves: dict | None = None) -> list:
 
 
 def render_deck(results: dict, images_dir: str | os.PathLike, pdf_path: str | os.PathLike,
-                curves: dict | None = None) -> Path:
-    """Write the 16:9 PDF deck for `results` (and notebook 03's `curves`, when given) with figures
-    from `images_dir`; same inputs, same bytes."""
-    slides = _slides(results, Path(images_dir), curves)
+                curves: dict | None = None, eda: dict | None = None) -> Path:
+    """Write the 16:9 PDF deck for `results` (and notebook 03's `curves` and notebook 01's `eda`, when
+    given) with figures from `images_dir`; same inputs, same bytes."""
+    slides = _slides(results, Path(images_dir), curves, eda)
 
     def write(tmp: str) -> None:
         # The rc context must cover PdfPages.close(): fonts are embedded (type 42) when it closes.

@@ -16,6 +16,7 @@ SCHEMA_VERSION = 3
 # Paths relative to a run's directory (OUT, or the working directory of a run before it is published).
 RESULTS_FILE = "results/results.json"
 CURVES_FILE = "results/learning_curves.json"  # notebook 03's learning curves
+EDA_FILE = "results/eda.json"  # notebook 01's per-class counts and colours, and its findings
 HISTORIES_DIR = "results/histories"  # one CSV of per-epoch metrics per stage
 RUN_FIRST = "run `python -m cifar10_transfer train` or `make reproduce` first."
 
@@ -181,3 +182,10 @@ def load_curves(path: str | os.PathLike) -> dict | None:
         return None
     return _load(path, "learning-curves",
                  {"backbone": str, "provenance": dict, "points": list, "resolution": list})
+
+
+def load_eda(path: str | os.PathLike) -> dict | None:
+    """eda.json; None where notebook 01 did not write one (runs before it did), UserError where unreadable."""
+    if not Path(path).is_file():
+        return None
+    return _load(path, "EDA", {"classes": dict, "findings": dict})

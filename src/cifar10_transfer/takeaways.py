@@ -51,14 +51,20 @@ def problem(results: dict, **_) -> str:
     return f"Over its CNN the study's ResNet50 gained {gains}" + (f"; here, single views: {here}." if here else ".")
 
 
-def labels(results: dict, **_) -> str:
+def labels(results: dict, eda: dict | None = None, **_) -> str:
     data = results["data"]
     classes = len(data.get("class_names", [])) or 10
-    return (f"Balanced classes: each seed draws its {data.get('train', 0):,} training images stratified, "
-            f"{data.get('train', 0) // classes:,} per class.")
+    draw = f"{data.get('train', 0):,} training images stratified, {data.get('train', 0) // classes:,} per class"
+    if eda:
+        return f"{eda['findings']['size']} Each seed draws its {draw}."
+    return f"Balanced classes: each seed draws its {draw}."
 
 
-def colours(results: dict, **_) -> str:
+def colours(results: dict, eda: dict | None = None, **_) -> str:
+    """Notebook 01's colour finding where its eda.json is given; runs from before it wrote one say what the
+    figures show."""
+    if eda:
+        return eda["findings"]["colour"]
     return ("Statistics of the raw training pixels; the CNN scales them to [0, 1], each backbone preprocesses "
             "them its own way.")
 

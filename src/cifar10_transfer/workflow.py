@@ -19,7 +19,7 @@ from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
 from .registry import get_backbone, parse_stage
-from .results import CURVES_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_results
+from .results import CURVES_FILE, EDA_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_eda, load_results
 from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -206,8 +206,8 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
         if kept_curves is not None:
             keep_curves(Path(curves_from), kept_curves, run_dir)
         results = load_results(run_dir / RESULTS_FILE)
-        curves = load_curves(run_dir / CURVES_FILE)
-        render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves)
+        curves, eda = load_curves(run_dir / CURVES_FILE), load_eda(run_dir / EDA_FILE)
+        render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves, eda)
         published = publish(run_dir, out, ["results", "images", "presentation", MODELS_DIR])
         if (out / "README.md").is_file():
             update_readme(out / "README.md", results, curves)
@@ -247,10 +247,10 @@ def report(out: str | Path = ".") -> Path:
 
     out = Path(out)
     results = load_results(out / RESULTS_FILE)
-    curves = load_curves(out / CURVES_FILE)
+    curves, eda = load_curves(out / CURVES_FILE), load_eda(out / EDA_FILE)
     deck = out / "presentation" / DECK_NAME
     save_results_figures(results, out / "images")
-    render_deck(results, out / "images", deck, curves)
+    render_deck(results, out / "images", deck, curves, eda)
     if (out / "README.md").is_file():
         update_readme(out / "README.md", results, curves)
     return deck
