@@ -313,6 +313,19 @@ def test_making_a_run_record_does_no_work(tmp_path):
     assert not (tmp_path / "lazy").exists()
 
 
+def test_a_run_in_a_run_directory_started_when_that_directory_was_made_however_often_resumed(tmp_path):
+    from datetime import datetime, timezone
+
+    from cifar10_transfer.publish import start_run
+
+    run_dir = start_run(tmp_path, {"profile": "smoke"}, resume=False)
+    first = _run(run_dir).started
+    assert first == datetime.strptime(run_dir.name, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+    assert start_run(tmp_path, {"profile": "smoke"}, resume=True) == run_dir and _run(run_dir).started == first
+    by_hand = _run(tmp_path / "notebook").started  # not a run directory: started now
+    assert by_hand > first and (datetime.now(timezone.utc) - by_hand).total_seconds() < 60
+
+
 @pytest.mark.slow
 def test_a_stage_does_not_depend_on_the_stages_run_before_it(tmp_path):
     alone = run_all(_run(tmp_path / "alone", "models=efficientnet_lite0_head"))["models"]

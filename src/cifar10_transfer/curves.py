@@ -18,7 +18,7 @@ from .cache import FeatureCache
 from .config import RunConfig
 from .data import Dataset
 from .provenance import collect_provenance, run_key, weights_label
-from .publish import write_atomic
+from .publish import run_started, write_atomic
 from .results import CURVES_FILE, RESULTS_FILE, load_results, seed_record
 from .stages import Run, run_stage
 
@@ -113,7 +113,7 @@ def resolution_points(dataset: Dataset, config: RunConfig, weights: str, workdir
 def run_learning_curves(dataset: Dataset, config: RunConfig, weights: str, out_dir: str | Path,
                         profile: str) -> dict:
     """Both studies, as the content of results/learning_curves.json (written to out_dir/results)."""
-    out_dir, started = Path(out_dir), datetime.now(timezone.utc)
+    out_dir, started = Path(out_dir), run_started(out_dir) or datetime.now(timezone.utc)
     cache = FeatureCache.beside(out_dir)
     clock = time.perf_counter()
     key = run_key(config.to_dict(), dataset, weights)  # hashes the whole dataset: once per run

@@ -21,6 +21,7 @@ from .errors import UserError
 RUNS_DIR = ".runs"
 RUN_FILE = "run.json"  # the arguments of a run, so that --resume can check it continues the same run
 COMPLETE_FILE = "complete"
+RUN_STAMP = "%Y%m%dT%H%M%S.%fZ"  # a run directory's name: the UTC time its run started
 MODELS_DIR = "models"  # each trained stage for `predict`, published to OUT/models (not committed: large)
 
 
@@ -106,11 +107,20 @@ def start_run(out: Path, arguments: dict, resume: bool) -> Path:
             raise UserError(f"--resume: {', '.join(changed)} differ from the interrupted run in {run_dir}; "
                             "rerun with the same arguments, or without --resume.")
         return run_dir
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = datetime.now(timezone.utc).strftime(RUN_STAMP)
     run_dir = runs / stamp
     run_dir.mkdir(parents=True)
     write_atomic(run_dir / RUN_FILE, json.dumps(arguments, indent=2, sort_keys=True))
     return run_dir
+
+
+def run_started(workdir: str | os.PathLike) -> datetime | None:
+    """When the run working in `workdir` first started, from its run directory's name; None where
+    `workdir` is not a run directory (a notebook run by hand). A resumed run keeps its first start."""
+    try:
+        return datetime.strptime(Path(workdir).resolve().name, RUN_STAMP).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
 
 
 def publish(run_dir: Path, out: Path, parts: list[str]) -> list[Path]:

@@ -26,7 +26,7 @@ from .models import (TransferModel, at_any_size, build_cnn, build_resnet_scratch
 from .pipelines import Splits, array_dataset, cnn_dataset, split_dataset, transfer_dataset
 from .predict import save_for_prediction
 from .provenance import weights_label
-from .publish import MODELS_DIR
+from .publish import MODELS_DIR, run_started
 from .recipe import training_sizes
 from .registry import get_backbone, parse_stage, stage_name
 from .execution import make_strategy, precision_choice, precision_policy, resolve_jit, seed_everything
@@ -85,13 +85,14 @@ class Run:
     strategy_given: object = None  # a tf.distribute strategy made before other TensorFlow work
     cache: FeatureCache | None = None
     save_models: bool = True
-    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    started: datetime | None = None  # None: the run directory's first start (publish.run_started), else now
     models: dict[str, ModelRun] = field(default_factory=dict)  # the stages trained so far
     transfers: dict[str, TransferModel] = field(default_factory=dict)  # per backbone, built by stage 1
     cuts: dict[str, BackboneCut | None] = field(default_factory=dict)  # per backbone, before stage 2's layers
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
+        self.started = self.started or run_started(self.workdir) or datetime.now(timezone.utc)
         self.cache = self.cache or FeatureCache(self.workdir / "cache")
 
     @cached_property
