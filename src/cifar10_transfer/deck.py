@@ -322,7 +322,7 @@ def _provenance(fig: Figure, results: dict, curves: dict | None = None, **_) -> 
     packages = ", ".join(f"{k} {v}" for k, v in prov.get("packages", {}).items())
     hardware = prov.get("hardware", "unknown") + _instruction_sets(prov)
     pairs = [("Git commit", short_commit(prov)),
-             ("Finished", finished_date(prov)),  # not the start: a resumed run's `started` is its last leg's
+             ("Finished", finished_date(prov)),  # older results date a resumed run's start from its last leg
              ("Device", prov.get("device", "unknown")), ("Hardware", hardware),
              ("Software", f"Python {prov.get('python', '?')}; {packages}"), ("Data", prov.get("data", "unknown")),
              ("Fingerprint", (prov.get("data_fingerprint") or "unknown")[:16] + "…"),
