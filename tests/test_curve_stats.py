@@ -7,7 +7,8 @@ from scipy import stats
 
 from cifar10_transfer import report
 from cifar10_transfer.curve_report import (accuracy_table, curve_findings, gap_findings, lead_findings,
-                                           learning_curve_figure, seconds_table, seed_words, spread_findings)
+                                           learning_curve_figure, run_times, seconds_table, seed_words,
+                                           spread_findings)
 from cifar10_transfer.curve_stats import (curve_summary, images_for_accuracy, lead_falls_below, paired_gaps,
                                           reference_model, training_seconds, transfer_models)
 HEAD, TUNED = "efficientnet_lite0_head", "efficientnet_lite0_finetuned"
@@ -92,6 +93,15 @@ def test_seconds_are_means_over_seeds_and_a_fine_tuned_model_pays_for_its_head()
     assert table.loc[500].tolist() == pytest.approx([1.0, 4.0, 2.0, 12.0])
     assert table.loc[5000, "scratch"] == pytest.approx(40.0) and math.isnan(table.loc[5000, TUNED])
     assert seconds_table(_curves()).iloc[1].tolist() == [5000, "10", "40", "20", "—"]
+
+
+def test_run_times_sum_the_points_training_seconds_however_many_legs_and_give_a_reruns_wall_clock():
+    curves = {"points": [{"seconds": 60.0}, {"seconds": 120.0}],
+              "runs": [{"seconds": 30.0, "backbone_images_computed": 900, "stages_trained": 1}]}  # a resumed run's leg
+    assert run_times(curves) == "training of the 2 curve points 3.0 min in all"
+    curves["runs"].append({"seconds": 6.0, "backbone_images_computed": 0, "stages_trained": 0})
+    assert run_times(curves) == ("training of the 2 curve points 3.0 min in all; a rerun with the features and "
+                                 "stages kept 0.1 min wall-clock, 0 images through the backbone, 0 stages trained")
 
 
 def test_findings_state_the_crossing_the_data_needed_and_the_cost():

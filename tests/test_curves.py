@@ -57,10 +57,10 @@ def test_the_second_run_does_no_backbone_pass_trains_nothing_and_gives_the_same_
     # both runs are recorded beside the stages, the first (which trained them) first
     assert [run["stages_trained"] for run in second["runs"]] == [13, 0]
     assert second["runs"][0]["seconds"] == first["seconds"] and second["runs"][1]["seconds"] == second["seconds"]
-    assert run_times(second) == (f"first run {first['seconds'] / 60:.1f} min, {first['backbone_images_computed']:,} "
-                                 "images through the backbone, 13 stages trained; rerun with the features and stages "
-                                 f"kept {second['seconds'] / 60:.1f} min, 0 images through the backbone, "
-                                 "0 stages trained")
+    trained = sum(p["seconds"] for p in second["points"]) / 60
+    assert run_times(second) == (f"training of the {len(second['points'])} curve points {trained:.1f} min in all; "
+                                 f"a rerun with the features and stages kept {second['seconds'] / 60:.1f} min "
+                                 "wall-clock, 0 images through the backbone, 0 stages trained")
     assert [p["test_accuracy"] for p in second["points"]] == [p["test_accuracy"] for p in first["points"]]
     # a reused stage reports what training it took (a head's feature seconds are this run's)
     cnn_seconds = [[p["seconds"] for p in run["points"] if p["model"] == "cnn"] for run in (first, second)]

@@ -35,15 +35,17 @@ def _features_note(curves: dict, models) -> str:
 
 
 def run_times(curves: dict) -> str:
-    """The wall-clock of the first finished run of these curves and, after reruns, of the latest one."""
-    runs = curves.get("runs") or [curves]  # files written before runs were recorded hold one run
-
-    def describe(run: dict) -> str:
-        return (f"{run['seconds'] / 60:.1f} min, {run['backbone_images_computed']:,} images through the backbone"
-                + (f", {run['stages_trained']} stages trained" if "stages_trained" in run else ""))
-
-    text = f"first run {describe(runs[0])}"
-    return text + (f"; rerun with the features and stages kept {describe(runs[-1])}" if len(runs) > 1 else "")
+    """What the curves cost: their points' training seconds summed, which a resumed run counts whole (its
+    wall-clock is only its last leg's), and the wall-clock of the latest rerun, where one followed."""
+    points = curves["points"]
+    text = f"training of the {len(points)} curve points {sum(p['seconds'] for p in points) / 60:.1f} min in all"
+    runs = curves.get("runs") or []  # files written before runs were recorded hold none
+    if len(runs) < 2:
+        return text
+    last = runs[-1]
+    return (f"{text}; a rerun with the features and stages kept {last['seconds'] / 60:.1f} min wall-clock, "
+            f"{last['backbone_images_computed']:,} images through the backbone"
+            + (f", {last['stages_trained']} stages trained" if "stages_trained" in last else ""))
 
 
 def _mirrored(curves: dict) -> bool:
