@@ -112,9 +112,9 @@ def class_table(dataset: Dataset) -> pd.DataFrame:
                         index=pd.Index(dataset.class_names, name="class"))
 
 
-def eda_findings(dataset: Dataset) -> dict[str, str]:
-    """Sentences for the EDA narrative (and the deck's EDA takeaways), every number computed from `dataset`."""
-    table = class_table(dataset)
+def eda_findings(dataset: Dataset, table: pd.DataFrame) -> dict[str, str]:
+    """Sentences for the EDA narrative (and the deck's EDA takeaways), every number computed from `dataset`
+    and its `class_table`."""
     spread = table["train"].max() - table["train"].min()
     balance = ("perfectly balanced" if spread == 0
                else f"imbalanced by up to {spread:,} images between classes")
@@ -127,15 +127,16 @@ def eda_findings(dataset: Dataset) -> dict[str, str]:
         "brightness": f"The brightest class on average is {table['brightness'].idxmax()} "
         f"({table['brightness'].max():.1f} of 255), the darkest {table['brightness'].idxmin()} "
         f"({table['brightness'].min():.1f}).",
-        "colour": f"{blue_lead.index[-1].capitalize()} images are the most blue-tinted (blue exceeds the red/green mean by "
-        f"{blue_lead.iloc[-1]:.1f} of 255), {blue_lead.index[0]} the least ({blue_lead.iloc[0]:.1f}): colour alone "
+        "colour": f"{blue_lead.index[-1].capitalize()} images are the most blue-tinted (blue exceeds the red/green "
+        f"mean by {blue_lead.iloc[-1]:.1f} of 255), {blue_lead.index[0]} the least ({blue_lead.iloc[0]:.1f}): colour alone "
         "carries some class signal, which a model can over-rely on.",
     }
 
 
 def save_eda_summary(dataset: Dataset, path: str | os.PathLike) -> dict:
     """Write `path` (results/eda.json): the class table and the findings, which the deck's EDA slides read."""
-    summary = {"data": dataset.description, "classes": class_table(dataset).to_dict(orient="index"),
-               "findings": eda_findings(dataset)}
+    table = class_table(dataset)  # a pass over every training image: once for the table and the findings
+    summary = {"data": dataset.description, "classes": table.to_dict(orient="index"),
+               "findings": eda_findings(dataset, table)}
     write_atomic(path, json.dumps(summary, indent=2) + "\n")
     return summary

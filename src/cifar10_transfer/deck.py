@@ -21,7 +21,7 @@ from .recipe import SCRATCH_BATCH, ScratchRecipe, Stage2Recipe, describe, has_fr
 from .registry import parse_stage
 from .report import (findings, finished_date, not_run_reason, run_seed_spread, short_commit, stage_label, table_rows,
                      weights_description)
-from .results import best_model, single_view_key, single_view_test_accuracy, stage_seconds
+from .results import best_model, single_view_test_accuracy, stage_seconds, validation_spreads
 from .slide_layout import CURVE_GRID, CURVES_PER_SLIDE, PLACED, bullets, curve_cell, flow, frame, picture, pictures
 from .study import STUDY_STAGES, label, stage, table_stages
 
@@ -288,11 +288,10 @@ def _choices(fig: Figure, results: dict, **_) -> None:
         items.append(f"One validation image is {100 / val:.2f} points; near {label(best)}'s {format_accuracy(p)}, "
                      f"the binomial standard error of a validation accuracy is {100 * (p * (1 - p) / val) ** 0.5:.2f} "
                      "points.")
-    seeded = {n: m for n, m in models.items() if "runs" in m}
-    if seeded:
+    spreads = validation_spreads(models)
+    if spreads:
         items.append("Seed spread of single-view validation accuracy (sd, points): " + "; ".join(
-            f"{label(n)} {100 * m['over_seeds'][single_view_key(m, 'val')]['sd']:.2f} over {len(m['runs'])} seeds"
-            for n, m in seeded.items()) + ".")
+            f"{label(n)} {100 * s['sd']:.2f} over {s['n']} seeds" for n, s in spreads.items()) + ".")
     else:
         items.append("This run is one seed: a difference of about a point between two single runs can be noise.")
     items += ["A recipe change needs a mean validation gain over three or more seeds that is larger than its "

@@ -72,6 +72,11 @@ def predictions_words(entry: dict) -> str | None:
     return "mirror-averaged" if "test_time_flip" in entry else None
 
 
+def validation_spreads(models: dict) -> dict[str, dict]:
+    """Each stage trained under several seeds: the summary (sd, n, ...) of its single-view validation accuracy."""
+    return {name: m["over_seeds"][single_view_key(m, "val")] for name, m in models.items() if "over_seeds" in m}
+
+
 def stage_seconds(entry: dict) -> float:
     """One stage's training seconds: the mean over its seeds' runs, like its accuracies, or its one run's."""
     runs = entry.get("runs")
@@ -182,6 +187,12 @@ def load_curves(path: str | os.PathLike) -> dict | None:
         return None
     return _load(path, "learning-curves",
                  {"backbone": str, "provenance": dict, "points": list, "resolution": list})
+
+
+def load_published(root: str | os.PathLike) -> tuple[dict, dict | None, dict | None]:
+    """A run's results, learning curves and EDA summary under `root` (the last two None where absent)."""
+    root = Path(root)
+    return load_results(root / RESULTS_FILE), load_curves(root / CURVES_FILE), load_eda(root / EDA_FILE)
 
 
 def load_eda(path: str | os.PathLike) -> dict | None:

@@ -7,8 +7,8 @@ from .plots import format_accuracy
 from .recipe import Stage2Recipe, depth_words
 from .registry import parse_stage
 from .report import BASELINES, findings, points_difference, short_commit
-from .results import (best_model, difference_interval, single_view_key, single_view_test_accuracy, stage_seconds,
-                      training_seconds)
+from .results import (best_model, difference_interval, single_view_test_accuracy, stage_seconds,
+                      training_seconds, validation_spreads)
 from .study import STUDY_STAGES, label, stage
 
 
@@ -146,8 +146,7 @@ def cost(results: dict, **_) -> str | None:
 
 def choices(results: dict, **_) -> str:
     """The rule for choosing, and the largest seed spread of a validation accuracy that it must see past."""
-    spreads = {n: m["over_seeds"][single_view_key(m, "val")]["sd"] for n, m in results["models"].items()
-               if "over_seeds" in m}
+    spreads = {name: spread["sd"] for name, spread in validation_spreads(results["models"]).items()}
     rule = "Choices are made on validation data only, under rules committed before their runs"
     if not spreads:
         return rule + "; this run is one seed, so its gaps of about a point may be noise."

@@ -19,7 +19,7 @@ from .data import load_dataset
 from .errors import UserError
 from .publish import MODELS_DIR, RunLock, publish, start_run, write_atomic
 from .registry import get_backbone, parse_stage
-from .results import CURVES_FILE, EDA_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_eda, load_results
+from .results import CURVES_FILE, HISTORIES_DIR, RESULTS_FILE, load_curves, load_published
 from .weights import check_weights_available, check_weights_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -205,8 +205,7 @@ def reproduce(profile: str = "seed", overrides: list[str] | None = None, source:
                                                   "weights": _weights_argument(weights)}, quiet)
         if kept_curves is not None:
             keep_curves(Path(curves_from), kept_curves, run_dir)
-        results = load_results(run_dir / RESULTS_FILE)
-        curves, eda = load_curves(run_dir / CURVES_FILE), load_eda(run_dir / EDA_FILE)
+        results, curves, eda = load_published(run_dir)
         render_deck(results, run_dir / "images", run_dir / "presentation" / DECK_NAME, curves, eda)
         published = publish(run_dir, out, ["results", "images", "presentation", MODELS_DIR])
         if (out / "README.md").is_file():
@@ -246,8 +245,7 @@ def report(out: str | Path = ".") -> Path:
     from .report import update_readme
 
     out = Path(out)
-    results = load_results(out / RESULTS_FILE)
-    curves, eda = load_curves(out / CURVES_FILE), load_eda(out / EDA_FILE)
+    results, curves, eda = load_published(out)
     deck = out / "presentation" / DECK_NAME
     save_results_figures(results, out / "images")
     render_deck(results, out / "images", deck, curves, eda)
